@@ -1,0 +1,3 @@
+from deploypipe.cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""The public Python API: `build()`, `load()`, `bench()`. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from deploypipe import __version__, compilers, passes, targets
+from deploypipe.artifact import (
+    GOLDEN,
+    Artifact,
+    Fidelity,
+    Manifest,
+    ModelInfo,
+    PassRecord,
+    existing_key,
+    file_entry,
+    staging,
+    write_golden,
+    write_manifest,
+)
+from deploypipe.compilers.base import CompileContext
+from deploypipe.errors import FidelityError
+from deploypipe.fidelity import DEFAULT_TOLERANCE, compare
+from deploypipe.importers import ImportOptions, import_model
+from deploypipe.model import Model
+from deploypipe.passes import PassContext, PassStep, Recipe
+from deploypipe.runtime import RunOptions, Runner
+from deploypipe.runtime import load as load_runner
+
+Progress = Callable[[str], None]
+
+
+class BuildConfig(BaseModel):
+    """Everything `deploypipe build` takes; the CLI builds exactly this object."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    target: str = "host-cpu"
+    compiler: str | None = None
+    quantize: Literal["fp16", "int8"] | None = None
+    prune: float | None = Field(default=None, gt=0, lt=1)
+    recipe: str | None = None  # pass recipe name or .toml path; default derived from the precision
+    output: Path = Path("artifacts")
+    name: str | None = None
+    strict: bool = False  # refuse instead of adapting an impossible precision
+    force: bool = False  # rebuild even when the cache key matches
+    tolerance: dict[str, float] = Field(default_factory=dict)
+    fidelity_samples: int = 8
+    import_options: ImportOptions = Field(default_factory=ImportOptions)
+    tuning_logs: Path = Path("tuning_logs")
+
+
+@dataclass
+class BuildReport:
+    path: Path
+    manifest: Manifest
+    cached: bool
+
+    def summary(self) -> str:
+        m = self.manifest
+        head = f"{'cache hit' if self.cached else 'built'} {self.path}: {m.model.name} for {m.target} with {m.compiler}, {m.precision}"
+        lines = [head, *(f"  note: {n}" for n in m.notes)]
+        f = m.fidelity
+        if f.checked:
+            figs = [f"max abs err {f.max_abs_err:.3g}", f"cosine {f.cosine:.5f}"]
+            if f.top1_agreement is not None:
+                figs.append(f"top-1 agreement {f.top1_agreement:.3f}")
+            if f.accuracy is not None:
+                figs.append(f"accuracy {f.accuracy:.2f}% (FP32 {f.accuracy_fp32:.2f}%)")
+            lines.append(f"  fidelity vs FP32 ({f.samples} samples, {f.data}; {f.where}): {', '.join(figs)}")
+        else:
+            lines.append(f"  fidelity: not checked ({f.where})")
+        return "\n".join(lines)
+
+
+def _recipe_for(config: BuildConfig, precision: str, native: frozenset[str]) -> Recipe:
+    """The recipe named by the user, else the one for the precision; precision passes are
+    dropped when the compiler quantizes itself, and pruning is prepended when asked."""
+    if config.recipe:
+        recipe = passes.load_recipe(config.recipe)
+    else:
+        base = precision if precision in passes.recipe_names() else "default"
+        recipe = passes.load_recipe(base)
+    steps = [s for s in recipe.passes if not (s.name in ("fp16", "int8") and s.name in native)]
+    if config.prune:
+        steps.insert(0, PassStep(name="prune", params={"ratio": config.prune}))
+    if "int8" in (s.name for s in steps) and config.tolerance:
+        for s in steps:
+            if s.name == "int8":
+                s.params = {**s.params, "tolerance": {**s.params.get("tolerance", {}), **config.tolerance}}
+    return Recipe(name=recipe.name, description=recipe.description, passes=steps)
+
+
+def _key(model: Model, config: BuildConfig, res: targets.Resolution, recipe: Recipe,
+         versions: dict[str, str]) -> str:
+    payload = {
+        "deploypipe": __version__, "source": model.content_hash(), "target": targets.get(config.target).model_dump(),
+        "resolution": res.model_dump(), "recipe": recipe.model_dump(), "toolchain": versions,
+        "tolerance": config.tolerance, "samples": config.fidelity_samples,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """FP32 reference outputs: the imported model, before any pass, on ONNX Runtime."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, sess.run(names, f), strict=True)) for f in feeds]
+
+
+def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str]:
+    """Held-out inputs: real labelled data for trained models, else synthetic (seeded apart from
+    the calibration seeds)."""
+    ev = model.evaluation
+    if ev is not None:
+        feeds = list(ev.samples(len(ev.x)))
+        return feeds, ev.labels, ev.description
+    provider = model.calibration
+    return list(provider.samples(n, seed=10_000)), None, provider.description
+
+
+def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict[str, float],
+                   n: int) -> tuple[Fidelity, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run the artifact and the reference on the same inputs; returns figures and a golden pair."""
+    feeds, labels, data = _fidelity_inputs(model, n)
+    refs = _reference(model, feeds)
+    outs = [runner.infer(f, check=False) for f in feeds]
+    fid = compare(refs, outs, precision, tolerance, labels)
+    fid.data = data
+    return fid, feeds[0], refs[0], outs[0]
+
+
+def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
+    """Import, run passes, compile for the target, check fidelity, write the artifact atomically."""
+    say = progress or (lambda _m: None)
+    spec = targets.get(config.target)
+    res = spec.resolve(config.compiler, config.quantize, config.strict)
+    compiler = compilers.get(res.compiler)
+    say(f"importing {config.model}")
+    model = import_model(config.model, config.import_options)
+    recipe = _recipe_for(config, res.precision, compiler.native_precisions)
+    versions = {"deploypipe": __version__, **compiler.versions()}
+    key = _key(model, config, res, recipe, versions)
+    suffix = f"-pruned{round(config.prune * 100)}" if config.prune else ""
+    name = config.name or f"{model.name}-{spec.name}-{res.compiler}-{res.precision}{suffix}"
+    dest = config.output / name
+    if not config.force and existing_key(dest) == key:
+        return BuildReport(dest, Artifact(dest).manifest, cached=True)
+
+    tolerance = {**DEFAULT_TOLERANCE[res.precision], **config.tolerance}
+    with staging(dest) as tmp:
+        pctx = PassContext(target=spec.name, precision=res.precision, progress=say)
+        records, current = [], model
+        for step in recipe.passes:
+            say(f"pass {step.name}")
+            result = passes.create(step.name, step.params)(current, pctx)
+            current = result.model
+            records.append(PassRecord(name=step.name, params=step.params, modified=result.modified,
+                                      details=result.details))
+        ctx = CompileContext(
+            workdir=tmp, target=spec, precision=res.precision,
+            options=spec.compilers[res.compiler].options,
+            tuning_dir=config.tuning_logs / model.name / spec.name, progress=say,
+        )
+        compiler.check(current, ctx)
+        say(f"compiling with {res.compiler}")
+        out = compiler.compile(current, ctx)
+        from deploypipe.analysis import analyze
+
+        manifest = Manifest(
+            name=name, kind=out.kind, build_key=key,
+            model=ModelInfo(name=model.name, source=model.provenance.source,
+                            importer=model.provenance.importer, source_hash=model.provenance.source_hash,
+                            notes=list(model.provenance.notes), stats=_stats(analyze(model.proto))),
+            target=spec.name, compiler=res.compiler, precision=res.precision,
+            requested_precision=res.requested, passes=records, toolchain={**versions, **out.toolchain},
+            inputs=out.inputs, outputs=out.outputs,
+            files={role: file_entry(tmp, rel) for role, rel in out.files.items()},
+            fidelity=Fidelity(checked=False, where="pending"), host_check=out.host_check,
+            compiler_info=out.info, notes=[*res.notes, *out.notes],
+        )
+        write_manifest(tmp, manifest)
+        say("checking fidelity against the FP32 reference")
+        manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
+        manifest.files["golden"] = file_entry(tmp, GOLDEN)
+        write_manifest(tmp, manifest)
+        if manifest.fidelity.passed is False:
+            raise FidelityError(
+                f"{name} fails its fidelity gate ({'; '.join(manifest.fidelity.reasons)}); nothing was written"
+            )
+    return BuildReport(dest, manifest, cached=False)
+
+
+def _stats(stats: object) -> dict[str, float]:
+    """Headline figures of the analysis for the manifest (the per-layer table stays in `inspect`)."""
+    return {k: getattr(stats, k) for k in ("params", "macs", "flop_per_param")}
+
+
+def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[str, float], n: int) -> Fidelity:
+    from deploypipe.runtime import why_not_runnable
+
+    art = Artifact(root)
+    reason = why_not_runnable(art)
+    if reason is not None and art.manifest.host_check is None:
+        feeds, _, _ = _fidelity_inputs(model, 1)
+        write_golden(root, feeds[0], _reference(model, feeds[:1])[0], None)
+        return Fidelity(checked=False, where=f"artifact cannot run here: {reason}")
+    with load_runner(root, RunOptions(), host_check=True) as runner:
+        fid, golden_in, golden_ref, golden_out = check_fidelity(runner, model, precision, tolerance, n)
+    stand_in = f" (host stand-in: {art.manifest.host_check.file})" if reason is not None else ""
+    fid.where = f"measured on {platform.node()} ({platform.machine()}) with {runner.kind}{stand_in}"
+    write_golden(root, golden_in, golden_ref, golden_out)
+    return fid
+
+
+def load(path: str | Path, options: RunOptions | None = None) -> Runner:
+    """A runner for a built artifact: `with deploypipe.load(p) as r: r.infer(feeds)`."""
+    return load_runner(path, options)

@@ -1,0 +1,27 @@
+"""Compiler registry: name -> implementation, imported only when a build needs it."""
+
+from __future__ import annotations
+
+import importlib
+
+from deploypipe.compilers.base import Compiler, CompileContext, CompileResult
+from deploypipe.errors import UnknownNameError
+
+# name -> "module:Class"; each module imports its heavy toolchain inside functions.
+_REGISTRY: dict[str, str] = {
+    "onnxruntime": "deploypipe.compilers.onnxruntime:OnnxRuntimeCompiler",
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Compiler:
+    if name not in _REGISTRY:
+        raise UnknownNameError("compiler", name, _REGISTRY)
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+__all__ = ["CompileContext", "CompileResult", "Compiler", "get", "names"]

@@ -1,0 +1,61 @@
+"""Importers: every source (zoo name, .onnx, PyTorch file, ...) becomes a `Model` (ONNX).
+
+Each importer module declares the suffixes it accepts; `import_model` picks one by suffix, or the
+zoo when the source is not a path. Modules are imported only when chosen, so heavy frameworks
+load only for the sources that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deploypipe.errors import InputFileError, UnknownNameError
+from deploypipe.model import Model
+
+# suffix -> module with `load(path, options) -> Model`
+_BY_SUFFIX: dict[str, str] = {
+    ".onnx": "deploypipe.importers.onnx_file",
+    ".pt": "deploypipe.importers.pytorch",
+    ".pth": "deploypipe.importers.pytorch",
+    ".pt2": "deploypipe.importers.pytorch",
+}
+
+
+class ImportOptions(BaseModel):
+    """How to read a source. `allow_pickle` must be set explicitly to unpickle arbitrary code."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: Path | None = None  # real pretrained weights (state_dict) for a zoo architecture
+    input_shapes: dict[str, tuple[int, ...]] = Field(default_factory=dict)
+    allow_pickle: bool = False
+    opset: int = 17
+
+
+def suffixes() -> list[str]:
+    return sorted(_BY_SUFFIX)
+
+
+def import_model(source: str | Path, options: ImportOptions | None = None) -> Model:
+    options = options or ImportOptions()
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in _BY_SUFFIX or path.exists():
+        if not path.exists():
+            raise InputFileError(f"{path}: no such file")
+        module = _BY_SUFFIX.get(suffix) or _BY_SUFFIX.get("/" if path.is_dir() else suffix)
+        if module is None:
+            raise InputFileError(
+                f"{path}: unsupported model format '{suffix or 'directory'}'; "
+                f"supported: {', '.join(suffixes())} or a zoo name"
+            )
+        return importlib.import_module(module).load(path, options)
+    from deploypipe import zoo
+
+    if str(source) not in zoo.names():
+        raise UnknownNameError("model", str(source), zoo.names())
+    from deploypipe.importers import zoo_model
+
+    return zoo_model.load(str(source), options)

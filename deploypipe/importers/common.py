@@ -1,0 +1,63 @@
+"""What every importer does last: fix shapes, name things, attach data providers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import onnx
+
+from deploypipe.errors import ShapeError
+from deploypipe.model import DataProvider, Model, Provenance, SyntheticProvider, specs_of
+
+if TYPE_CHECKING:
+    from deploypipe.importers import ImportOptions
+    from deploypipe.model import ArrayProvider
+
+
+def finish(
+    proto: onnx.ModelProto,
+    *,
+    name: str,
+    source: str,
+    importer: str,
+    options: ImportOptions,
+    calibration: DataProvider | None = None,
+    evaluation: ArrayProvider | None = None,
+    torch_source: object | None = None,
+    notes: tuple[str, ...] = (),
+) -> Model:
+    """Pin dynamic input dims (batch 1 unless `input_shapes` says otherwise) and wrap as a Model."""
+    inits = {i.name for i in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        wanted = options.input_shapes.get(vi.name)
+        if wanted is not None:
+            if len(wanted) != len(dims):
+                raise ShapeError(f"--input-shape {vi.name}: rank {len(wanted)}, model input has rank {len(dims)}")
+            for d, w in zip(dims, wanted, strict=True):
+                if d.HasField("dim_value") and d.dim_value != w:
+                    raise ShapeError(f"--input-shape {vi.name}: dim {d.dim_value} is fixed in the model, got {w}")
+                d.dim_value = w
+        else:
+            for i, d in enumerate(dims):
+                if not d.HasField("dim_value"):
+                    if i != 0:
+                        raise ShapeError(
+                            f"input '{vi.name}' has dynamic dim {i} ({d.dim_param or '?'}); "
+                            f"give it with --input-shape {vi.name}=1x..."
+                        )
+                    d.dim_value = 1
+    proto = onnx.shape_inference.infer_shapes(proto)
+    digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+    provider = calibration or SyntheticProvider(specs_of(list(proto.graph.input), skip=inits))
+    return Model(
+        proto=proto,
+        name=name,
+        provenance=Provenance(source=source, importer=importer, source_hash=digest, notes=notes),
+        calibration=provider,
+        evaluation=evaluation,
+        torch_source=torch_source,
+    )

@@ -1,0 +1,129 @@
+"""PyTorch sources: TorchScript archives, ExportedPrograms (.pt2), and pickled modules (opt-in).
+
+Also holds `export_module`, the one torch -> ONNX export every torch-based source goes through.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import onnx
+
+from deploypipe.errors import InputFileError, UnsafeInputError
+from deploypipe.importers.common import finish
+
+if TYPE_CHECKING:
+    import torch
+
+    from deploypipe.importers import ImportOptions
+    from deploypipe.model import Model
+
+
+def export_module(
+    module: torch.nn.Module,
+    inputs: dict[str, tuple[int, ...]],
+    dtypes: dict[str, str] | None = None,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Export with the TorchScript-based exporter (fast, opset 17); fall back to dynamo for
+    modules it cannot trace. Static shapes: edge compilers want them."""
+    import torch
+
+    dtypes = dtypes or {}
+    args = tuple(
+        torch.zeros(shape, dtype=getattr(torch, dtypes.get(name, "float32")))
+        for name, shape in inputs.items()
+    )
+    buf = io.BytesIO()
+    module.eval()
+    with torch.no_grad():
+        out = module(*args)
+    n_out = len(out) if isinstance(out, (tuple, list)) else 1
+    out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    try:
+        torch.onnx.export(
+            module, args, buf, dynamo=False, opset_version=opset,
+            input_names=list(inputs), output_names=out_names, do_constant_folding=True,
+        )
+    except Exception as legacy_exc:  # noqa: BLE001 - retried with the other exporter, re-raised below
+        buf = io.BytesIO()
+        try:
+            program = torch.onnx.export(
+                module, args, dynamo=True, opset_version=max(opset, 18),
+                input_names=list(inputs), output_names=out_names, external_data=False,
+            )
+            program.save(buf)
+        except Exception as exc:
+            raise InputFileError(
+                f"could not export {type(module).__name__} to ONNX: {legacy_exc}; dynamo: {exc}"
+            ) from exc
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def load(path: Path, options: ImportOptions) -> Model:
+    import torch
+
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise InputFileError(f"{path}: not a readable ExportedProgram ({exc})") from exc
+        module = program.module()
+        example = program.example_inputs[0] if program.example_inputs else ()
+        names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        shapes = {n: tuple(t.shape) for n, t in zip(names, example, strict=False)}
+        shapes.update(options.input_shapes)
+        kind = "ExportedProgram"
+    elif _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise InputFileError(f"{path}: not a readable TorchScript archive ({exc})") from exc
+        shapes = dict(options.input_shapes)
+        kind = "TorchScript"
+    else:
+        module = _load_pickled(path, options)
+        shapes = dict(options.input_shapes)
+        kind = "pickled nn.Module"
+    if not shapes:
+        raise InputFileError(
+            f"{path}: a {kind} file does not record input shapes; give them with --input-shape input=1x3x224x224"
+        )
+    proto = export_module(module, shapes, opset=options.opset)
+    return finish(proto, name=path.stem, source=str(path), importer="pytorch", options=options,
+                  notes=(f"exported from {kind} with torch {torch.__version__}",))
+
+
+def _load_pickled(path: Path, options: ImportOptions) -> torch.nn.Module:
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as safe_exc:
+        if not options.allow_pickle:
+            raise UnsafeInputError(
+                f"{path} is a pickle that would run code when loaded; re-run with --allow-pickle "
+                "only if you trust its author"
+            ) from safe_exc
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise InputFileError(f"{path}: cannot be loaded by torch ({exc})") from exc
+    if isinstance(obj, dict):
+        raise InputFileError(
+            f"{path} holds a state_dict (weights only); pass the architecture as a zoo name with "
+            "--weights FILE"
+        )
+    if not isinstance(obj, torch.nn.Module):
+        raise InputFileError(f"{path} holds a {type(obj).__name__}, not an nn.Module")
+    return obj

@@ -1,0 +1,36 @@
+"""Zoo names: build the architecture (random or local real weights), export to ONNX."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deploypipe.importers.common import finish
+from deploypipe.importers.pytorch import export_module
+
+if TYPE_CHECKING:
+    from deploypipe.importers import ImportOptions
+    from deploypipe.model import Model
+
+
+def load(name: str, options: ImportOptions) -> Model:
+    import torch
+
+    from deploypipe import zoo
+
+    entry = zoo.get(name)
+    torch.manual_seed(0)  # random weights are deterministic, so rebuilds are cache hits
+    module = entry.module(options.weights)
+    shapes = {**entry.inputs, **options.input_shapes}
+    proto = export_module(module, shapes, entry.input_dtypes, opset=options.opset)
+    calibration, evaluation = zoo.data_providers(entry)
+    if options.weights is not None:
+        weights_note = f"weights from {options.weights}"
+    elif entry.trained:
+        weights_note = "weights trained here (deploypipe.zoo.trained)"
+    else:
+        weights_note = "random weights (no pretrained weights can be downloaded here)"
+    return finish(
+        proto, name=name, source=name, importer="zoo", options=options,
+        calibration=calibration, evaluation=evaluation, torch_source=entry,
+        notes=(weights_note,),
+    )

@@ -1,0 +1,171 @@
+"""The `Model` handle that flows through the pipeline: an ONNX graph plus what it means.
+
+Besides the ModelProto it carries typed input/output specs, provenance (where it came from, a
+content hash) and the data providers later stages need: calibration data for quantization and,
+for models trained here, labelled held-out data so accuracy figures are real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from pydantic import BaseModel, ConfigDict
+
+from deploypipe.errors import ShapeError
+
+_ONNX_TO_NP = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+class QuantParams(BaseModel):
+    """Affine quantization of an integer I/O tensor: real = (q - zero_point) * scale."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale: float
+    zero_point: int
+
+
+class TensorSpec(BaseModel):
+    """Name, static shape (None for a dynamic dim) and numpy dtype of one model input/output."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    quant: QuantParams | None = None
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return tuple(batch if d is None else d for d in self.shape)
+
+
+def specs_of(values: list[onnx.ValueInfoProto], skip: set[str] | None = None) -> list[TensorSpec]:
+    out = []
+    for vi in values:
+        if skip and vi.name in skip:
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        out.append(TensorSpec(name=vi.name, shape=dims, dtype=_ONNX_TO_NP.get(tt.elem_type, "float32")))
+    return out
+
+
+class DataProvider:
+    """Batches of model inputs, with an honest description of what the data is."""
+
+    def __init__(self, description: str, real: bool) -> None:
+        self.description, self.real = description, real
+
+    def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+
+class SyntheticProvider(DataProvider):
+    """Seeded data shaped like the model's inputs: N(0,1) floats (what normalized images look
+    like) or token ids in range. Used where no real data exists; always labelled synthetic."""
+
+    def __init__(self, inputs: list[TensorSpec], vocab: int = 1000) -> None:
+        super().__init__("synthetic N(0,1) inputs (no real data available)", real=False)
+        self.inputs, self.vocab = inputs, vocab
+
+    def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        for _ in range(n):
+            feed = {}
+            for spec in self.inputs:
+                shape = spec.concrete_shape()
+                if spec.dtype.startswith("int"):
+                    feed[spec.name] = rng.integers(0, self.vocab, size=shape).astype(spec.dtype)
+                else:
+                    feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            yield feed
+
+
+class ArrayProvider(DataProvider):
+    """Real samples from an array (e.g. scikit-learn digits), optionally with labels."""
+
+    def __init__(
+        self, name: str, x: np.ndarray, labels: np.ndarray | None, description: str
+    ) -> None:
+        super().__init__(description, real=True)
+        self.name, self.x, self.labels = name, x, labels
+
+    def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(min(n, len(self.x))):
+            yield {self.name: self.x[i : i + 1]}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model came from, for the manifest."""
+
+    source: str  # zoo name or file path as given
+    importer: str  # zoo | onnx | pytorch | tensorflow | tflite
+    source_hash: str  # sha256 of the imported ONNX bytes
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Model:
+    """An ONNX model with io specs, provenance and data providers. Immutable: passes return new ones."""
+
+    proto: onnx.ModelProto
+    name: str
+    provenance: Provenance
+    calibration: DataProvider
+    evaluation: ArrayProvider | None = None  # labelled held-out data, for models trained here
+    torch_source: object | None = field(default=None, compare=False)  # zoo entry, for source-level passes
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        inits = {i.name for i in self.proto.graph.initializer}
+        return specs_of(list(self.proto.graph.input), skip=inits)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return specs_of(list(self.proto.graph.output))
+
+    def with_proto(self, proto: onnx.ModelProto) -> Model:
+        return replace(self, proto=proto)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.proto.SerializeToString(deterministic=True)).hexdigest()
+
+    def save(self, path: Path) -> None:
+        """Write the ONNX file; weights over 2 GiB would need external data, which no zoo model has."""
+        onnx.save_model(self.proto, str(path))
+
+    def sample_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return next(SyntheticProvider(self.inputs).samples(1, seed))
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """One clear error for wrong input names/shapes/dtypes instead of a backend traceback."""
+        check_feeds(self.inputs, feeds)
+
+
+def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
+    names = [s.name for s in specs]
+    if sorted(feeds) != sorted(names):
+        raise ShapeError(f"inputs {sorted(feeds)} given, model expects {names}")
+    for spec in specs:
+        arr = feeds[spec.name]
+        if len(arr.shape) != len(spec.shape) or any(
+            d is not None and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
+        ):
+            raise ShapeError(
+                f"input '{spec.name}' has shape {tuple(arr.shape)}, model expects {spec.shape}"
+            )
+        if str(arr.dtype) != spec.dtype:
+            raise ShapeError(f"input '{spec.name}' has dtype {arr.dtype}, model expects {spec.dtype}")

@@ -1,0 +1,48 @@
+"""Runners: one per artifact kind, loaded by `load(path)`; imported only when used.
+
+A runner needs only its own runtime installed, so the same code runs on a device.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from deploypipe.artifact import Artifact
+from deploypipe.errors import UnsupportedError
+from deploypipe.runtime.base import RunOptions, Runner
+
+# artifact kind -> "module:Class"
+_REGISTRY: dict[str, str] = {
+    "onnxruntime": "deploypipe.runtime.onnxruntime:OnnxRuntimeRunner",
+}
+
+
+def runner_class(kind: str) -> type[Runner]:
+    if kind not in _REGISTRY:
+        raise UnsupportedError(f"no runner for artifact kind '{kind}' in this deploypipe")
+    module, cls = _REGISTRY[kind].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def why_not_runnable(artifact: Artifact) -> str | None:
+    """None if this machine can run the artifact's own format, else the reason."""
+    if artifact.manifest.kind not in _REGISTRY:
+        return f"no runner for artifact kind '{artifact.manifest.kind}'"
+    return runner_class(artifact.manifest.kind).why_not_runnable(artifact)
+
+
+def load(path: str | Path, options: RunOptions | None = None, host_check: bool = False) -> Runner:
+    """A runner for the artifact at `path`. With `host_check`, an artifact that cannot run here
+    is run through its host stand-in (e.g. the prepared ONNX of a TensorRT artifact)."""
+    artifact = Artifact(Path(path))
+    reason = why_not_runnable(artifact)
+    if reason is None:
+        return runner_class(artifact.manifest.kind)(artifact, options or RunOptions())
+    hc = artifact.manifest.host_check
+    if host_check and hc is not None:
+        return runner_class(hc.kind)(artifact, options or RunOptions(), model_file=hc.file)
+    raise UnsupportedError(f"{path}: cannot run here: {reason}")
+
+
+__all__ = ["RunOptions", "Runner", "load", "why_not_runnable"]
