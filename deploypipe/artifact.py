@@ -197,6 +197,7 @@ def staging(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
         if not (tmp / MANIFEST).is_file():
             raise InputFileError(f"internal: staged artifact {tmp} has no manifest")
         old = None

@@ -18,7 +18,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
-out = Console()
+# Piped output gets a wide fixed width so tables are not cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 _state = {"debug": False}
 
