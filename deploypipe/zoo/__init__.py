@@ -195,11 +195,12 @@ def _entries() -> list[ZooEntry]:
                  Published(4.2e6, 576e6, _SEED000, "FLOPs column = MACs (the MobileNet paper's 569 M)"),
                  _timm("mobilenetv1_100")),
         ZooEntry("mobilenet-v2", "MobileNet-v2 1.0 (Sandler et al.), torchvision", "cnn", _img(224), _F32,
-                 Published(3.53e6, 0.32e9, p1), _tv("mobilenet_v2")),
+                 Published(3.53e6, 0.32e9, p1, MOBILENET_V2_NOTE), _tv("mobilenet_v2")),
         ZooEntry("inception-v1", "Inception-v1 / GoogLeNet (Szegedy et al.), torchvision, no aux heads", "cnn",
                  _img(224), _F32,
                  Published(6.79e6, 3.19e9 / 2, _SEED000,
-                           "table's 3.19 B 'FLOPs' counts multiply and add separately: 1.595 G MACs"),
+                           "torchvision GoogLeNet has 6.62 M (-2.5%) / 1.50 G MACs; halving the table's 3.19 B 'FLOPs' (multiply and add "
+                           "counted apart) gives 1.595 G, still 6% above"),
                  _tv("googlenet", aux_logits=False, init_weights=False)),
         ZooEntry("inception-v3", "Inception-v3 (Szegedy et al.), torchvision, no aux head, 299x299", "cnn",
                  _img(299), _F32, None, _tv("inception_v3", aux_logits=False, init_weights=False)),
@@ -222,8 +223,8 @@ def _entries() -> list[ZooEntry]:
                  Published(143.66e6, 19.63e9, p1), _tv("vgg19")),
         ZooEntry("vgg-s", "VGG-S (Chatfield et al., BMVC'14), 224x224, 1000 classes", "cnn", _img(224), _F32,
                  Published(102.91e6, 3.27e9, p1), _net("VggS", input_size=224, num_classes=1000)),
-        ZooEntry("vgg-s-32", "VGG-S (Chatfield et al.) on 32x32 inputs, 10 classes", "cnn", _img(32), _F32,
-                 Published(32.11e6, 0.11e9, p1, VGG_S_32_NOTE), _net("VggS", input_size=32, num_classes=10)),
+        ZooEntry("vgg-s-32", "VGG-S (Chatfield et al.) on 32x32 inputs: 2x2 last pool, 100 classes", "cnn", _img(32), _F32,
+                 Published(32.11e6, 0.11e9, p1, VGG_S_32_NOTE), _net("VggS", input_size=32, num_classes=100, last_pool=2)),
         ZooEntry("squeezenet1.1", "SqueezeNet 1.1 (Iandola et al.), torchvision", "cnn", _img(224), _F32, None,
                  _tv("squeezenet1_1")),
         ZooEntry("shufflenet-v2-0.5", "ShuffleNet-v2 0.5x (Ma et al.), torchvision", "cnn", _img(224), _F32, None,
@@ -254,21 +255,27 @@ def _entries() -> list[ZooEntry]:
     ]  # fmt: skip
 
 
+MOBILENET_V2_NOTE = (
+    "conv/linear MACs are 0.301 G; the table's 0.32 G (like ptflops' figure for torchvision's model) also "
+    "counts per-element BatchNorm/ReLU6/add/pool work, which is large relative to MobileNet's MACs"
+)
 VGG_S_32_NOTE = (
-    "no published VGG-S definition for 32x32 was found; with the 224 layout (FC6 sees 1x1x512) and 10 "
-    "classes this gives 25.45 M params / 0.12 G MACs, not 32.11 M"
+    "no 32x32 VGG-S definition is published; inferred from the figures: the 224 layout with a 2x2/2 last "
+    "pool and 100 classes gives 32.11 M params exactly but 0.104 G MACs (-5%; the 224 layout with 10 classes "
+    "would give 25.45 M / 0.098 G)"
 )
 SSD_NOTE = (
-    "4.23 M params is exactly the MobileNet-v1 classifier (timm mobilenetv1_100: 4,231,976) and 0.98 G "
-    "is close to that classifier at 300x300; a full SSD (extras + heads) is larger"
+    "4.23 M params is exactly the MobileNet-v1 classifier (timm mobilenetv1_100: 4,231,976 incl. BN) and "
+    "0.98 G is near that classifier at 300x300 (1.056 G); this full SSD300 (extras + COCO heads) has "
+    "6.81 M / 1.24 G, as the TF OD-API reports for ssd_mobilenet_v1_coco"
 )
 TINY_YOLO_NOTE = (
     "15.87 M params match Tiny YOLOv2-VOC; 5.56 G is darknet's published 'BFLOPs' of YOLOv3-tiny at 416x416, "
-    "a different network and size; this net at 224 does ~1.0 G MACs"
+    "a different network and size; this net at 224 does 1.01 G MACs"
 )
 C3D_NOTE = (
-    "table says 12x112x112, but edgeBench's C3D (FC6 from 512x1x4x4) only runs on 16 frames; "
-    "neither 89.0 M params nor 57.99 G MACs is reproduced by it"
+    "table says 12x112x112, but edgeBench's C3D (FC6 from 512x1x4x4) only runs on 16 frames; it has "
+    "79.99 M params / 38.55 G MACs: neither 89.0 M nor 57.99 G is reproduced (not found what they match)"
 )
 LSTM_NOTE = (
     "2.65 M = 2-layer LSTM (0.64 M) + 200x10000 output layer (2.01 M), no embedding; computed MACs for 20 "

@@ -66,11 +66,12 @@ class AlexNetKeras(nn.Module):
 class VggS(nn.Module):
     """VGG-S (Chatfield et al., BMVC'14): 7x7/2 conv, 3x3/3 pool, 5x5 conv, three 3x3x512, 3 FC.
 
-    'same' padding as in Keras; the FC6 width follows the final feature map, so the 224 and 32x32
-    variants differ only in input size and class count.
+    'same' padding as in Keras; FC6's width follows the final feature map. The 32x32 variant of
+    seed 001 is not published: a 2x2/2 last pool (3x3 -> 2x2 map, FC6 from 2048) and 100 classes
+    reproduce its 32.11 M parameters, so that is what ``last_pool=2, num_classes=100`` builds.
     """
 
-    def __init__(self, input_size: int = 224, num_classes: int = 1000) -> None:
+    def __init__(self, input_size: int = 224, num_classes: int = 1000, last_pool: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, 7, 2, 3), nn.ReLU(inplace=True), nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0),
@@ -78,7 +79,8 @@ class VggS(nn.Module):
             nn.Conv2d(96, 256, 5, 1, 2), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2, ceil_mode=True),
             nn.Conv2d(256, 512, 3, 1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(512, 512, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 3),
+            nn.Conv2d(512, 512, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(last_pool, last_pool, ceil_mode=last_pool == 2),
         )  # fmt: skip
         side = self.features(torch.zeros(1, 3, input_size, input_size)).shape[-1]
         self.classifier = nn.Sequential(
