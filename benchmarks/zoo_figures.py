@@ -31,6 +31,13 @@ def stats(name: str) -> ModelStats:
     return analyze(export(zoo.get(name)))
 
 
+def _count(x: float, unit: str) -> str:
+    """Millions/billions for big figures, thousands/millions for the small models trained here."""
+    big, small = (1e9, 1e6) if unit == "macs" else (1e6, 1e3)
+    names = ("G", "M") if unit == "macs" else ("M", "k")
+    return f"{x / big:.3f} {names[0]}" if x >= 0.01 * big else f"{x / small:.2f} {names[1]}"
+
+
 def _delta(computed: float, published: float) -> str:
     return f"{100 * (computed / published - 1):+.1f}%"
 
@@ -40,10 +47,11 @@ def row(name: str) -> str:
     shape = "x".join(map(str, next(iter(entry.inputs.values()))[1:]))
     pub = entry.published
     if pub is None:
-        return f"| {name} | {shape} | {s.params / 1e6:.2f} M | – | {s.macs / 1e9:.3f} G | – | – | – | |"
+        return f"| {name} | {shape} | {_count(s.params, 'params')} | – | {_count(s.macs, 'macs')} | – | – | – | |"
     return (
-        f"| {name} | {shape} | {s.params / 1e6:.2f} M | {pub.params / 1e6:.2f} M | {s.macs / 1e9:.3f} G | "
-        f"{pub.macs / 1e9:.3f} G | {_delta(s.params, pub.params)} | {_delta(s.macs, pub.macs)} | {pub.note} |"
+        f"| {name} | {shape} | {_count(s.params, 'params')} | {_count(pub.params, 'params')} | "
+        f"{_count(s.macs, 'macs')} | {_count(pub.macs, 'macs')} | {_delta(s.params, pub.params)} | "
+        f"{_delta(s.macs, pub.macs)} | {pub.note} |"
     )
 
 
