@@ -28,7 +28,7 @@ from deploypipe.artifact import (
     write_manifest,
 )
 from deploypipe.compilers.base import CompileContext
-from deploypipe.errors import FidelityError
+from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.fidelity import DEFAULT_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
@@ -91,6 +91,11 @@ def _recipe_for(config: BuildConfig, precision: str, native: frozenset[str]) -> 
         base = precision if precision in passes.recipe_names() else "default"
         recipe = passes.load_recipe(base)
     steps = [s for s in recipe.passes if not (s.name in ("fp16", "int8") and s.name in native)]
+    if precision != "fp32" and precision not in native and precision not in (s.name for s in steps):
+        raise UnsupportedError(
+            f"recipe '{recipe.name}' has no {precision} pass and the compiler does not quantize itself: "
+            f"the artifact would not be {precision}"
+        )
     if config.prune:
         steps.insert(0, PassStep(name="prune", params={"ratio": config.prune}))
     if "int8" in (s.name for s in steps) and config.tolerance:

@@ -250,3 +250,8 @@ def test_targets_and_inspect_commands(cli, tiny_onnx: Path) -> None:
     data = json.loads(r.stdout)
     assert data["macs"] == 8 * 3 * 9 * 16 * 16 + 8 * 10 and data["op_histogram"]["Conv"] == 1
     assert onnx.load(str(tiny_onnx)).graph.node  # the file is untouched
+
+
+def test_precision_without_a_pass_is_refused_not_mislabelled(tiny_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedError, match="would not be fp16"):
+        _build(tiny_onnx, tmp_path, quantize="fp16", recipe="default")
