@@ -233,6 +233,47 @@ def list_targets(as_json: JsonOpt = False) -> None:
         out.print(targets_table(list(specs.values())))
 
 
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="Results JSON saved by `deploypipe bench --json-file`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a self-contained HTML report (tables and plots) of bench results."""
+    from deploypipe.bench.report import write_report
+
+    path = write_report(results, output, title)
+    if as_json:
+        _emit_json({"report": str(path)})
+    else:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command("serve-runtime")
+def serve_runtime(
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).")] = 9190,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the network).")] = "127.0.0.1",
+    max_requests: Annotated[int | None, typer.Option(help="Stop after this many artifacts.")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without a request.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Refuse artifacts larger than this.")] = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure artifacts sent by `deploypipe bench --remote HOST:PORT` on this machine."""
+    from deploypipe.bench.remote import serve
+
+    def ready(h: str, p: int) -> None:
+        if as_json:
+            _emit_json({"listening": f"{h}:{p}"})
+        else:
+            out.print(f"serving deploypipe bench on {h}:{p}", highlight=False)
+        sys.stdout.flush()
+
+    served = serve(host, port, max_requests, idle_timeout, max_upload_mb, on_ready=ready)
+    if not as_json:
+        out.print(f"served {served} request(s)", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
     from deploypipe.errors import DeployPipeError, InternalError

@@ -111,6 +111,7 @@ class BenchResult(BaseModel):
     cold_start: ColdStart | None = None
     peak_rss_mb: float | None = None
     size_mb: float = 0.0
+    model_stats: dict[str, float] = Field(default_factory=dict)  # params, macs, flop_per_param (manifest)
     fidelity: dict[str, float | None] = Field(default_factory=dict)
     layers: list[dict[str, Any]] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)
