@@ -137,7 +137,6 @@ def _memory_plot(results: list[BenchResult]) -> str | None:
         ax.annotate(_label(r), (r.peak_rss_mb, r.latency_ms.p50), fontsize=7)  # type: ignore[arg-type,union-attr]
     ax.set_xlabel("peak RSS of the worker process, MB (measured)")
     ax.set_ylabel("latency p50, ms (measured)")
-    ax.set_yscale("log")
     ax.set_title("Latency vs memory")
     return _png(fig)
 

@@ -74,7 +74,7 @@ def render(results: list[BenchResult]) -> Table:
         tail = [energy, _f(eff.ips_per_watt if eff else None, ".3g"), _f(eff.ips_per_usd if eff else None, ".3g")]
         est = [_f(r.estimated_ms, ".3g"), f"{r.estimate_error:.0%}" if r.estimate_error is not None else "-"]
         if not r.ran:
-            t.add_row(r.name, r.target, r.compiler, r.precision, "", f"[yellow]not run[/]",
+            t.add_row(f"{r.name}\n[yellow]not run: {r.reason}[/]", r.target, r.compiler, r.precision, "", "-",
                       *[""] * 8, _f(r.size_mb, ".2f") if r.size_mb else "", *tail, "", "", *est)
             continue
         lat, cold = r.latency_ms, r.cold_start
