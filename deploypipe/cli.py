@@ -99,26 +99,89 @@ def build(
         out.print(report.summary(), highlight=False)
 
 
+def _parse_threads(value: str | None) -> list[int | None]:
+    from deploypipe.errors import UserError
+
+    if not value:
+        return [None]
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--threads '{value}': expected a number or a list like 1,2,4") from None
+
+
+def _parse_affinity(values: list[str]) -> list[list[int] | None]:
+    """'0' / '0,1' / '0-3', several sets separated by '/' or given as repeated options."""
+    import os
+
+    from deploypipe.errors import UserError
+
+    sets: list[list[int] | None] = []
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    for value in values:
+        for part in value.split("/"):
+            cores: list[int] = []
+            try:
+                for item in filter(None, (x.strip() for x in part.split(","))):
+                    lo, _, hi = item.partition("-")
+                    cores.extend(range(int(lo), int(hi or lo) + 1))
+            except ValueError:
+                raise UserError(f"--affinity '{part}': expected core lists like 0 / 0,1 / 0-3") from None
+            if not cores or not set(cores) <= allowed:
+                raise UserError(f"--affinity '{part}': cores must be among {sorted(allowed)}")
+            sets.append(cores)
+    return sets or [None]
+
+
 @app.command()
 def bench(
     paths: Annotated[list[Path], typer.Argument(help="Artifact folders or folders holding them.")],
     iterations: Annotated[int, typer.Option(help="Timed runs per artifact (at least).")] = 30,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
+    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 1.0,
+    threads: Annotated[str | None, typer.Option(help="Runtime threads, or a sweep: 1,2,4.")] = None,
+    affinity: Annotated[list[str], typer.Option(help="Core set(s) to pin to: '0' or a sweep '0/0,1'; repeatable.")] = [],  # noqa: B006
+    repeats: Annotated[int, typer.Option(help="Fresh-process runs per point; reports the spread of medians.")] = 1,
+    batch: Annotated[int, typer.Option(help="Throughput: time N back-to-back batch-1 runs (0: skip).")] = 0,
+    workers: Annotated[int, typer.Option(help="Throughput with K runner instances at once.")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Also run K artifacts at once (memory-bounded).")] = 1,
+    memory_limit_mb: Annotated[float | None, typer.Option(help="Memory bound for --concurrency (default: 80% of free).")] = None,
+    energy: Annotated[str, typer.Option(help="auto, rapl, rails, nvidia-smi, estimate or off.")] = "auto",
+    scenario: Annotated[str | None, typer.Option(help="Also run an MLPerf LoadGen scenario: singlestream, offline or server.")] = None,
+    loadgen_dir: Annotated[Path, typer.Option(help="Where LoadGen logs go.")] = Path("loadgen"),
+    server_qps: Annotated[float, typer.Option(help="Target QPS of the Server scenario.")] = 10.0,
     profile: Annotated[bool, typer.Option(help="Collect per-layer times.")] = False,
+    remote: Annotated[str | None, typer.Option(help="HOST:PORT of a `deploypipe serve-runtime` to run on.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Cost-model calibration JSON (default: fitted on this run).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="Also save results to this CSV file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
-    from deploypipe.bench import BenchConfig, run_bench
-    from deploypipe.bench.table import render
+    from deploypipe.bench import BenchConfig, SweepConfig, run_bench
+    from deploypipe.bench.table import render, write_csv
 
-    cfg = BenchConfig(iterations=iterations, warmup=warmup, threads=threads, profile=profile)
+    from pydantic import ValidationError
+
+    from deploypipe.errors import UserError
+
+    try:
+        cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
+                          workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
+                          loadgen_dir=str(loadgen_dir), server_qps=server_qps)
+        sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
+                            concurrency=concurrency, memory_limit_mb=memory_limit_mb)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
     with err.status("benchmarking") as status:
-        results = run_bench(paths, cfg, progress=lambda m: status.update(m))
+        results = run_bench(paths, cfg, progress=lambda m: status.update(m), sweep=sweep, remote=remote,
+                            calibration=calibration)
     data = [r.model_dump() for r in results]
     if json_file:
         json_file.write_text(json.dumps(data, indent=2))
+    if csv_file:
+        write_csv(results, csv_file)
     if as_json:
         _emit_json(data)
     else:
@@ -186,6 +249,47 @@ def check(
         out.print(f"{artifact}: {'OK' if result['passed'] else 'FAILED'} — {result['detail']}", highlight=False)
     if not result["passed"]:
         raise typer.Exit(5)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="Results JSON saved by `deploypipe bench --json-file`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a self-contained HTML report (tables and plots) of bench results."""
+    from deploypipe.bench.report import write_report
+
+    path = write_report(results, output, title)
+    if as_json:
+        _emit_json({"report": str(path)})
+    else:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command("serve-runtime")
+def serve_runtime(
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).")] = 9190,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the network).")] = "127.0.0.1",
+    max_requests: Annotated[int | None, typer.Option(help="Stop after this many artifacts.")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without a request.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Refuse artifacts larger than this.")] = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure artifacts sent by `deploypipe bench --remote HOST:PORT` on this machine."""
+    from deploypipe.bench.remote import serve
+
+    def ready(h: str, p: int) -> None:
+        if as_json:
+            _emit_json({"listening": f"{h}:{p}"})
+        else:
+            out.print(f"serving deploypipe bench on {h}:{p}", highlight=False)
+        sys.stdout.flush()
+
+    served = serve(host, port, max_requests, idle_timeout, max_upload_mb, on_ready=ready)
+    if not as_json:
+        out.print(f"served {served} request(s)", highlight=False)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ PY="${PYTHON:-python3.11}"
 # --- system packages (one list; each backend adds its own line) -------------------------------
 APT_PACKAGES=(
   build-essential
+  chromium fonts-dejavu-core  # bench: `deploypipe report` page checked in headless Chromium (tests)
 )
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq

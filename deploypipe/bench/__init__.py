@@ -1,6 +1,6 @@
 """The characterization runner: measures artifacts through the runner interface only."""
 
-from deploypipe.bench.results import BenchConfig, BenchResult
+from deploypipe.bench.results import BenchConfig, BenchResult, SweepConfig
 from deploypipe.bench.run import run_bench
 
-__all__ = ["BenchConfig", "BenchResult", "run_bench"]
+__all__ = ["BenchConfig", "BenchResult", "SweepConfig", "run_bench"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from deploypipe.bench.energy import Energy
 
 
 class BenchConfig(BaseModel):
@@ -14,8 +16,26 @@ class BenchConfig(BaseModel):
     min_seconds: float = 1.0  # keep iterating until both counts and time are reached
     max_seconds: float = 60.0
     threads: int | None = None
+    affinity: list[int] | None = None  # CPU cores the worker is pinned to (os.sched_setaffinity)
     profile: bool = False
     timeout_s: float = 900.0
+    batch: int = 0  # throughput: time this many back-to-back runs (0: skip)
+    workers: int = 1  # throughput with K runner instances running at once in one process
+    energy: Literal["auto", "rapl", "rails", "nvidia-smi", "estimate", "off"] = "auto"
+    scenario: Literal["singlestream", "offline", "server"] | None = None  # MLPerf LoadGen run
+    loadgen_dir: str | None = None  # where LoadGen writes its logs
+    server_qps: float = 10.0  # target QPS of the Server scenario
+
+
+class SweepConfig(BaseModel):
+    """What `run_bench` expands into one worker run per point (and per repeat)."""
+
+    model_config = ConfigDict(extra="forbid")
+    threads: list[int | None] = Field(default_factory=lambda: [None])
+    affinity: list[list[int] | None] = Field(default_factory=lambda: [None])
+    repeats: int = Field(default=1, ge=1)  # fresh worker processes per point: run-to-run variation
+    concurrency: int = Field(default=1, ge=1)  # K artifacts at once (seed 003), memory-bounded
+    memory_limit_mb: float | None = None  # default: 80% of available memory
 
 
 class Latency(BaseModel):
@@ -36,6 +56,31 @@ class ColdStart(BaseModel):
     first_inference_ms: float
 
 
+class Throughput(BaseModel):
+    """Inferences per second of a batch-1 artifact, and how it was obtained."""
+
+    ips: float
+    runs: int
+    workers: int
+    method: str
+
+
+class RunToRun(BaseModel):
+    """Spread of the medians of repeated fresh-process runs."""
+
+    medians_ms: list[float]
+    spread_pct: float  # (max - min) / median of medians
+    cv_pct: float
+
+
+class Efficiency(BaseModel):
+    """Throughput per watt and per dollar from the figures of the machine the result is for."""
+
+    ips_per_watt: float | None = None
+    ips_per_usd: float | None = None
+    source: str
+
+
 class BenchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     artifact: str
@@ -49,10 +94,24 @@ class BenchResult(BaseModel):
     reason: str = ""  # why it did not run here
     where: str = ""  # "measured on <host> (<cpu>)"
     threads: int | None = None
+    affinity: list[int] | None = None
+    remote: str | None = None  # "host:port" when measured by `deploypipe serve-runtime` elsewhere
     latency_ms: Latency | None = None
+    run_to_run: RunToRun | None = None
+    throughput: Throughput | None = None
+    energy: Energy | None = None
+    efficiency: Efficiency | None = None
+    temperature_c: dict[str, list[float]] = Field(default_factory=dict)  # zone -> [start, end]
+    concurrency: int = 1
+    concurrent_with: list[str] = Field(default_factory=list)
+    loadgen: dict[str, Any] = Field(default_factory=dict)
+    estimated_ms: float | None = None  # cost-model prediction, never a measurement
+    estimate_label: str = ""
+    estimate_error: float | None = None  # |estimated - measured| / measured, for host-measured rows
     cold_start: ColdStart | None = None
     peak_rss_mb: float | None = None
     size_mb: float = 0.0
+    model_stats: dict[str, float] = Field(default_factory=dict)  # params, macs, flop_per_param (manifest)
     fidelity: dict[str, float | None] = Field(default_factory=dict)
     layers: list[dict[str, Any]] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)

@@ -6,22 +6,70 @@ Usage: python -m deploypipe.bench.worker ARTIFACT CONFIG_JSON  -> one JSON Bench
 from __future__ import annotations
 
 import importlib
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from deploypipe.artifact import Artifact
-from deploypipe.bench.context import run_context
-from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart
+from deploypipe.bench import energy as en
+from deploypipe.bench.context import run_context, temperatures
+from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throughput
 from deploypipe.bench.stats import latency
 from deploypipe.fidelity import compare
 from deploypipe.runtime import RunOptions, runner_class
+from deploypipe.runtime.base import Runner
+
+
+def _on_gpu(art: Artifact) -> bool:
+    providers = art.manifest.compiler_info.get("providers", [])
+    return any("CUDA" in p or "Tensorrt" in p for p in providers) or art.manifest.kind in ("tensorrt", "cuda")
+
+
+def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runner,
+                inputs: dict[str, np.ndarray]) -> Throughput:
+    """Rate of `batch` back-to-back batch-1 runs; with `workers` > 1, that many runner instances
+    (one thread each, the runtime releases the GIL) share the runs."""
+    if cfg.workers <= 1:
+        t0 = time.perf_counter()
+        for _ in range(cfg.batch):
+            runner.infer(inputs, check=False)
+        dt = time.perf_counter() - t0
+        return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=1,
+                          method=f"{cfg.batch} back-to-back runs of the batch-1 artifact, one runner")
+    runners = [cls(art, RunOptions(threads=cfg.threads)) for _ in range(cfg.workers)]
+    for r in runners:
+        r.activate()
+        r.infer(inputs, check=False)
+    share = [cfg.batch // cfg.workers + (i < cfg.batch % cfg.workers) for i in range(cfg.workers)]
+    barrier = threading.Barrier(cfg.workers + 1)
+
+    def go(r: Runner, n: int) -> None:
+        barrier.wait()
+        for _ in range(n):
+            r.infer(inputs, check=False)
+
+    threads = [threading.Thread(target=go, args=(r, n)) for r, n in zip(runners, share, strict=True)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    for r in runners:
+        r.deactivate()
+    return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=cfg.workers,
+                      method=f"{cfg.batch} batch-1 runs shared by {cfg.workers} concurrent runner instances")
 
 
 def measure(path: Path, cfg: BenchConfig) -> BenchResult:
+    if cfg.affinity is not None:
+        os.sched_setaffinity(0, cfg.affinity)
     art = Artifact(path)
     m = art.manifest
     cls = runner_class(m.kind)
@@ -38,6 +86,11 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     t_first = (time.perf_counter() - t0) * 1000
     for _ in range(cfg.warmup):
         runner.infer(inputs, check=False)
+    ctx = run_context()
+    temp_start = temperatures()
+    meter = en.find_meter(cfg.energy, _on_gpu(art))
+    if meter:
+        meter.start()
     samples: list[float] = []
     start = time.perf_counter()
     while True:
@@ -47,19 +100,38 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         elapsed = time.perf_counter() - start
         if (len(samples) >= cfg.iterations and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
             break
+    lat = latency(samples)
+    energy = None
+    if meter:
+        energy = en.measured(meter.stop(), elapsed, len(samples), meter, ctx["host"])
+    elif cfg.energy != "off":
+        from deploypipe import targets
+
+        energy = en.estimated(lat.mean, targets.get("host-cpu"))
+    temp_end = temperatures()
     layers = runner.layer_profile() or []
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners
+    throughput = _throughput(cls, art, cfg, runner, inputs) if cfg.batch > 0 else None
+    loadgen = {}
+    if cfg.scenario:
+        from deploypipe.bench import loadgen as lgen
+
+        outdir = Path(cfg.loadgen_dir or "loadgen") / m.name / cfg.scenario
+        loadgen = lgen.run(runner, inputs, cfg.scenario, outdir, min_queries=cfg.iterations,
+                           min_seconds=cfg.min_seconds, expected_ms=lat.p50, server_qps=cfg.server_qps)
     runner.deactivate()
     fid = compare([reference], [first], m.precision, {})
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")
-    ctx = run_context()
     return BenchResult(
         artifact=str(path), name=m.name, model=m.model.name, target=m.target, compiler=m.compiler,
         precision=m.precision, kind=m.kind, ran=True,
-        where=f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads,
-        latency_ms=latency(samples),
+        where=f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads, affinity=cfg.affinity,
+        latency_ms=lat,
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        size_mb=model_bytes / 1e6,
+        peak_rss_mb=peak_rss_mb,
+        size_mb=model_bytes / 1e6, model_stats=dict(m.model.stats), throughput=throughput, energy=energy,
+        temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
+        loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
         layers=[lt.model_dump() for lt in layers], context=ctx,
     )
