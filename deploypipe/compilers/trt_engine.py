@@ -137,10 +137,16 @@ def build_engine(folder: Path, onnx: str, precision: str, version: str, workspac
     """Build `folder/model.engine` with the TensorRT found here; returns the engine facts for the
     manifest. `version` is the TensorRT the recipe was written for (used to re-head a calibration
     cache for the TensorRT actually present)."""
+    have = tensorrt_version()
+    trtexec = None if have is not None else (shutil.which("trtexec") or shutil.which("/usr/src/tensorrt/bin/trtexec"))
+    if have is None and trtexec is None:
+        raise MissingBackendError("tensorrt", "tensorrt",
+                                  "neither the `tensorrt` Python module nor `trtexec` is here; on a Jetson "
+                                  "TensorRT comes with JetPack (python3-libnvinfer, /usr/src/tensorrt/bin/trtexec), "
+                                  "on an x86-64 server with an NVIDIA GPU from `pip install tensorrt`")
     gpu = local_gpu()
     if gpu is None:
         raise UnsupportedError("no CUDA GPU on this machine: TensorRT engines are built on the GPU that runs them")
-    have = tensorrt_version()
     calib_text = None
     if calib is not None:
         calib_text = (folder / calib).read_text()
@@ -149,13 +155,11 @@ def build_engine(folder: Path, onnx: str, precision: str, version: str, workspac
     if have is not None:
         _python_api_build(folder / onnx, folder / ENGINE, precision, workspace_mib, calib_text)
         return _facts(gpu, have, "tensorrt Python API", precision, calib)
-    trtexec = shutil.which("trtexec") or shutil.which("/usr/src/tensorrt/bin/trtexec")
-    if trtexec is None:
-        raise MissingBackendError("tensorrt", "tensorrt",
-                                  "neither the `tensorrt` Python module nor `trtexec` is available; on a "
-                                  "Jetson install JetPack's TensorRT (python3-libnvinfer, /usr/src/tensorrt/bin)")
+    assert trtexec is not None
     version_out = subprocess.run([trtexec, "--help"], capture_output=True, text=True, check=False).stdout
     trt_ver = _trtexec_version(version_out) or version
+    if calib_text is not None:
+        calib_text = reheaded(calib_text, trt_ver)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".trtexec-") as tmp:
         cache_arg = None
         if calib_text is not None:
