@@ -186,11 +186,17 @@ def test_strict_int8_on_jetson_is_refused(cli, tiny_onnx: Path, tmp_path: Path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_server_gpu_int8_artifact(tiny_onnx: Path, tmp_path: Path) -> None:
-    report = build(BuildConfig(model=str(tiny_onnx), target="server-gpu", quantize="int8", output=tmp_path))
+def test_server_gpu_int8_artifact(tmp_path: Path) -> None:
+    source = tmp_path / "tiny64.onnx"
+    onnx.save(tiny_classifier(classes=64), str(source))  # a weight over 1 KiB: the size ORT externalizes
+    report = build(BuildConfig(model=str(source), target="server-gpu", quantize="int8", output=tmp_path))
     m, root = report.manifest, report.path
     assert m.precision == "int8" and {"model", "onnx_fp32", "calibration_cache", "build_script"} <= set(m.files)
     assert trt_int8.qdq_problems(onnx.load(str(root / "model.onnx"))) == []
+    fp32 = onnx.load(str(root / "model_fp32.onnx"))  # self-contained: weights inside, runs as the FP32 reference
+    assert not any(i.external_data for i in fp32.graph.initializer)
+    feed = _feeds(1)[0]
+    np.testing.assert_allclose(_run(fp32, feed), _run(tiny_classifier(classes=64), feed), rtol=1e-5, atol=1e-5)
     assert (root / "calibration.cache").read_text().startswith("TRT-100000-EntropyCalibration2\n")
     script = (root / "build_engine.sh").read_text()
     assert m.compiler_info["trtexec"] in script and m.compiler_info["trtexec_implicit_int8"] in script

@@ -100,11 +100,13 @@ def quantize_qdq(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
 
+    source = onnx.ModelProto()
+    source.CopyFrom(proto)  # quantize_static may move a ModelProto's weights to external data in place
     with tempfile.TemporaryDirectory(prefix="deploypipe-trt-int8-") as tmp:
         out, cache = Path(tmp) / "qdq.onnx", Path(tmp) / "ranges.json"
         try:
             quantize_static(
-                proto, str(out), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                source, str(out), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
                 extra_options=dict(_QDQ_OPTIONS),
