@@ -140,7 +140,8 @@ def downgrade(proto: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, str
         if problems:
             raise UnsupportedError(
                 f"cannot express the model at opset {target} (the highest this TensorRT parses): "
-                + "; ".join(problems[:10])
+                + "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+                + f". Exporting the source model at opset {target} lets the exporter decompose such ops."
             ) from None
         for o in converted.opset_import:
             if o.domain in _DEFAULT_DOMAINS:
