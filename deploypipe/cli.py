@@ -292,6 +292,27 @@ def serve_runtime(
         out.print(f"served {served} request(s)", highlight=False)
 
 
+@app.command("trt-build")
+def trt_build(
+    artifact: Annotated[Path, typer.Argument(help="A TensorRT artifact folder (from `build --target jetson-*/server-gpu`).")],
+    any_gpu: Annotated[bool, typer.Option(help="Build even if this GPU is not the target's architecture.")] = False,
+    implicit: Annotated[bool, typer.Option(help="INT8 only: implicit INT8 from the FP32 ONNX + calibration cache.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """On the device: build the TensorRT engine of an artifact and record GPU and TensorRT in its manifest."""
+    from deploypipe.compilers.trt_engine import trt_build as do_trt_build
+
+    with err.status("building the TensorRT engine"):
+        facts = do_trt_build(artifact, any_gpu=any_gpu, implicit=implicit)
+    if as_json:
+        _emit_json(facts)
+    else:
+        g = facts["golden_check"]
+        out.print(f"built {artifact}/model.engine on {facts['gpu']} (SM {facts['sm']}), TensorRT {facts['tensorrt']} "
+                  f"({facts['built_with']}); golden check: max abs err {g['max_abs_err']:.3g}, cosine {g['cosine']:.5f} "
+                  f"({g['where']})", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
     from deploypipe.errors import DeployPipeError, InternalError
@@ -301,7 +322,9 @@ def main() -> None:
     except DeployPipeError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # '[extra]' is not markup
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted: nothing was written")
