@@ -170,6 +170,42 @@ def list_targets(as_json: JsonOpt = False) -> None:
         out.print(targets_table(list(specs.values())))
 
 
+@app.command("partition")
+def partition_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    edge: Annotated[str, typer.Option(help="Edge target (measured if it is this host, else predicted).")] = "rpi4",
+    cloud: Annotated[str, typer.Option(help="Cloud target.")] = "server-gpu",
+    network: Annotated[str, typer.Option(help="wifi, 4g, 3g, ethernet or BW_MBPS,RTT_MS.")] = "wifi",
+    objective: Annotated[str, typer.Option(help="latency or energy.")] = "latency",
+    deadline: Annotated[float | None, typer.Option(help="Latency budget in ms (Edgent).")] = None,
+    compression: Annotated[str, typer.Option(help="none, int8, zlib, int8+zlib (lz4 if installed).")] = "none",
+    max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
+    best_only: Annotated[bool, typer.Option(help="Print only the best, edge-only and cloud-only rows.")] = False,
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Cost every edge/cloud cut point of a model over a network and pick the best (Neurosurgeon)."""
+    from deploypipe.errors import UserError
+    from deploypipe.importers import ImportOptions
+    from deploypipe.partition.api import PartitionConfig, partition
+    from deploypipe.partition.table import render
+
+    if objective not in ("latency", "energy"):
+        raise UserError(f"--objective '{objective}': expected latency or energy")
+    cfg = PartitionConfig(
+        model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
+        compression=compression, max_tensors=max_tensors, threads=threads,
+        import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)),
+    )
+    with err.status("profiling cut points"):
+        report = partition(cfg)
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        out.print(render(report, all_rows=not best_only))
+
+
 def main() -> None:
     """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
     from deploypipe.errors import DeployPipeError, InternalError
