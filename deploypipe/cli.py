@@ -79,9 +79,13 @@ def build(
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickled modules (runs their code).")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse instead of adapting an impossible precision.")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild even if an identical artifact exists.")] = False,
+    split: Annotated[str | None, typer.Option(help="Edge/cloud split: 'auto' or the node to cut after.")] = None,
+    edge_target: Annotated[str, typer.Option(help="Edge target of a --split build.")] = "rpi4",
+    cloud_target: Annotated[str, typer.Option(help="Cloud target of a --split build.")] = "server-gpu",
+    network: Annotated[str, typer.Option(help="Network for --split auto: wifi, 4g, 3g, ethernet or BW,RTT.")] = "wifi",
     as_json: JsonOpt = False,
 ) -> None:
-    """Build an artifact for a target."""
+    """Build an artifact for a target (or, with --split, an edge and a cloud artifact plus a plan)."""
     from deploypipe.api import BuildConfig
     from deploypipe.api import build as do_build
     from deploypipe.importers import ImportOptions
@@ -91,6 +95,16 @@ def build(
         output=output, name=name, strict=strict, force=force, tolerance=_parse_tolerance(tolerance),
         import_options=ImportOptions(weights=weights, input_shapes=_parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
+    if split is not None:
+        from deploypipe.partition.build import build_split
+
+        with err.status("building split") as status:
+            split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))
+        if as_json:
+            _emit_json({"path": str(split_report.path), "plan": split_report.plan})
+        else:
+            out.print(split_report.summary(), highlight=False)
+        return
     with err.status("building") as status:
         report = do_build(cfg, progress=lambda m: status.update(m))
     if as_json:
@@ -311,6 +325,64 @@ def trt_build(
         out.print(f"built {artifact}/model.engine on {facts['gpu']} (SM {facts['sm']}), TensorRT {facts['tensorrt']} "
                   f"({facts['built_with']}); golden check: max abs err {g['max_abs_err']:.3g}, cosine {g['cosine']:.5f} "
                   f"({g['where']})", highlight=False)
+
+
+@app.command("partition")
+def partition_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    edge: Annotated[str, typer.Option(help="Edge target (measured if it is this host, else predicted).")] = "rpi4",
+    cloud: Annotated[str, typer.Option(help="Cloud target.")] = "server-gpu",
+    network: Annotated[str, typer.Option(help="wifi, 4g, 3g, ethernet or BW_MBPS,RTT_MS.")] = "wifi",
+    objective: Annotated[str, typer.Option(help="latency or energy.")] = "latency",
+    deadline: Annotated[float | None, typer.Option(help="Latency budget in ms (Edgent).")] = None,
+    compression: Annotated[str, typer.Option(help="none, int8, zlib, int8+zlib (lz4 if installed).")] = "none",
+    max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
+    best_only: Annotated[bool, typer.Option(help="Print only the best, edge-only and cloud-only rows.")] = False,
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Cost every edge/cloud cut point of a model over a network and pick the best (Neurosurgeon)."""
+    from deploypipe.errors import UserError
+    from deploypipe.importers import ImportOptions
+    from deploypipe.partition.api import PartitionConfig, partition
+    from deploypipe.partition.table import render
+
+    if objective not in ("latency", "energy"):
+        raise UserError(f"--objective '{objective}': expected latency or energy")
+    cfg = PartitionConfig(
+        model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
+        compression=compression, max_tensors=max_tensors, threads=threads,
+        import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)),
+    )
+    with err.status("profiling cut points"):
+        report = partition(cfg)
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        out.print(render(report, all_rows=not best_only))
+
+
+@app.command()
+def serve(
+    paths: Annotated[list[Path], typer.Argument(help="Cloud artifact folders, split build folders or .onnx files.")],
+    host: Annotated[str, typer.Option(help="Address to bind (no authentication: keep it local).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (printed).")] = 8765,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads per model.")] = None,
+) -> None:
+    """Serve cloud halves of split models over TCP for `deploypipe.partition.client` edges."""
+    from contextlib import ExitStack
+
+    from deploypipe.partition.server import CloudServer, load_executors
+
+    with ExitStack() as stack:
+        server = CloudServer(load_executors(paths, threads, stack), host, port)
+        sys.stdout.write(f"serving {', '.join(server.executors)} on {host}:{server.port}\n")
+        sys.stdout.flush()
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""Network profiles (`networks/*.toml`, shipped as package data) and `BW,RTT` custom links.
+
+A profile gives the uplink bandwidth, the round-trip time and the radio power model of Huang et
+al. (MobiSys'12), P = alpha * uplink + beta, that Neurosurgeon uses for transfer energy; every
+figure carries its source like the device figures in `targets/`.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deploypipe.errors import InputFileError, UnknownNameError, UserError
+from deploypipe.targets import Figure
+
+
+class NetworkProfile(BaseModel):
+    """One link between the edge device and the cloud."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str
+    uplink_mbps: Figure
+    rtt_ms: Figure
+    radio_mw_per_mbps: Figure
+    radio_base_mw: Figure
+
+    def transfer_ms(self, nbytes: int) -> float:
+        """Uplink time of `nbytes` plus one round trip (the request out, the small result back)."""
+        return self.rtt_ms.value + nbytes * 8 / (self.uplink_mbps.value * 1e6) * 1e3
+
+    def radio_w(self) -> float:
+        """Radio power while sending at the profile's uplink rate."""
+        return (self.radio_mw_per_mbps.value * self.uplink_mbps.value + self.radio_base_mw.value) / 1e3
+
+    def transfer_mj(self, nbytes: int) -> float:
+        """Radio energy of one transfer (power model x transfer time), in millijoules."""
+        return self.radio_w() * self.transfer_ms(nbytes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.uplink_mbps.value:g} Mbit/s up, RTT {self.rtt_ms.value:g} ms)"
+
+
+def _networks_dir() -> Path:
+    """`networks/` beside the package in a checkout, else the copy shipped inside the wheel."""
+    checkout = Path(__file__).resolve().parent.parent.parent / "networks"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("deploypipe._networks")))
+
+
+@functools.cache
+def all_networks() -> dict[str, NetworkProfile]:
+    out = {}
+    for path in sorted(_networks_dir().glob("*.toml")):
+        try:
+            prof = NetworkProfile(**tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+            raise InputFileError(f"network profile {path} is invalid: {exc}") from exc
+        if prof.name != path.stem:
+            raise InputFileError(f"network profile {path} declares name '{prof.name}'")
+        out[prof.name] = prof
+    return out
+
+
+def custom(uplink_mbps: float, rtt_ms: float) -> NetworkProfile:
+    """A link given on the command line; it has no radio power model, so transfer energy is 0."""
+    if uplink_mbps <= 0 or rtt_ms < 0:
+        raise UserError(f"--network {uplink_mbps:g},{rtt_ms:g}: bandwidth must be > 0 and RTT >= 0")
+    given = "given on the command line"
+    none = "not given for a custom link: transfer energy counted as 0"
+    return NetworkProfile(
+        name=f"{uplink_mbps:g}Mbps-{rtt_ms:g}ms", description="custom link",
+        uplink_mbps=Figure(value=uplink_mbps, unit="Mbit/s", source=given),
+        rtt_ms=Figure(value=rtt_ms, unit="ms", source=given),
+        radio_mw_per_mbps=Figure(value=0.0, unit="mW per Mbit/s", source=none),
+        radio_base_mw=Figure(value=0.0, unit="mW", source=none),
+    )
+
+
+def get(spec: str) -> NetworkProfile:
+    """A profile by name (wifi, 4g, 3g, ...) or `BW,RTT` (Mbit/s, ms), e.g. `10,40`."""
+    if "," in spec:
+        bw, _, rtt = spec.partition(",")
+        try:
+            return custom(float(bw), float(rtt))
+        except ValueError:
+            raise UserError(f"--network '{spec}': expected a profile name or BW_MBPS,RTT_MS like 10,40") from None
+    nets = all_networks()
+    if spec not in nets:
+        raise UnknownNameError("network", spec, nets)
+    return nets[spec]

@@ -1,0 +1,45 @@
+"""Rich rendering of a `PartitionReport` for the CLI (library code returns data; this formats it)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from deploypipe.partition.analyzer import PartitionReport
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f}"
+
+
+def render(report: PartitionReport, all_rows: bool = True) -> Group:
+    net = report.network
+    table = Table(title=f"{report.model}: {report.edge_target} -> {net.label} -> {report.cloud_target}, "
+                        f"objective {report.objective}"
+                        + (f", deadline {report.deadline_ms:g} ms" if report.deadline_ms else ""))
+    for col in ("cut after", "op", "crossing tensors", "raw KB", f"sent KB ({report.codec})", "edge ms",
+                "transfer ms", "cloud ms", "total ms", "energy mJ"):
+        table.add_column(col, justify="left" if col in ("cut after", "op", "crossing tensors") else "right")
+    best = report.best_cut
+    for row in report.cuts:
+        if not all_rows and row is not best and row.kind == "split":
+            continue
+        name = {"cloud-only": "(cloud-only)", "edge-only": "(edge-only)"}.get(row.kind, row.after)
+        crossing = ", ".join(t.name for t in row.tensors) if len(row.tensors) <= 2 else f"{len(row.tensors)} tensors"
+        style = "bold green" if row is best else None
+        table.add_row(name, row.after_op if row.kind == "split" else "", crossing, _kb(row.raw_bytes), _kb(row.sent_bytes), f"{row.edge_ms:.2f}",
+                      f"{row.transfer_ms:.2f}", f"{row.cloud_ms:.2f}", f"{row.total_ms:.2f}", f"{row.energy_mj:.1f}",
+                      style=style)
+    eo, co = report.edge_only, report.cloud_only
+    lines = [
+        f"best: {'after ' + best.after if best.kind == 'split' else best.kind} — {best.total_ms:.2f} ms, "
+        f"{best.energy_mj:.1f} mJ ({eo.total_ms / best.total_ms:.2f}x vs edge-only, "
+        f"{co.total_ms / best.total_ms:.2f}x vs cloud-only latency)",
+        f"edge times: {report.edge_label}",
+        f"cloud times: {report.cloud_label}",
+        f"network: {net.label}; uplink source: {net.uplink_mbps.source}; RTT source: {net.rtt_ms.source}",
+        f"energy: {report.energy_label}; radio: {net.radio_mw_per_mbps.source}",
+        *(f"note: {n}" for n in report.notes),
+    ]
+    return Group(table, Text("\n".join(lines)))
