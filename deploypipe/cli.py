@@ -252,8 +252,10 @@ def check(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Self-check on the device: verify file hashes, run the golden input, compare with the
-    outputs recorded at build time. Exit code 5 when it strays beyond the build's tolerance."""
+    """Self-check an artifact on the device: hashes, then the golden input vs the build's outputs.
+
+    Exit code 5 when the outputs stray beyond the build's tolerance.
+    """
     from deploypipe.api import self_check
 
     result = self_check(artifact)
