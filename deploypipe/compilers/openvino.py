@@ -137,6 +137,10 @@ class OpenVinoCompiler(Compiler):
         info: dict[str, Any] = {"device": opts.device, "performance_hint": opts.performance_hint}
         notes: list[str] = []
         host_check = None
+        if opts.device == "MYRIAD":
+            downgraded = _maxpool8_to_v1(ov_model)
+            if downgraded:
+                info["maxpool_v8_to_v1"] = downgraded
         if ctx.precision == "int8":
             if _has_qdq(model.proto):
                 info["quantization"] = {"method": "QDQ ONNX loaded as is (already quantized)"}
@@ -202,6 +206,29 @@ class OpenVinoCompiler(Compiler):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def _maxpool8_to_v1(ov_model: ov.Model) -> int:
+    """Replace MaxPool-8 (which ONNX MaxPool becomes) by the opset1 MaxPool when its indices
+    output is unused and dilations are 1: the same computation, in the oldest opset, which is
+    the form the MYRIAD plugin's own layer list was written for. Returns how many were replaced."""
+    from openvino import opset1
+
+    count = 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "MaxPool" or op.get_type_info().version_id != "opset8":
+            continue
+        a = op.get_attributes()
+        if any(d != 1 for d in a["dilations"]) or op.get_output_size() > 1 and op.output(1).get_target_inputs():
+            continue
+        v1 = opset1.max_pool(op.input_value(0), a["strides"], a["pads_begin"], a["pads_end"], a["kernel"],
+                             a["rounding_type"], a["auto_pad"])
+        v1.set_friendly_name(op.get_friendly_name())
+        op.output(0).replace(v1.output(0))
+        count += 1
+    if count:
+        ov_model.validate_nodes_and_infer_types()
+    return count
+
 
 def _onnx_nodes(proto: onnx.ModelProto) -> list[tuple[str, str, int | None]]:
     """(name, op, rank of the first input) per node; ranks from ONNX shape inference."""
