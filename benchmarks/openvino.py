@@ -22,17 +22,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# Run as `python benchmarks/openvino.py`, this file's folder is sys.path[0] and this file would
+# shadow the `openvino` package itself.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from deploypipe import api, passes
-from deploypipe.api import BuildConfig
-from deploypipe.bench.context import run_context
-from deploypipe.bench.results import BenchConfig
-from deploypipe.bench.run import bench_one
-from deploypipe.fidelity import compare
-from deploypipe.importers import import_model
-from deploypipe.model import Model
-from deploypipe.passes import PassContext
+import numpy as np  # noqa: E402
+
+from deploypipe import api, passes  # noqa: E402
+from deploypipe.api import BuildConfig  # noqa: E402
+from deploypipe.bench.context import run_context  # noqa: E402
+from deploypipe.bench.results import BenchConfig  # noqa: E402
+from deploypipe.bench.run import bench_one  # noqa: E402
+from deploypipe.fidelity import compare  # noqa: E402
+from deploypipe.importers import import_model  # noqa: E402
+from deploypipe.model import Model  # noqa: E402
+from deploypipe.passes import PassContext  # noqa: E402
 
 CALIBRATION_SAMPLES = 64  # NNCF's count in targets/host-cpu.toml ([compilers.openvino] default)
 

@@ -136,6 +136,21 @@ def test_ncs2_fp16_ir_for_the_2022_3_runtime(built: dict[str, api.BuildReport]) 
         assert runner.device == "CPU"
 
 
+def test_ncs2_ir_is_all_opset1_after_maxpool_downgrade(tmp_path: Path) -> None:
+    m = tiny_classifier()
+    g = m.graph
+    relu = next(n for n in g.node if n.op_type == "Relu")
+    relu.output[0] = "r0"
+    g.node.insert(list(g.node).index(relu) + 1, helper.make_node(
+        "MaxPool", ["r0"], ["r"], name="pool2", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    src = tmp_path / "mp.onnx"
+    onnx.save_model(m, str(src))
+    r = _build(src, tmp_path / "out", "ncs2")
+    info = r.manifest.compiler_info
+    assert info["maxpool_v8_to_v1"] == 1 and set(info["layer_opsets"]) == {"opset1"}
+    assert r.manifest.fidelity.passed
+
+
 def test_ncs2_int8_refused_or_adapted_with_reason(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="FP16 only"):
         _build(tiny, tmp_path, "ncs2", "int8", strict=True)
