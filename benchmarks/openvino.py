@@ -140,7 +140,9 @@ def main() -> None:
 
     cfg = BenchConfig(threads=args.threads, iterations=args.iterations, warmup=3, min_seconds=1.0)
     ctx = run_context()
-    report: dict[str, Any] = {"context": ctx, "threads": args.threads, "rounds": args.rounds, "models": {}}
+    where = f"measured on {ctx['host']} ({ctx['cpu']}, {ctx['cores']} cores, shared and noisy; load avg {ctx['loadavg']})"
+    report: dict[str, Any] = {"context": ctx, "where": where, "threads": args.threads, "rounds": args.rounds,
+                              "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(f"building {name} ...", file=sys.stderr)
@@ -170,12 +172,15 @@ def main() -> None:
                     "fidelity_vs_ort_fp32": fid[label],
                 }
             report["models"][name] = rows
-    where = f"measured on {ctx['host']} ({ctx['cpu']}, {ctx['cores']} cores, shared and noisy; load avg {ctx['loadavg']})"
-    report["where"] = where
+            _save(report, args.json)  # after every model: a long run keeps what it measured
     _print(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
+    _save(report, args.json)
     print(f"saved {args.json}", file=sys.stderr)
+
+
+def _save(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
 
 
 def _print(report: dict[str, Any]) -> None:
