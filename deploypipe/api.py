@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -105,10 +106,22 @@ def _recipe_for(config: BuildConfig, precision: str, native: frozenset[str]) -> 
     return Recipe(name=recipe.name, description=recipe.description, passes=steps)
 
 
+@functools.cache
+def code_hash() -> str:
+    """Hash of deploypipe's own source and data files: a code change must invalidate cached
+    artifacts even when the version number did not move."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _key(model: Model, config: BuildConfig, res: targets.Resolution, recipe: Recipe,
          versions: dict[str, str]) -> str:
     payload = {
-        "deploypipe": __version__, "source": model.content_hash(), "target": targets.get(config.target).model_dump(),
+        "deploypipe": __version__, "code": code_hash(), "source": model.content_hash(), "target": targets.get(config.target).model_dump(),
         "resolution": res.model_dump(), "recipe": recipe.model_dump(), "toolchain": versions,
         "tolerance": config.tolerance, "samples": config.fidelity_samples,
     }

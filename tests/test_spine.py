@@ -255,3 +255,12 @@ def test_targets_and_inspect_commands(cli, tiny_onnx: Path) -> None:
 def test_precision_without_a_pass_is_refused_not_mislabelled(tiny_onnx: Path, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="would not be fp16"):
         _build(tiny_onnx, tmp_path, quantize="fp16", recipe="default")
+
+
+def test_code_change_invalidates_the_cache(tiny_onnx: Path, tmp_path: Path, monkeypatch) -> None:
+    from deploypipe import api
+
+    first = _build(tiny_onnx, tmp_path)
+    monkeypatch.setattr(api, "code_hash", lambda: "changed-code")
+    again = _build(tiny_onnx, tmp_path)
+    assert not again.cached and again.manifest.build_key != first.manifest.build_key

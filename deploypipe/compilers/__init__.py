@@ -11,6 +11,7 @@ from deploypipe.errors import UnknownNameError
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.compilers.onnxruntime:OnnxRuntimeCompiler",
     "tensorrt": "deploypipe.compilers.tensorrt:TensorRTCompiler",
+    "openvino": "deploypipe.compilers.openvino:OpenVinoCompiler",
 }
 
 

@@ -16,6 +16,7 @@ from deploypipe.runtime.base import RunOptions, Runner
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.runtime.onnxruntime:OnnxRuntimeRunner",
     "tensorrt": "deploypipe.runtime.tensorrt:TensorRTRunner",
+    "openvino": "deploypipe.runtime.openvino:OpenVinoRunner",
 }
 
 
