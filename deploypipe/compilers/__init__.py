@@ -10,6 +10,8 @@ from deploypipe.errors import UnknownNameError
 # name -> "module:Class"; each module imports its heavy toolchain inside functions.
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.compilers.onnxruntime:OnnxRuntimeCompiler",
+    "tflite": "deploypipe.compilers.tflite:TfliteCompiler",
+    "edgetpu": "deploypipe.compilers.edgetpu:EdgeTpuCompiler",
 }
 
 

@@ -15,6 +15,8 @@ from deploypipe.runtime.base import RunOptions, Runner
 # artifact kind -> "module:Class"
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.runtime.onnxruntime:OnnxRuntimeRunner",
+    "tflite": "deploypipe.runtime.tflite:TfliteRunner",
+    "edgetpu": "deploypipe.runtime.edgetpu:EdgeTpuRunner",
 }
 
 
