@@ -247,18 +247,19 @@ def import_model(req: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     log = out.with_suffix(".log")
     if kind == "keras":
-        import tensorflow as tf
-
         model = _load_keras(src)
-        specs = [tf.TensorSpec([1 if d is None else d for d in t.shape], t.dtype, name=_clean(t.name, i))
-                 for i, t in enumerate(model.inputs)]
         if any(d is None for t in model.inputs for d in t.shape[1:]):
-            raise ToolError("input", f"{src}: Keras input with a dynamic non-batch dimension {[t.shape for t in model.inputs]}")
+            raise ToolError("input", f"{src}: Keras input with a dynamic non-batch dimension "
+                                     f"{[tuple(t.shape) for t in model.inputs]}")
         saved = out.parent / "saved_model"
-        fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False), input_signature=specs)
-        tf.saved_model.save(tf.Module(), str(saved), signatures=fn.get_concrete_function())
+        if hasattr(model, "export"):  # Keras 3
+            model.export(str(saved))
+        else:  # tf_keras (Keras 2)
+            import tensorflow as tf
+
+            tf.saved_model.save(model, str(saved))
         src, kind = saved, "saved_model"
-        notes.append("Keras model traced to a SavedModel signature (batch pinned to 1), then tf2onnx")
+        notes.append("Keras model exported to a SavedModel, then converted by tf2onnx")
     flag = {"saved_model": "--saved-model", "tflite": "--tflite"}[kind]
     cmd = [sys.executable, "-m", "tf2onnx.convert", flag, str(src), "--output", str(out), "--opset", str(opset)]
     with open(log, "w") as fh:
@@ -266,11 +267,6 @@ def import_model(req: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0 or not out.is_file():
         raise ToolError("input", f"tf2onnx could not convert {req['source']}: {_tail(log)}")
     return {"onnx": str(out), "notes": notes, "versions": versions()}
-
-
-def _clean(name: str, i: int) -> str:
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name.split(":")[0])
-    return cleaned or f"input_{i}"
 
 
 def _load_keras(path: Path) -> Any:
