@@ -28,7 +28,7 @@ from deploypipe.artifact import (
     write_manifest,
 )
 from deploypipe.compilers.base import CompileContext
-from deploypipe.errors import FidelityError
+from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.fidelity import DEFAULT_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
@@ -91,6 +91,11 @@ def _recipe_for(config: BuildConfig, precision: str, native: frozenset[str]) -> 
         base = precision if precision in passes.recipe_names() else "default"
         recipe = passes.load_recipe(base)
     steps = [s for s in recipe.passes if not (s.name in ("fp16", "int8") and s.name in native)]
+    if precision != "fp32" and precision not in native and precision not in (s.name for s in steps):
+        raise UnsupportedError(
+            f"recipe '{recipe.name}' has no {precision} pass and the compiler does not quantize itself: "
+            f"the artifact would not be {precision}"
+        )
     if config.prune:
         steps.insert(0, PassStep(name="prune", params={"ratio": config.prune}))
     if "int8" in (s.name for s in steps) and config.tolerance:
@@ -229,3 +234,21 @@ def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[st
 def load(path: str | Path, options: RunOptions | None = None) -> Runner:
     """A runner for a built artifact: `with deploypipe.load(p) as r: r.infer(feeds)`."""
     return load_runner(path, options)
+
+
+def self_check(path: str | Path) -> dict[str, object]:
+    """Run the golden input through the artifact and compare with what the build host got
+    (and with the FP32 reference), so a device can prove its runtime computes the same thing."""
+    art = Artifact(Path(path))
+    inputs, reference, expected = art.golden()
+    with load_runner(path, RunOptions()) as runner:
+        outs = runner.infer(inputs)
+    m = art.manifest
+    tolerance = {**DEFAULT_TOLERANCE[m.precision], **m.fidelity.tolerance}
+    vs_ref = compare([reference], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"})
+    vs_expected = compare([expected], [outs], m.precision, {}) if expected else None
+    detail = f"vs FP32 reference: max abs err {vs_ref.max_abs_err:.3g}, cosine {vs_ref.cosine:.5f}"
+    if vs_expected is not None:
+        detail += f"; vs build host: max abs err {vs_expected.max_abs_err:.3g}"
+    return {"passed": bool(vs_ref.passed), "detail": detail, "reasons": vs_ref.reasons,
+            "vs_reference": vs_ref.model_dump(), "vs_build_host": vs_expected.model_dump() if vs_expected else None}

@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 # Piped output gets a wide fixed width so tables are not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped
 _state = {"debug": False}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
@@ -168,6 +168,24 @@ def list_targets(as_json: JsonOpt = False) -> None:
         _emit_json({n: s.model_dump() for n, s in specs.items()})
     else:
         out.print(targets_table(list(specs.values())))
+
+
+@app.command()
+def check(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Self-check on the device: verify file hashes, run the golden input, compare with the
+    outputs recorded at build time. Exit code 5 when it strays beyond the build's tolerance."""
+    from deploypipe.api import self_check
+
+    result = self_check(artifact)
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"{artifact}: {'OK' if result['passed'] else 'FAILED'} — {result['detail']}", highlight=False)
+    if not result["passed"]:
+        raise typer.Exit(5)
 
 
 @app.command("edgetpu-report")

@@ -29,7 +29,8 @@ def export_module(
     opset: int = 17,
 ) -> onnx.ModelProto:
     """Export with the TorchScript-based exporter (fast, opset 17); fall back to dynamo for
-    modules it cannot trace. Static shapes: edge compilers want them."""
+    modules it cannot trace. Static shapes: edge compilers want them. The module must already
+    be in eval mode (an ExportedProgram's module cannot be switched)."""
     import torch
 
     dtypes = dtypes or {}
@@ -38,7 +39,6 @@ def export_module(
         for name, shape in inputs.items()
     )
     buf = io.BytesIO()
-    module.eval()
     with torch.no_grad():
         out = module(*args)
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
@@ -86,7 +86,7 @@ def load(path: Path, options: ImportOptions) -> Model:
         kind = "ExportedProgram"
     elif _is_torchscript(path):
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:
             raise InputFileError(f"{path}: not a readable TorchScript archive ({exc})") from exc
         shapes = dict(options.input_shapes)
@@ -126,4 +126,4 @@ def _load_pickled(path: Path, options: ImportOptions) -> torch.nn.Module:
         )
     if not isinstance(obj, torch.nn.Module):
         raise InputFileError(f"{path} holds a {type(obj).__name__}, not an nn.Module")
-    return obj
+    return obj.eval()

@@ -18,6 +18,8 @@ from deploypipe.errors import InputFileError, UnknownNameError
 if TYPE_CHECKING:
     import torch
 
+    from deploypipe.model import ArrayProvider, DataProvider
+
 _SEED001 = "seed 001 table (Hadidi et al., IISWC'19)"
 _SEED000 = "seed 000 table"
 _BN_PASSES, _BN_BATCH = 3, 2
@@ -76,6 +78,25 @@ class ZooEntry:
                 module(*(torch.randn(_BN_BATCH, *shape[1:]) for shape in self.inputs.values()))
         for bn, momentum in zip(norms, momenta, strict=True):
             bn.momentum = momentum
+
+
+def data_providers(entry: ZooEntry) -> tuple[DataProvider, ArrayProvider | None]:
+    """(calibration, labelled held-out evaluation) for an entry: the real digits split for models
+    trained on it, else synthetic inputs (labelled as such) and no evaluation set."""
+    from deploypipe.model import ArrayProvider, SyntheticProvider, TensorSpec
+
+    if entry.trained:
+        from deploypipe.zoo.datasets import digits
+
+        (name, shape), = entry.inputs.items()
+        split = digits(flat=len(shape) == 2)
+        calibration = ArrayProvider(name, split.x_train, split.y_train,
+                                    "scikit-learn digits, training split (real data)")
+        evaluation = ArrayProvider(name, split.x_test, split.y_test,
+                                   f"scikit-learn digits, held-out split ({len(split.x_test)} images, real labels)")
+        return calibration, evaluation
+    specs = [TensorSpec(name=n, shape=s, dtype=entry.input_dtypes.get(n, "float32")) for n, s in entry.inputs.items()]
+    return SyntheticProvider(specs), None
 
 
 def names() -> list[str]:
