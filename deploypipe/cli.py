@@ -387,6 +387,33 @@ def serve(
             server.server_close()
 
 
+@app.command("edgetpu-report")
+def edgetpu_report(
+    path: Annotated[Path, typer.Argument(help="A .tflite file or a tflite/edgetpu artifact folder.")],
+    onchip_mib: Annotated[float, typer.Option(help="Edge TPU on-chip parameter memory, MiB.")] = 8.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which ops of an int8 TFLite model map to the Edge TPU and which fall back to the CPU, by node."""
+    from rich.table import Table
+
+    from deploypipe.compilers.edgetpu import report_for, report_table
+
+    report = report_for(path, onchip_mib)
+    if as_json:
+        _emit_json(report.model_dump())
+        return
+    table = Table(title=f"{report.summary()} (predicted offline from Coral's published rules)")
+    for col in ("#", "op", "v", "runs on", "node", "reason"):
+        table.add_column(col)
+    for row in report_table(report):
+        table.add_row(*row, style=None if row[3] == "TPU" else "yellow")
+    out.print(table)
+    for issue in report.model_issues:
+        out.print(f"model: {issue}")
+    out.print(f"TPU parameters {report.parameter_bytes / 2**20:.2f} MiB; on-chip {report.onchip_memory_bytes / 2**20:g} MiB; "
+              f"streamed off-chip {report.offchip_parameter_bytes / 2**20:.2f} MiB")
+
+
 def main() -> None:
     """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
     from deploypipe.errors import DeployPipeError, InternalError

@@ -23,4 +23,18 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
 "$VENV/bin/pip" install -q -e ".[all,dev]"
 
+# --- TFLite / Edge TPU converter venv (tflite backend) -----------------------------------------
+# onnx2tf 1.29.24 + TensorFlow 2.19 + tf2onnx need onnx 1.19.1, numpy<2 and protobuf<5, which
+# conflict with the main environment: they get their own venv, run as a subprocess by
+# deploypipe/compilers/tflite.py. Exact pins: scripts/requirements-tflite*.txt (~2.4 GB, a few
+# minutes). Skip with DEPLOYPIPE_SKIP_TFLITE=1; tests marked tflite then skip.
+TFLITE_VENV="${DEPLOYPIPE_TFLITE_VENV:-.venv-tflite}"
+if [ "${DEPLOYPIPE_SKIP_TFLITE:-0}" != 1 ]; then
+  [ -x "$TFLITE_VENV/bin/python" ] || "$PY" -m venv "$TFLITE_VENV"
+  "$TFLITE_VENV/bin/pip" install -q --upgrade pip wheel
+  "$TFLITE_VENV/bin/pip" install -q -r scripts/requirements-tflite.txt
+  "$TFLITE_VENV/bin/pip" install -q --no-deps -r scripts/requirements-tflite-nodeps.txt
+  echo "TFLite converter toolchain installed in $TFLITE_VENV"
+fi
+
 echo "deploypipe installed in $VENV: activate with 'source $VENV/bin/activate'"

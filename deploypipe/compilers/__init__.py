@@ -12,6 +12,8 @@ _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.compilers.onnxruntime:OnnxRuntimeCompiler",
     "tensorrt": "deploypipe.compilers.tensorrt:TensorRTCompiler",
     "openvino": "deploypipe.compilers.openvino:OpenVinoCompiler",
+    "tflite": "deploypipe.compilers.tflite:TfliteCompiler",
+    "edgetpu": "deploypipe.compilers.edgetpu:EdgeTpuCompiler",
 }
 
 

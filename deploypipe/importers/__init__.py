@@ -21,6 +21,10 @@ _BY_SUFFIX: dict[str, str] = {
     ".pt": "deploypipe.importers.pytorch",
     ".pth": "deploypipe.importers.pytorch",
     ".pt2": "deploypipe.importers.pytorch",
+    ".keras": "deploypipe.importers.tensorflow",
+    ".h5": "deploypipe.importers.tensorflow",
+    ".tflite": "deploypipe.importers.tensorflow",
+    "/": "deploypipe.importers.tensorflow",  # a folder: TensorFlow SavedModel
 }
 
 

@@ -17,6 +17,8 @@ _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.runtime.onnxruntime:OnnxRuntimeRunner",
     "tensorrt": "deploypipe.runtime.tensorrt:TensorRTRunner",
     "openvino": "deploypipe.runtime.openvino:OpenVinoRunner",
+    "tflite": "deploypipe.runtime.tflite:TfliteRunner",
+    "edgetpu": "deploypipe.runtime.edgetpu:EdgeTpuRunner",
 }
 
 
