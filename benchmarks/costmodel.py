@@ -126,14 +126,14 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(width=170)
     names = args.models.split(",")
+    host = cm.with_host_figures(targets.get("host-cpu"))  # before pinning: the figures are the whole host's
     data = measure(names, args.rounds, console)
-    host = cm.with_host_figures(targets.get("host-cpu"))
     where = f"measured on {platform.node()} ({platform.processor() or platform.machine()}), ONNX Runtime, 1 thread pinned"
     errs_layers = _loo(data, host, "ms", layers=True)
     errs_p50 = _loo(data, host, "wall_p50_ms")  # baseline: the same fit on plain whole-run medians
     cal = cm.calibrate([(d["proto"], d["ms"]) for d in data.values()], host, names, threads=1)
     t = Table(title=f"cost model vs measurement — {where}; host peak {host.figures['peak_gflops_fp32'].value:.0f} "
-                    f"GFLOP/s ({host.figures['cores'].value:.0f} cores), DRAM {host.figures['mem_bandwidth_gbs'].value:.0f} GB/s")
+                    f"GFLOP/s ({host.figures['cores'].value:.0f} cores; 1 used), DRAM {host.figures['mem_bandwidth_gbs'].value:.0f} GB/s")
     for col in ("model", "family", "MACs M", "measured ms", "spread", "wall p50 ms", "estimated ms (LOO)", "error",
                 "err +layers", *(f"{o} est. ms" for o in OTHERS)):
         t.add_column(col, justify="left" if col in ("model", "family") else "right")

@@ -1,14 +1,16 @@
 """Predicts per-layer and model latency on devices that are not here: a roofline per layer from the
-target's figures (peak GFLOP/s per precision, memory bandwidth), with efficiency factors per op class
-calibrated on what was measured on this host.
+target's figures (peak GFLOP/s per precision, memory bandwidth, cache levels where given), with
+efficiency factors per op class calibrated on what was measured on this host.
 
 Why a roofline plus calibration: the datasheet peak is never reached, and how far each kind of layer
-falls short (dense conv vs depthwise vs elementwise vs per-node dispatch overhead) is a property of
-kernels, not of one device, so factors fitted on host measurements transfer better than raw peaks.
-Every figure this module produces is an estimate and its `label` says so.
+falls short (dense conv vs depthwise vs GEMV vs per-node dispatch, small vs large channel counts) is a
+property of kernels, not of one device, so factors fitted on host measurements transfer better than
+raw peaks. Elementwise nodes that runtimes fuse into the conv/GEMM before them cost nothing; weights
+are charged at the bandwidth of the memory level the whole model's weights fit in. Every figure this
+module produces is an estimate and its `label` says so.
 
-The host's own peak figures are not in `targets/host-cpu.toml`; `host_figures()` measures them with a
-GEMM and a memory-copy micro-benchmark and labels them as measured.
+The host's own figures are not in `targets/host-cpu.toml`; `host_figures()` derives/measures them
+(peak, cache sizes, bandwidth per level) and says how in each figure's source.
 """
 
 from __future__ import annotations
@@ -297,9 +299,9 @@ class CostModel:
         self._machine = _Machine(self.peak_gflops, _levels(target), overhead)
         cal = f"calibrated on {calibration.host} ({len(calibration.fitted_on)} models)" if calibration else "uncalibrated (prior efficiencies)"
         fallback = "" if self._peak_key == f"peak_gflops_{precision}" else f", {precision} at the fp32 peak (no {precision} figure)"
-        cache = "" if len(self._machine.levels) > 1 else ", no cache figures: all traffic at DRAM bandwidth"
+        cache = "" if len(self._machine.levels) > 1 else "; no cache figures: all traffic at DRAM bandwidth"
         threads_note = f", {used} of {cores} cores" if used != cores else ""
-        self.label = f"estimated by roofline({target.name} figures{fallback}{threads_note}{cache}), {cal}"
+        self.label = f"estimated by roofline({target.name} figures{fallback}{threads_note}), {cal}{cache}"
 
     def _times(self, proto: onnx.ModelProto) -> list[tuple[_Layer, float, str]]:
         layers = _layers(proto)

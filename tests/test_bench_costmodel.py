@@ -83,7 +83,7 @@ def test_layers_fusion_and_label_uncalibrated() -> None:
     assert [(layer.bound, layer.ms) for layer in layers[1:3]] == [("fused", 0.0), ("fused", 0.0)]
     assert {layer.bound for layer in layers} <= {"compute", "memory", "overhead", "fused"}
     assert model.model_ms(tiny_classifier()) == pytest.approx(sum(layer.ms for layer in layers))
-    assert model.label.startswith("estimated by roofline(rpi4 figures") and "uncalibrated" in model.label
+    assert model.label.startswith("estimated by roofline(rpi4 figures)") and "uncalibrated" in model.label
     assert "no cache figures" in model.label
 
 
