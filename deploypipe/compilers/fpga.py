@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import math
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -48,6 +49,9 @@ class FpgaOptions(BaseModel):
     # hls4ml's VivadoAccelerator board definition: its pynq-z2 entry has the PYNQ-Z1's part (xc7z020clg400-1)
     # and uses only the PS and AXI, so the block design applies unchanged
     board: str = "pynq-z2"
+    # the Vivado board files of the real board (Digilent's), put into the block design in place of pynq-z2's
+    vivado_board_part: str = "www.digilentinc.com:pynq-z1:part0:1.0"
+    csim_opt: str = "-O1"  # g++ level for the C simulation: -O3 (hls4ml's) takes minutes on big weight headers
     weight_bits: int = Field(8, ge=2, le=18)
     activation_bits: int = Field(16, ge=4, le=32)
     max_utilization: float = Field(0.8, gt=0, le=1)  # leave room for routing
@@ -123,7 +127,9 @@ class Hls4mlCompiler(Compiler):
                 # weights compiled into the library (not read from .txt at run time), so the
                 # shipped csim .so is self-contained
                 hm.config.writer_config["WriteWeightsTxt"] = False
-                hm.compile()
+                hm.write()
+                _patch_project(out_dir, opts)
+                so = Path(hm.config.backend.compile(hm))  # g++ builds the C simulation library
         except Exception as exc:  # hls4ml raises bare Exceptions; g++ errors come as its output
             raise BuildError(f"hls4ml could not build {model.name}: {exc}") from exc
 
@@ -136,7 +142,6 @@ class Hls4mlCompiler(Compiler):
 
         est = estimate(est.layers, opts.weight_bits, opts.weight_bits + opts.activation_bits, est.board)
 
-        so = next((out_dir / "firmware").glob(f"{PROJECT}-*.so"))
         (ctx.workdir / "csim").mkdir()
         shutil.copy2(so, ctx.workdir / "csim" / f"lib{PROJECT}.so")
         _zip_project(out_dir, ctx.workdir / "hls_project.zip")
@@ -301,6 +306,18 @@ def _latency_cycles(est: Estimate, model: Model) -> int:
     return sum(w.reuse * positions.get(w.name, 1) for w in est.layers)
 
 
+def _patch_project(out_dir: Path, opts: FpgaOptions) -> None:
+    """Adapt hls4ml's generated files: the real board's Vivado board part in the block design,
+    and the C simulation's g++ optimization level (fixed-point semantics do not depend on it)."""
+    design = out_dir / "design.tcl"
+    if design.is_file():
+        text = design.read_text()
+        text = re.sub(r"set_property board_part \S+", f"set_property board_part {opts.vivado_board_part}", text)
+        design.write_text(text)
+    build_lib = out_dir / "build_lib.sh"
+    build_lib.write_text(build_lib.read_text().replace('CFLAGS="-O3 -fPIC"', f'CFLAGS="{opts.csim_opt} -fPIC"'))
+
+
 def _zip_project(src: Path, dest: Path) -> None:
     """The HLS project (sources, weights, tcl, PYNQ driver) without build outputs, deterministically."""
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -315,7 +332,8 @@ def _build_script(opts: FpgaOptions) -> str:
     return f"""#!/usr/bin/env bash
 # Synthesis, implementation and bitstream for {opts.part} ({opts.board} board definition; PYNQ-Z1 has the
 # same part). Needs AMD/Xilinx Vivado HLS + Vivado 2019.2-2020.1 on PATH (hls4ml's Vivado backend);
-# these are not on the host that built this artifact, so no bitstream was built there.
+# these are not on the host that built this artifact, so no bitstream was built there. The block design
+# uses board part {opts.vivado_board_part}: install Digilent's board files into Vivado first.
 # Equivalent to hls4ml's   hls_model.build(csim=False, synth=True, export=True, bitfile=True)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -137,6 +137,7 @@ def check_chain(proto: onnx.ModelProto) -> None:
     """Refuse graphs the rebuilt chain cannot express, naming the node and op."""
     graph = proto.graph
     inits = {i.name for i in graph.initializer}
+    ranks = {i.name: len(i.dims) for i in graph.initializer}
     if len([i for i in graph.input if i.name not in inits]) != 1 or len(graph.output) != 1:
         raise UnsupportedError("the hls4ml path takes single-input, single-output models")
     consumers: dict[str, int] = {}
@@ -153,7 +154,7 @@ def check_chain(proto: onnx.ModelProto) -> None:
         dynamic = [x for x in node.input if x and x not in inits]
         if node.op_type != "Reshape" and len(dynamic) != 1:
             raise UnsupportedError(f"{where}: {len(dynamic)} activation inputs; the hls4ml path takes plain chains")
-        if node.op_type == "Conv" and (_attr(node, "group", 1) != 1 or len(_attr(node, "kernel_shape", [])) != 2
+        if node.op_type == "Conv" and (_attr(node, "group", 1) != 1 or ranks.get(node.input[1]) != 4
                                        or set(_attr(node, "dilations", [1, 1])) != {1}):
             raise UnsupportedError(f"{where}: only 2-D, ungrouped, undilated convolutions")
         if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
