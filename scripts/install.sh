@@ -9,6 +9,7 @@ PY="${PYTHON:-python3.11}"
 # --- system packages (one list; each backend adds its own line) -------------------------------
 APT_PACKAGES=(
   build-essential
+  g++  # fpga: hls4ml compiles its bit-accurate C simulation with g++ (also in build-essential)
 )
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq

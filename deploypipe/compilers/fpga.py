@@ -101,7 +101,7 @@ class Hls4mlCompiler(Compiler):
         hls4ml = _hls4ml()
         opts = FpgaOptions(**ctx.options)
         est = self._plan(model, ctx)
-        module = _Wrapped(to_torch(model.proto))
+        module = _wrap(to_torch(model.proto))
         (spec,) = model.inputs
         in_shape = tuple(int(d) for d in spec.shape[1:])
         conv = len(in_shape) == 3
@@ -219,24 +219,20 @@ def _quiet() -> Any:
         yield
 
 
-def _wrapped_base() -> type:
+def _wrap(net: Any) -> Any:
+    """`net` under the attribute `net`, so hls4ml names its layers net_0, net_1, ... (torch is
+    imported here, not at module import)."""
     from torch import nn
 
     class Wrapped(nn.Module):
-        """Gives the rebuilt layers stable names (net_0, net_1, ...) in hls4ml's config."""
-
-        def __init__(self, net: nn.Module) -> None:
+        def __init__(self) -> None:
             super().__init__()
             self.net = net
 
         def forward(self, x: Any) -> Any:
             return self.net(x)
 
-    return Wrapped
-
-
-def _Wrapped(net: Any) -> Any:  # noqa: N802 - a class factory, so torch is imported lazily
-    return _wrapped_base()(net).eval()
+    return Wrapped().eval()
 
 
 def _weight_module_names(module: Any) -> list[str]:
