@@ -2,7 +2,7 @@
 board), and, for those built, FP32 ONNX Runtime accuracy vs the fixed-point design's accuracy in its
 bit-accurate C simulation, on the real held-out digits.
 
-    PYTHONPATH=$PWD python benchmarks/fpga.py [--build digits-mlp digits-cnn] [--check NAMES...] [--json out.json]
+    PYTHONPATH=$PWD python benchmarks/fpga.py [--build digits-mlp digits-cnn] [--check NAMES...] [--output artifacts] [--json out.json]
 
 Accuracies are measured on this host (FP32: ONNX Runtime; fixed point: the g++-compiled HLS C++).
 Resources and FPGA latency are estimated by deploypipe's pre-synthesis model, never measured:
@@ -55,11 +55,11 @@ def _layers(model: object) -> list:
 
 def build(name: str, out: Path) -> dict[str, object]:
     t0 = time.perf_counter()
-    rep = api.build(api.BuildConfig(model=name, target="pynq-z1", output=out, force=True))
+    rep = api.build(api.BuildConfig(model=name, target="pynq-z1", output=out))
     m, f = rep.manifest, rep.manifest.fidelity
     res = m.compiler_info["resources"]
     return {
-        "model": name, "build_s": round(time.perf_counter() - t0, 1), "samples": f.samples, "data": f.data,
+        "model": name, "cached": rep.cached, "build_s": round(time.perf_counter() - t0, 1), "samples": f.samples, "data": f.data,
         "accuracy_fp32_ort": f.accuracy_fp32, "accuracy_csim": f.accuracy,
         "accuracy_ratio": (f.accuracy / f.accuracy_fp32) if f.accuracy and f.accuracy_fp32 else None,
         "top1_agreement": f.top1_agreement, "max_abs_err": f.max_abs_err, "cosine": f.cosine,
@@ -74,6 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", nargs="*", default=["digits-mlp", "digits-cnn"])
     ap.add_argument("--check", nargs="*", default=CHECK)
+    ap.add_argument("--output", type=Path, default=Path("artifacts"), help="artifacts folder (cache hits reused)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/fpga.json"))
     args = ap.parse_args()
     host = f"{platform.node()} ({platform.machine()}, shared and noisy)"
@@ -88,12 +89,11 @@ def main() -> None:
               f"{e.get('LUT', '-'):>8}  {c.get('reuse', '-'):>5}  {verdict}")
 
     builds = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.build:
-            try:
-                builds.append(build(name, Path(tmp)))
-            except DeployPipeError as exc:
-                builds.append({"model": name, "error": str(exc)})
+    for name in args.build:
+        try:
+            builds.append(build(name, args.output))
+        except DeployPipeError as exc:
+            builds.append({"model": name, "error": str(exc)})
     print(f"\nAccuracy on the real held-out digits, measured on {host}:")
     print("FP32 = ONNX Runtime on the imported model; fixed point = hls4ml bit-accurate C simulation "
           "(g++), not an FPGA measurement")

@@ -51,7 +51,6 @@ class FpgaOptions(BaseModel):
     board: str = "pynq-z2"
     # the Vivado board files of the real board (Digilent's), put into the block design in place of pynq-z2's
     vivado_board_part: str = "www.digilentinc.com:pynq-z1:part0:1.0"
-    csim_opt: str = "-O1"  # g++ level for the C simulation: -O3 (hls4ml's) takes minutes on big weight headers
     weight_bits: int = Field(8, ge=2, le=18)
     activation_bits: int = Field(16, ge=4, le=32)
     max_utilization: float = Field(0.8, gt=0, le=1)  # leave room for routing
@@ -171,7 +170,7 @@ class Hls4mlCompiler(Compiler):
         }
         notes = [
             NOT_BUILT,
-            "int8 here: weights and biases are 8-bit/16-bit fixed point chosen per layer from their range; "
+            f"int8 here: weights are {opts.weight_bits}-bit fixed point (biases 16-bit) with integer bits per layer from their range; "
             f"activations are {opts.activation_bits}-bit fixed point with integer bits per layer from "
             f"{ranges['_source']}",
             f"resources are {est.to_info()['method'].split(':')[0]}; Vivado's own report comes only with synthesis",
@@ -303,15 +302,12 @@ def _latency_cycles(est: Estimate, model: Model) -> int:
 
 
 def _patch_project(out_dir: Path, opts: FpgaOptions) -> None:
-    """Adapt hls4ml's generated files: the real board's Vivado board part in the block design,
-    and the C simulation's g++ optimization level (fixed-point semantics do not depend on it)."""
+    """Put the real board's Vivado board part (Digilent PYNQ-Z1) into hls4ml's block design."""
     design = out_dir / "design.tcl"
     if design.is_file():
         text = design.read_text()
         text = re.sub(r"set_property board_part \S+", f"set_property board_part {opts.vivado_board_part}", text)
         design.write_text(text)
-    build_lib = out_dir / "build_lib.sh"
-    build_lib.write_text(build_lib.read_text().replace('CFLAGS="-O3 -fPIC"', f'CFLAGS="{opts.csim_opt} -fPIC"'))
 
 
 def _zip_project(src: Path, dest: Path) -> None:
