@@ -160,8 +160,11 @@ def check_chain(proto: onnx.ModelProto) -> None:
         if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0
                                        or _attr(node, "beta", 1.0) != 1.0):
             raise UnsupportedError(f"{where}: only Gemm with transA=0, alpha=beta=1")
-        if node.op_type in ("MaxPool", "AveragePool") and _attr(node, "ceil_mode", 0):
-            raise UnsupportedError(f"{where}: ceil_mode pooling")
+        if node.op_type in ("MaxPool", "AveragePool") and (_attr(node, "ceil_mode", 0) or any(_attr(node, "pads", []))):
+            raise UnsupportedError(f"{where}: padded or ceil_mode pooling")
+        pads = _attr(node, "pads", [0, 0, 0, 0])
+        if node.op_type == "Conv" and pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
+            raise UnsupportedError(f"{where}: asymmetric padding {pads}")
 
 
 def to_torch(proto: onnx.ModelProto) -> Any:
