@@ -26,6 +26,7 @@ from deploypipe.compilers.base import CompileContext, CompileResult, Compiler
 from deploypipe.compilers.fpga_graph import (
     Estimate,
     check_chain,
+    estimate,
     min_bram,
     plan_reuse,
     to_torch,
@@ -137,8 +138,6 @@ class Hls4mlCompiler(Compiler):
                   if layer.get_attr("reuse_factor") is not None}
         for w, name in zip(est.layers, _weight_module_names(module), strict=True):
             w.reuse = actual.get(name, w.reuse)
-        from deploypipe.compilers.fpga_graph import estimate
-
         est = estimate(est.layers, opts.weight_bits, opts.weight_bits + opts.activation_bits, est.board)
 
         (ctx.workdir / "csim").mkdir()
