@@ -10,6 +10,7 @@ PY="${PYTHON:-python3.11}"
 APT_PACKAGES=(
   build-essential
   chromium fonts-dejavu-core  # bench: `deploypipe report` page checked in headless Chromium (tests)
+  g++  # fpga: hls4ml compiles its bit-accurate C simulation with g++ (also in build-essential)
 )
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq

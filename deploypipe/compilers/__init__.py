@@ -14,6 +14,7 @@ _REGISTRY: dict[str, str] = {
     "openvino": "deploypipe.compilers.openvino:OpenVinoCompiler",
     "tflite": "deploypipe.compilers.tflite:TfliteCompiler",
     "edgetpu": "deploypipe.compilers.edgetpu:EdgeTpuCompiler",
+    "hls4ml": "deploypipe.compilers.fpga:Hls4mlCompiler",
 }
 
 

@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "openvino": "deploypipe.runtime.openvino:OpenVinoRunner",
     "tflite": "deploypipe.runtime.tflite:TfliteRunner",
     "edgetpu": "deploypipe.runtime.edgetpu:EdgeTpuRunner",
+    "hls4ml-csim": "deploypipe.runtime.fpga:Hls4mlCsimRunner",
 }
 
 
