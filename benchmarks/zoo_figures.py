@@ -5,26 +5,18 @@ Writes the markdown table kept in docs/zoo.md: python benchmarks/zoo_figures.py 
 
 from __future__ import annotations
 
-import io
 import sys
 
 import onnx
-import torch
 
 from deploypipe import zoo
 from deploypipe.analysis import ModelStats, analyze
+from deploypipe.importers.pytorch import export_module
 
 
 def export(entry: zoo.ZooEntry) -> onnx.ModelProto:
-    """Legacy (TorchScript) exporter at opset 17: fast, and folds weights into initializers."""
-    module = entry.module()
-    args = tuple(
-        torch.zeros(shape, dtype=torch.int64) if entry.input_dtypes[name] == "int64" else torch.randn(shape)
-        for name, shape in entry.inputs.items()
-    )
-    buf = io.BytesIO()
-    torch.onnx.export(module, args, buf, dynamo=False, opset_version=17, input_names=list(entry.inputs))
-    return onnx.load_from_string(buf.getvalue())
+    """The zoo model as deploypipe imports it (same exporter and opset)."""
+    return export_module(entry.module(), entry.inputs, entry.input_dtypes)
 
 
 def stats(name: str) -> ModelStats:

@@ -8,7 +8,6 @@ docs/zoo.md) instead of skipping.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from deploypipe import zoo
 from deploypipe.analysis import ModelStats, analyze
+from deploypipe.importers.pytorch import export_module
 from deploypipe.errors import InputFileError, UnknownNameError
 from deploypipe.zoo import datasets, trained
 
@@ -58,14 +58,8 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 def export(entry: zoo.ZooEntry) -> onnx.ModelProto:
-    module = entry.module()
-    args = tuple(
-        torch.zeros(shape, dtype=torch.int64) if entry.input_dtypes[name] == "int64" else torch.randn(shape)
-        for name, shape in entry.inputs.items()
-    )
-    buf = io.BytesIO()
-    torch.onnx.export(module, args, buf, dynamo=False, opset_version=17, input_names=list(entry.inputs))
-    return onnx.load_from_string(buf.getvalue())
+    """The zoo model as deploypipe imports it (same exporter and opset)."""
+    return export_module(entry.module(), entry.inputs, entry.input_dtypes)
 
 
 # ---- registry -------------------------------------------------------------------------------
