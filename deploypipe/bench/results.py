@@ -16,6 +16,9 @@ class BenchConfig(BaseModel):
     threads: int | None = None
     profile: bool = False
     timeout_s: float = 900.0
+    rpc: str | None = None  # run remote-capable artifacts on this RPC server (HOST:PORT)
+    tracker: str | None = None  # or on a free device with `key` from this RPC tracker
+    key: str | None = None
 
 
 class Latency(BaseModel):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from deploypipe.artifact import Artifact, find_artifacts
 from deploypipe.bench.results import BenchConfig, BenchResult
-from deploypipe.errors import DeployPipeError
-from deploypipe.runtime import why_not_runnable
+from deploypipe.errors import DeployPipeError, UnsupportedError
+from deploypipe.runtime import runner_class, why_not_runnable
 
 
 def _skipped(path: Path, art: Artifact | None, reason: str) -> BenchResult:
@@ -23,13 +23,23 @@ def _skipped(path: Path, art: Artifact | None, reason: str) -> BenchResult:
     )
 
 
+def _runs_remotely(art: Artifact, cfg: BenchConfig) -> bool:
+    """With --rpc/--tracker, a remote-capable runner runs the artifact on the device instead."""
+    if not (cfg.rpc or cfg.tracker):
+        return False
+    try:
+        return runner_class(art.manifest.kind).remote
+    except UnsupportedError:
+        return False
+
+
 def bench_one(path: Path, cfg: BenchConfig) -> BenchResult:
     try:
         art = Artifact(path)
     except DeployPipeError as exc:
         return _skipped(path, None, str(exc))
     reason = why_not_runnable(art)
-    if reason is not None:
+    if reason is not None and not _runs_remotely(art, cfg):
         return _skipped(path, art, reason)
     proc = subprocess.run(
         [sys.executable, "-m", "deploypipe.bench.worker", str(path), cfg.model_dump_json()],

@@ -29,7 +29,8 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     importlib.import_module(cls.library)
     t_lib = time.perf_counter() - t0
     inputs, reference, _ = art.golden()
-    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile))
+    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, rpc=cfg.rpc, tracker=cfg.tracker,
+                                 key=cfg.key))
     t0 = time.perf_counter()
     runner.activate()
     t_load = time.perf_counter() - t0
@@ -48,6 +49,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         if (len(samples) >= cfg.iterations and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
             break
     layers = runner.layer_profile() or []
+    remote_where = runner.where()
     runner.deactivate()
     fid = compare([reference], [first], m.precision, {})
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")
@@ -55,7 +57,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     return BenchResult(
         artifact=str(path), name=m.name, model=m.model.name, target=m.target, compiler=m.compiler,
         precision=m.precision, kind=m.kind, ran=True,
-        where=f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads,
+        where=remote_where or f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads,
         latency_ms=latency(samples),
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

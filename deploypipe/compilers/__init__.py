@@ -10,6 +10,7 @@ from deploypipe.errors import UnknownNameError
 # name -> "module:Class"; each module imports its heavy toolchain inside functions.
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.compilers.onnxruntime:OnnxRuntimeCompiler",
+    "tvm": "deploypipe.compilers.tvm:TvmCompiler",
 }
 
 

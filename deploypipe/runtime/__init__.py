@@ -15,6 +15,7 @@ from deploypipe.runtime.base import RunOptions, Runner
 # artifact kind -> "module:Class"
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "deploypipe.runtime.onnxruntime:OnnxRuntimeRunner",
+    "tvm": "deploypipe.runtime.tvm:TvmRunner",
 }
 
 
