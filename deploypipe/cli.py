@@ -79,6 +79,8 @@ def build(
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickled modules (runs their code).")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse instead of adapting an impossible precision.")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild even if an identical artifact exists.")] = False,
+    tune: Annotated[bool, typer.Option("--tune", help="Tune first (TVM MetaSchedule), resuming tuning_logs/.")] = False,
+    trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.")] = 64,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an artifact for a target."""
@@ -89,6 +91,7 @@ def build(
     cfg = BuildConfig(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
         output=output, name=name, strict=strict, force=force, tolerance=_parse_tolerance(tolerance),
+        tune_trials=trials if tune else 0,
         import_options=ImportOptions(weights=weights, input_shapes=_parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     with err.status("building") as status:
@@ -107,13 +110,17 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
     profile: Annotated[bool, typer.Option(help="Collect per-layer times.")] = False,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
+    rpc: Annotated[str | None, typer.Option(help="Run TVM artifacts on this RPC server, HOST:PORT.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key, any free board.")] = None,
+    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
     from deploypipe.bench import BenchConfig, run_bench
     from deploypipe.bench.table import render
 
-    cfg = BenchConfig(iterations=iterations, warmup=warmup, threads=threads, profile=profile)
+    cfg = BenchConfig(iterations=iterations, warmup=warmup, threads=threads, profile=profile, rpc=rpc,
+                      tracker=tracker, key=key)
     with err.status("benchmarking") as status:
         results = run_bench(paths, cfg, progress=lambda m: status.update(m))
     data = [r.model_dump() for r in results]
@@ -168,6 +175,37 @@ def list_targets(as_json: JsonOpt = False) -> None:
         _emit_json({n: s.model_dump() for n, s in specs.items()})
     else:
         out.print(targets_table(list(specs.values())))
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Device name.")] = "host-cpu",
+    trials: Annotated[int, typer.Option(help="Total measured schedules to reach (resumes the database).")] = 64,
+    quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).")] = None,
+    trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.")] = 16,
+    rpc: Annotated[str | None, typer.Option(help="Measure candidates on this RPC server, HOST:PORT.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key.")] = None,
+    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
+    tuning_logs: Annotated[Path, typer.Option(help="Root of the tuning databases.")] = Path("tuning_logs"),
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune a model for a target with TVM MetaSchedule into tuning_logs/<model>/<target>/."""
+    from deploypipe.compilers.tvm_tune import TuneConfig, tune_model
+    from deploypipe.importers import ImportOptions
+    from deploypipe.runtime.tvm_rpc import RemoteSpec
+
+    cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
+                     trials_per_iter=trials_per_iter, remote=RemoteSpec(rpc=rpc, tracker=tracker, key=key),
+                     tuning_logs=tuning_logs, import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)))
+    with err.status("tuning") as status:
+        report = tune_model(cfg, progress=lambda m: status.update(m))
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        out.print(report.summary(), highlight=False)
 
 
 def main() -> None:

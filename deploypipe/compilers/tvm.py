@@ -53,6 +53,8 @@ class TvmOptions(BaseModel):
     def _llvm_only(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("kind") != "llvm":
             raise ValueError(f"only CPU (kind = \"llvm\") TVM targets are supported, got kind = {v.get('kind')!r}")
+        if "num-cores" not in v:
+            raise ValueError("the TVM target needs num-cores (the device's cores: MetaSchedule schedules for them)")
         if v.get("mcpu") == "native":
             raise ValueError("mcpu = \"native\" silently becomes a generic CPU in TVM 0.27: name the CPU")
         return v
@@ -83,7 +85,9 @@ def tvm_target(opts: TvmOptions) -> tvm.target.Target:
 
 def host_target() -> dict[str, Any]:
     """The stand-in's target: plain x86-64 LLVM, so it runs on any build host."""
-    return {"kind": "llvm"}
+    import os
+
+    return {"kind": "llvm", "num-cores": os.cpu_count() or 1}
 
 
 def import_relax(model: Model) -> tvm.IRModule:

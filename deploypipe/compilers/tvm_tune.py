@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,7 @@ from deploypipe.compilers.tvm import (
     tvm_target,
 )
 from deploypipe.errors import BuildError, UserError
+from deploypipe.importers import ImportOptions
 from deploypipe.model import Model
 from deploypipe.runtime.tvm_rpc import RemoteSpec
 
@@ -55,6 +58,61 @@ class TuningReport(BaseModel):
     seconds: float
     stopped: Literal["done", "budget", "already tuned"]
     measured_on: str  # where the candidates ran: this host, or the RPC device
+
+
+    def summary(self) -> str:
+        if self.stopped == "already tuned":
+            return (f"{self.work_dir}: already holds {self.records_before} trials (>= {self.requested_trials} asked); "
+                    "nothing tuned")
+        head = (f"tuned {self.records_after - self.records_before} trials in {self.seconds:.0f} s on {self.measured_on} "
+                f"for {self.target}: {self.work_dir} now holds {self.records_after}/{self.requested_trials}")
+        if self.stopped == "budget":
+            head += " (stopped by the time budget: run the same command again to resume)"
+        return head
+
+
+class TuneConfig(BaseModel):
+    """Everything `deploypipe tune` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    target: str = "host-cpu"
+    trials: int = Field(default=64, ge=1)
+    quantize: Literal["fp16", "int8"] | None = None
+    budget_s: float | None = Field(default=None, gt=0)
+    trials_per_iter: int = Field(default=16, ge=1)
+    remote: RemoteSpec = Field(default_factory=RemoteSpec)
+    tuning_logs: Path = Path("tuning_logs")
+    import_options: ImportOptions = Field(default_factory=ImportOptions)
+
+
+def tune_model(cfg: TuneConfig, progress: Callable[[str], None] = lambda _m: None) -> TuningReport:
+    """Import the model and run the build's passes for the precision (so the tuned kernels are the
+    ones `build` compiles), then tune into tuning_logs/<model>/<target>/."""
+    from deploypipe import passes, targets
+    from deploypipe.api import BuildConfig, _recipe_for
+    from deploypipe.compilers.base import CompileContext
+    from deploypipe.compilers.tvm import TvmCompiler
+    from deploypipe.importers import import_model
+    from deploypipe.passes import PassContext
+
+    spec = targets.get(cfg.target)
+    res = spec.resolve("tvm", cfg.quantize)
+    progress(f"importing {cfg.model}")
+    model = import_model(cfg.model, cfg.import_options)
+    recipe = _recipe_for(BuildConfig(model=cfg.model, target=cfg.target, compiler="tvm", quantize=cfg.quantize),
+                         res.precision, TvmCompiler.native_precisions)
+    pctx = PassContext(target=spec.name, precision=res.precision, progress=progress)
+    current = model
+    for step in recipe.passes:
+        progress(f"pass {step.name}")
+        current = passes.create(step.name, step.params)(current, pctx).model
+    work_dir = cfg.tuning_logs / model.name / spec.name
+    options = spec.compilers["tvm"].options
+    TvmCompiler().check(current, CompileContext(workdir=work_dir, target=spec, precision=res.precision,
+                                                options=options, tuning_dir=work_dir))
+    return tune(current, TvmOptions(**options), work_dir, cfg.trials, remote=cfg.remote, budget_s=cfg.budget_s,
+                trials_per_iter=cfg.trials_per_iter, progress=progress)
 
 
 class _Job(BaseModel):
@@ -107,9 +165,12 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     job = _Job(model_file=str(model_file), options=opts, work_dir=str(work_dir), trials=trials - before,
                trials_per_iter=trials_per_iter, remote=remote or RemoteSpec())
     env = dict(os.environ)
-    # the child (and MetaSchedule's worker processes) must import this same deploypipe
+    # The child and MetaSchedule's worker processes must import this same deploypipe. They need no
+    # torch, but tvm_ffi imports it eagerly when it can (seconds per worker process): hide it.
     root = str(Path(deploypipe.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    no_torch = Path(tempfile.mkdtemp(prefix="deploypipe-tune-"))
+    (no_torch / "torch.py").write_text('raise ImportError("hidden from TVM tuning processes by deploypipe")\n')
+    env["PYTHONPATH"] = os.pathsep.join([str(no_torch), root, *filter(None, [env.get("PYTHONPATH")])])
     log = (work_dir / "logs")
     log.mkdir(exist_ok=True)
     start = time.monotonic()
@@ -132,6 +193,7 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
             raise
         finally:
             model_file.unlink(missing_ok=True)
+            shutil.rmtree(no_torch, ignore_errors=True)
     repair_database(work_dir)
     if stopped == "done" and proc.returncode != 0:
         tail = (log / _LOG).read_text().strip().splitlines()[-1:] or ["no output"]
