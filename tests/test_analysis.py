@@ -160,3 +160,27 @@ def test_layers_come_in_topological_order_and_serialize() -> None:
     assert [layer.name for layer in stats.layers] == ["conv", "relu"]
     assert stats.macs == 2 * 2 * 2 * 9
     assert json.loads(json.dumps(stats.to_dict()))["layers"][0]["output_shape"] == [1, 2, 2, 2]
+
+
+def test_shapes_flow_through_exporter_computed_pads() -> None:
+    # pads = Cast(Concat(Shape-derived zeros, const)) as legacy exporters emit for ZeroPad2d;
+    # plain shape inference stops at Pad, so the Conv after it would have no MACs.
+    zeros = numpy_helper.from_array(np.zeros(4, dtype=np.int64), "z")
+    ones = numpy_helper.from_array(np.array([0, 0, 1, 1], dtype=np.int64), "o")
+    model = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Mul", ["s", "z"], ["s0"]),
+            helper.make_node("Concat", ["s0", "o"], ["p"], axis=0),
+            helper.make_node("Cast", ["p"], ["pads"], to=TensorProto.INT64),
+            helper.make_node("Pad", ["x", "pads"], ["xp"]),
+            helper.make_node("Conv", ["xp", "w"], ["y"]),
+        ],
+        [_vi("x", 1, 2, 4, 4)],
+        [_vi("y", 1, 3, None, None)],
+        [zeros, ones, _w("w", 3, 2, 2, 2)],
+    )
+    stats = analyze(model)
+    conv = stats.layers[-1]
+    assert conv.output_shape == (1, 3, 4, 4) and conv.macs == 3 * 16 * 8
+    assert stats.incomplete == [] and stats.params == 24
