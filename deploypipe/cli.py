@@ -119,6 +119,10 @@ def bench(
     from deploypipe.bench import BenchConfig, run_bench
     from deploypipe.bench.table import render
 
+    if rpc or tracker or key:
+        from deploypipe.runtime.tvm_rpc import RemoteSpec
+
+        RemoteSpec(rpc=rpc, tracker=tracker, key=key)  # a wrong combination is one error before any run
     cfg = BenchConfig(iterations=iterations, warmup=warmup, threads=threads, profile=profile, rpc=rpc,
                       tracker=tracker, key=key)
     with err.status("benchmarking") as status:

@@ -17,6 +17,7 @@ so an int8 build is as accurate as the QDQ graph but brings no int8 kernels and 
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import warnings
@@ -127,6 +128,24 @@ def tuning_records(work_dir: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
+def repair_database(work_dir: Path) -> None:
+    """Drop a half-written last line left by a stopped run, so the JSON database loads again."""
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        path = work_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        good = []
+        for line in lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                continue
+            good.append(line)
+        if len(good) != len(lines) or (lines and not path.read_text().endswith("\n")):
+            path.write_text("".join(f"{line}\n" for line in good))
+
+
 def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tvm.IRModule:
     """Replace the fused kernels that have a tuned schedule in the database; others stay untuned."""
     from tvm import relax
@@ -203,6 +222,7 @@ class TvmCompiler(Compiler):
         if ctx.tune_trials > 0:
             report = tvm_tune.tune(model, opts, ctx.tuning_dir, ctx.tune_trials, progress=ctx.progress)
             tuning["session"] = report.model_dump()
+        repair_database(ctx.tuning_dir)
         records = tuning_records(ctx.tuning_dir)
         if records:
             ctx.progress(f"TVM: applying {records} tuning records from {ctx.tuning_dir}")

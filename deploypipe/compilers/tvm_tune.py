@@ -11,7 +11,6 @@ Usage of the child: python -m deploypipe.compilers.tvm_tune JOB_JSON
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -31,6 +30,7 @@ from deploypipe.compilers.tvm import (
     TvmOptions,
     import_relax,
     lower,
+    repair_database,
     target_string,
     tuning_records,
     tvm_target,
@@ -123,24 +123,6 @@ class _Job(BaseModel):
     trials: int
     trials_per_iter: int
     remote: RemoteSpec = Field(default_factory=RemoteSpec)
-
-
-def repair_database(work_dir: Path) -> None:
-    """Drop a half-written last line left by a stopped run, so the JSON database loads again."""
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        path = work_dir / name
-        if not path.is_file():
-            continue
-        lines = path.read_text().splitlines()
-        good = []
-        for line in lines:
-            try:
-                json.loads(line)
-            except ValueError:
-                continue
-            good.append(line)
-        if len(good) != len(lines) or (lines and not path.read_text().endswith("\n")):
-            path.write_text("".join(f"{line}\n" for line in good))
 
 
 def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
@@ -290,6 +272,9 @@ def _child(job: _Job) -> None:
         lowered, {}, target, job.work_dir, max_trials_global=job.trials,
         num_trials_per_iter=min(job.trials_per_iter, job.trials),
         builder=builder, runner=_runner(job), cost_model="random",  # xgboost is not installed
+        # round-robin commits each task's results as they come; the gradient scheduler holds them
+        # all until every task has had a first round, so a stopped run would lose them
+        task_scheduler="round-robin",
         strategy=job.options.strategy,
     )
 
