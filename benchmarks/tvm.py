@@ -5,7 +5,12 @@ process), so the ratios are the figures to quote; the machine is a shared 2-core
 milliseconds are noisy. Tuning resumes the databases under tuning_logs/<model>/host-cpu/ and stops
 at each model's time budget; the time actually spent is reported.
 
-Usage: nice -n 10 python benchmarks/tvm.py [--budget-s 420 300] [--trials 600 400] [--threads 2]
+With --qdq it also builds each model's QDQ graph (ORT quantize_static, u8 activations / s8
+per-channel weights, 8 synthetic calibration samples) with TVM, untuned, to measure what TVM's
+simulated quantization costs against the untuned FP32 build. --budget-s 0 0 skips tuning and
+uses the databases as they are.
+
+Usage: nice -n 10 python benchmarks/tvm.py [--budget-s 420 300] [--trials 600 400] [--threads 2] [--qdq]
 Writes benchmarks/results/tvm.json.
 """
 
@@ -42,12 +47,38 @@ def export(name: str, out: Path) -> Path:
     return path
 
 
+def quantize(fp32: Path) -> Path:
+    """ORT's static QDQ quantization of the exported model (synthetic calibration data)."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    out = fp32.with_name(f"{fp32.stem}-qdq.onnx")
+    if out.exists():
+        return out
+    inp = onnx.load(str(fp32)).graph.input[0]
+    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{inp.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget-s", type=float, nargs=2, default=[420.0, 300.0], help="tuning seconds per model")
     ap.add_argument("--trials", type=int, nargs=2, default=[600, 400], help="total trials per model (resumed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-tvm")
+    ap.add_argument("--qdq", action="store_true", help="also measure TVM on the QDQ (int8) graph, untuned")
     args = ap.parse_args()
 
     from deploypipe.api import BuildConfig, build
@@ -66,10 +97,16 @@ def main() -> None:
         paths["tvm-untuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out,
                                                  name=f"{name}-tvm-untuned", tuning_logs=empty_logs)).path
         untuned_build_s = time.perf_counter() - t0
-        report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
-                                       tuning_logs=ROOT / "tuning_logs"),
-                            progress=lambda m: print(f"  {m}", end="\r", flush=True))
-        print(f"\n{name}: {report.summary()}")
+        if args.qdq:
+            paths["tvm-qdq-untuned"] = build(BuildConfig(model=str(quantize(onnx_path)), compiler="tvm",
+                                                         output=args.out, name=f"{name}-tvm-qdq-untuned",
+                                                         tuning_logs=empty_logs)).path
+        report = None
+        if budget > 0:
+            report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
+                                           tuning_logs=ROOT / "tuning_logs"),
+                                progress=lambda m: print(f"  {m}", end="\r", flush=True))
+            print(f"\n{name}: {report.summary()}")
         t0 = time.perf_counter()
         paths["tvm-tuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out,
                                                name=f"{name}-tvm-tuned", tuning_logs=ROOT / "tuning_logs")).path
@@ -78,7 +115,7 @@ def main() -> None:
         results = {variant: run_bench([p], cfg)[0] for variant, p in paths.items()}
         ort_ms = results["ort"].latency_ms.p50 if results["ort"].latency_ms else None
         rows[name] = {
-            "tuning": report.model_dump(), "untuned_and_ort_build_s": untuned_build_s, "tuned_build_s": tuned_build_s,
+            "tuning": report.model_dump() if report else None, "untuned_and_ort_build_s": untuned_build_s, "tuned_build_s": tuned_build_s,
             "results": {v: r.model_dump() for v, r in results.items()},
             "p50_ms": {v: (r.latency_ms.p50 if r.latency_ms else None) for v, r in results.items()},
             "ratio_vs_ort": {v: (r.latency_ms.p50 / ort_ms if r.latency_ms and ort_ms else None)
@@ -92,8 +129,9 @@ def main() -> None:
             err = row["results"][v]["fidelity"].get("max_abs_err")
             print(f"{name:<14}{v:<13}{ms:>10.2f}{row['ratio_vs_ort'][v]:>8.2f}{err:>13.2e}")
         t = row["tuning"]
-        print(f"{'':<14}tuning: {t['records_after']} trials in db, {t['seconds']:.0f} s this run "
-              f"({t['stopped']}); tuned build {row['tuned_build_s']:.0f} s")
+        if t:
+            print(f"{'':<14}tuning: {t['records_after']} trials in db, {t['seconds']:.0f} s this run "
+                  f"({t['stopped']}); tuned build {row['tuned_build_s']:.0f} s")
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "tvm.json").write_text(json.dumps({"where": where, "threads": args.threads, "models": rows}, indent=2,

@@ -57,8 +57,7 @@ def emulated_board(tmp_path_factory: pytest.TempPathFactory):
 def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_board: str, cli) -> None:
     from deploypipe.api import BuildConfig, build
     from deploypipe.artifact import Artifact
-    from deploypipe.runtime import RunOptions
-    from deploypipe.runtime.tvm import TvmRunner
+    from deploypipe.runtime import RunOptions, load
 
     model = tmp_path / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(model))
@@ -66,7 +65,7 @@ def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_b
                              tuning_logs=tmp_path / "logs")).path
     art = Artifact(path)
     assert art.manifest.compiler_info["library_arch"] == "aarch64"
-    with TvmRunner(art, RunOptions(rpc=emulated_board)) as runner:
+    with load(path, RunOptions(rpc=emulated_board)) as runner:
         inputs, reference, _ = art.golden()
         out = runner.infer(inputs)
         where = runner.where()

@@ -149,9 +149,11 @@ def repair_database(work_dir: Path) -> None:
 def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tvm.IRModule:
     """Replace the fused kernels that have a tuned schedule in the database; others stay untuned."""
     from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
-    with target:
-        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))  # opened here, the pass stays quiet
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase()(mod)
 
 
 def export(executable: Any, path: Path, cross_compiler: str | None) -> None:

@@ -98,6 +98,8 @@ def tune_model(cfg: TuneConfig, progress: Callable[[str], None] = lambda _m: Non
 
     spec = targets.get(cfg.target)
     res = spec.resolve("tvm", cfg.quantize)
+    options = spec.compilers["tvm"].options
+    _check_measurable(TvmOptions(**options), cfg.remote)  # before the (slow) import
     progress(f"importing {cfg.model}")
     model = import_model(cfg.model, cfg.import_options)
     recipe = _recipe_for(BuildConfig(model=cfg.model, target=cfg.target, compiler="tvm", quantize=cfg.quantize),
@@ -108,7 +110,6 @@ def tune_model(cfg: TuneConfig, progress: Callable[[str], None] = lambda _m: Non
         progress(f"pass {step.name}")
         current = passes.create(step.name, step.params)(current, pctx).model
     work_dir = cfg.tuning_logs / model.name / spec.name
-    options = spec.compilers["tvm"].options
     TvmCompiler().check(current, CompileContext(workdir=work_dir, target=spec, precision=res.precision,
                                                 options=options, tuning_dir=work_dir))
     return tune(current, TvmOptions(**options), work_dir, cfg.trials, remote=cfg.remote, budget_s=cfg.budget_s,
@@ -131,9 +132,7 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     """Bring the database in `work_dir` to `trials` measured schedules (resuming), within `budget_s`."""
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
-    if opts.arch() != platform.machine() and not (remote and remote.enabled):
-        raise UserError(f"tuning for {opts.arch()} measures candidates on the device: give --rpc HOST:PORT "
-                        "or --tracker HOST:PORT --key KEY")
+    _check_measurable(opts, remote)
     work_dir.mkdir(parents=True, exist_ok=True)
     repair_database(work_dir)
     before = tuning_records(work_dir)
@@ -183,6 +182,12 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
                         records_after=tuning_records(work_dir), seconds=time.monotonic() - start,
                         stopped=stopped, measured_on=where)
+
+
+def _check_measurable(opts: TvmOptions, remote: RemoteSpec | None) -> None:
+    if opts.arch() != platform.machine() and not (remote and remote.enabled):
+        raise UserError(f"tuning for {opts.arch()} measures candidates on the device: give --rpc HOST:PORT "
+                        "or --tracker HOST:PORT --key KEY")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

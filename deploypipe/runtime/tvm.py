@@ -70,6 +70,7 @@ class TvmRunner(Runner):
             self.session = None
             lib = tvm.runtime.load_module(str(self.model_path))
             self.dev = tvm.cpu()
+        self.remote_run = self.session is not None
         self.vm = VirtualMachine(lib, self.dev)
         order = self.artifact.manifest.compiler_info.get("input_order")
         self.input_order: list[str] = order or [s.name for s in self.artifact.manifest.inputs]
@@ -101,12 +102,14 @@ class TvmRunner(Runner):
         return {n: o.numpy() for n, o in zip(self.output_names, outs, strict=True)}
 
     def deactivate(self) -> None:
-        self.vm = None  # type: ignore[assignment]
+        """Drop every handle on the VM: a remote session closes only when nothing refers to it, and
+        an RPC server serves one session at a time."""
+        self.main = self.vm = self.dev = None  # type: ignore[assignment]
         self.session = None
         super().deactivate()
 
     def where(self) -> str | None:
-        if self.session is None:
+        if not self.remote_run:
             return None
         if self.emulated:
             return (f"measured on the {self.spec.describe()} under emulation ({self.emulated}): "
@@ -114,7 +117,7 @@ class TvmRunner(Runner):
         return f"measured on the {self.spec.describe()} (input/output copies over RPC included)"
 
     def layer_profile(self) -> list[LayerTime] | None:
-        if not self.options.profile or self.session is not None or not self._calls:
+        if not self.options.profile or self.remote_run or not self._calls:
             return None
         seen: dict[str, int] = {}
         rows = []
