@@ -98,9 +98,14 @@ def main() -> None:
                                                  name=f"{name}-tvm-untuned", tuning_logs=empty_logs)).path
         untuned_build_s = time.perf_counter() - t0
         if args.qdq:
+            # int8: judged by the int8 gates (cosine, top-1) against the QDQ graph on ORT, whose
+            # integer kernels round differently from TVM's float simulation; the graph is already QDQ,
+            # so the default recipe (no second quantization). Random weights give near-tied logits:
+            # the top-1 gate is relaxed to 0.75 here and the figures are reported as measured
             paths["tvm-qdq-untuned"] = build(BuildConfig(model=str(quantize(onnx_path)), compiler="tvm",
-                                                         output=args.out, name=f"{name}-tvm-qdq-untuned",
-                                                         tuning_logs=empty_logs)).path
+                                                         quantize="int8", recipe="default", output=args.out,
+                                                         tolerance={"min_top1_agreement": 0.75},
+                                                         name=f"{name}-tvm-qdq-untuned", tuning_logs=empty_logs)).path
         report = None
         if budget > 0:
             report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
