@@ -58,6 +58,7 @@ class BuildConfig(BaseModel):
     fidelity_samples: int = 8
     import_options: ImportOptions = Field(default_factory=ImportOptions)
     tuning_logs: Path = Path("tuning_logs")
+    tune_trials: int = Field(default=0, ge=0)  # tune first (compilers that tune) to this many trials
 
 
 @dataclass
@@ -128,6 +129,15 @@ def _key(model: Model, config: BuildConfig, res: targets.Resolution, recipe: Rec
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _tuning_state(tuning_dir: Path, trials: int) -> dict[str, str]:
+    """A tuning database changes what a tuning compiler builds, so its content is part of the key."""
+    records = tuning_dir / "database_tuning_record.json"
+    state = {"tune_trials": str(trials)} if trials else {}
+    if records.is_file():
+        state["tuning_db"] = hashlib.sha256(records.read_bytes()).hexdigest()[:16]
+    return state
+
+
 def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """FP32 reference outputs: the imported model, before any pass, on ONNX Runtime."""
     import onnxruntime as ort
@@ -171,7 +181,8 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     model = import_model(config.model, config.import_options)
     recipe = _recipe_for(config, res.precision, compiler.native_precisions)
     versions = {"deploypipe": __version__, **compiler.versions()}
-    key = _key(model, config, res, recipe, versions)
+    tuning_dir = config.tuning_logs / model.name / spec.name
+    key = _key(model, config, res, recipe, {**versions, **_tuning_state(tuning_dir, config.tune_trials)})
     suffix = f"-pruned{round(config.prune * 100)}" if config.prune else ""
     name = config.name or f"{model.name}-{spec.name}-{res.compiler}-{res.precision}{suffix}"
     dest = config.output / name
@@ -191,7 +202,7 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
             options=spec.compilers[res.compiler].options,
-            tuning_dir=config.tuning_logs / model.name / spec.name, progress=say,
+            tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
         )
         compiler.check(current, ctx)
         say(f"compiling with {res.compiler}")

@@ -83,6 +83,8 @@ def build(
     edge_target: Annotated[str, typer.Option(help="Edge target of a --split build.")] = "rpi4",
     cloud_target: Annotated[str, typer.Option(help="Cloud target of a --split build.")] = "server-gpu",
     network: Annotated[str, typer.Option(help="Network for --split auto: wifi, 4g, 3g, ethernet or BW,RTT.")] = "wifi",
+    tune: Annotated[bool, typer.Option("--tune", help="Tune first (TVM MetaSchedule), resuming tuning_logs/.")] = False,
+    trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.")] = 64,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an artifact for a target (or, with --split, an edge and a cloud artifact plus a plan)."""
@@ -93,6 +95,7 @@ def build(
     cfg = BuildConfig(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
         output=output, name=name, strict=strict, force=force, tolerance=_parse_tolerance(tolerance),
+        tune_trials=trials if tune else 0,
         import_options=ImportOptions(weights=weights, input_shapes=_parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     if split is not None:
@@ -169,12 +172,19 @@ def bench(
     calibration: Annotated[Path | None, typer.Option(help="Cost-model calibration JSON (default: fitted on this run).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Also save results to this CSV file.")] = None,
+    rpc: Annotated[str | None, typer.Option(help="Run TVM artifacts on this RPC server, HOST:PORT.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key, any free board.")] = None,
+    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
     from deploypipe.bench import BenchConfig, SweepConfig, run_bench
     from deploypipe.bench.table import render, write_csv
 
+    if rpc or tracker or key:
+        from deploypipe.runtime.tvm_rpc import RemoteSpec
+
+        RemoteSpec(rpc=rpc, tracker=tracker, key=key)  # a wrong combination is one error before any run
     from pydantic import ValidationError
 
     from deploypipe.errors import UserError
@@ -182,7 +192,7 @@ def bench(
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
-                          loadgen_dir=str(loadgen_dir), server_qps=server_qps)
+                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, rpc=rpc, tracker=tracker, key=key)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
@@ -412,6 +422,37 @@ def edgetpu_report(
         out.print(f"model: {issue}")
     out.print(f"TPU parameters {report.parameter_bytes / 2**20:.2f} MiB; on-chip {report.onchip_memory_bytes / 2**20:g} MiB; "
               f"streamed off-chip {report.offchip_parameter_bytes / 2**20:.2f} MiB")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Device name.")] = "host-cpu",
+    trials: Annotated[int, typer.Option(help="Total measured schedules to reach (resumes the database).")] = 64,
+    quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).")] = None,
+    trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.")] = 16,
+    rpc: Annotated[str | None, typer.Option(help="Measure candidates on this RPC server, HOST:PORT.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key.")] = None,
+    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
+    tuning_logs: Annotated[Path, typer.Option(help="Root of the tuning databases.")] = Path("tuning_logs"),
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune a model for a target with TVM MetaSchedule into tuning_logs/<model>/<target>/."""
+    from deploypipe.compilers.tvm_tune import TuneConfig, tune_model
+    from deploypipe.importers import ImportOptions
+    from deploypipe.runtime.tvm_rpc import RemoteSpec
+
+    cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
+                     trials_per_iter=trials_per_iter, remote=RemoteSpec(rpc=rpc, tracker=tracker, key=key),
+                     tuning_logs=tuning_logs, import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)))
+    with err.status("tuning") as status:
+        report = tune_model(cfg, progress=lambda m: status.update(m))
+    if as_json:
+        _emit_json(report.model_dump())
+    else:
+        out.print(report.summary(), highlight=False)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   build-essential
   chromium fonts-dejavu-core  # bench: `deploypipe report` page checked in headless Chromium (tests)
   g++  # fpga: hls4ml compiles its bit-accurate C simulation with g++ (also in build-essential)
+  # tvm: cross toolchains for ARM boards, qemu user-mode emulation + debootstrap for the arm64 test root
+  g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user-static binfmt-support debootstrap
 )
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
@@ -36,6 +38,12 @@ if [ "${DEPLOYPIPE_SKIP_TFLITE:-0}" != 1 ]; then
   "$TFLITE_VENV/bin/pip" install -q -r scripts/requirements-tflite.txt
   "$TFLITE_VENV/bin/pip" install -q --no-deps -r scripts/requirements-tflite-nodeps.txt
   echo "TFLite converter toolchain installed in $TFLITE_VENV"
+fi
+
+# --- tvm: a virtual aarch64 board (arm64 Debian root + TVM runtime under qemu) for tests/test_tvm_qemu.py
+# (~1 min, ~600 MB under .cache/; skipped when present, or when not root / tools missing)
+if [ "$(id -u)" = 0 ]; then
+  DEPLOYPIPE_VENV="$VENV" bash scripts/tvm_arm_root.sh || echo "note: arm64 root not built; the qemu test will skip" >&2
 fi
 
 echo "deploypipe installed in $VENV: activate with 'source $VENV/bin/activate'"

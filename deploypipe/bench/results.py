@@ -26,6 +26,10 @@ class BenchConfig(BaseModel):
     loadgen_dir: str | None = None  # where LoadGen writes its logs
     server_qps: float = 10.0  # target QPS of the Server scenario
 
+    rpc: str | None = None  # run remote-capable artifacts on this RPC server (HOST:PORT)
+    tracker: str | None = None  # or on a free device with `key` from this RPC tracker
+    key: str | None = None
+
 
 class SweepConfig(BaseModel):
     """What `run_bench` expands into one worker run per point (and per repeat)."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from deploypipe.artifact import Artifact, find_artifacts
 from deploypipe.bench.results import BenchConfig, BenchResult, RunToRun, SweepConfig
-from deploypipe.errors import DeployPipeError
-from deploypipe.runtime import why_not_runnable
+from deploypipe.errors import DeployPipeError, UnsupportedError
+from deploypipe.runtime import runner_class, why_not_runnable
 
 Progress = Callable[[str], None]
 
@@ -44,20 +44,30 @@ def _parse(path: Path, art: Artifact, rc: int, stdout: str, stderr: str) -> Benc
     return BenchResult.model_validate_json(stdout)
 
 
-def open_runnable(path: Path) -> tuple[Artifact | None, BenchResult | None]:
-    """The artifact, or the 'not run' result saying why it cannot run here."""
+def _runs_remotely(art: Artifact, cfg: BenchConfig) -> bool:
+    """With --rpc/--tracker, a remote-capable runner runs the artifact on the device instead."""
+    if not (cfg.rpc or cfg.tracker):
+        return False
+    try:
+        return runner_class(art.manifest.kind).remote
+    except UnsupportedError:
+        return False
+
+
+def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchResult | None]:
+    """The artifact, or the 'not run' result saying why it cannot run here (or on the RPC device)."""
     try:
         art = Artifact(path)
     except DeployPipeError as exc:
         return None, _skipped(path, None, str(exc))
     reason = why_not_runnable(art)
-    if reason is not None:
+    if reason is not None and not _runs_remotely(art, cfg):
         return art, _skipped(path, art, reason)
     return art, None
 
 
 def bench_one(path: Path, cfg: BenchConfig) -> BenchResult:
-    art, skipped = open_runnable(path)
+    art, skipped = open_runnable(path, cfg)
     if skipped is not None:
         return skipped
     assert art is not None
@@ -144,7 +154,7 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
                     point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
                     results.append(bench_remote(remote, path, point))
             continue
-        _, skipped = open_runnable(path)
+        _, skipped = open_runnable(path, cfg)
         if skipped is not None:
             results.append(skipped)
             continue

@@ -77,7 +77,8 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     importlib.import_module(cls.library)
     t_lib = time.perf_counter() - t0
     inputs, reference, _ = art.golden()
-    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile))
+    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, rpc=cfg.rpc, tracker=cfg.tracker,
+                                 key=cfg.key))
     t0 = time.perf_counter()
     runner.activate()
     t_load = time.perf_counter() - t0
@@ -119,13 +120,14 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         outdir = Path(cfg.loadgen_dir or "loadgen") / m.name / cfg.scenario
         loadgen = lgen.run(runner, inputs, cfg.scenario, outdir, min_queries=cfg.iterations,
                            min_seconds=cfg.min_seconds, expected_ms=lat.p50, server_qps=cfg.server_qps)
+    remote_where = runner.where()
     runner.deactivate()
     fid = compare([reference], [first], m.precision, {})
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")
     return BenchResult(
         artifact=str(path), name=m.name, model=m.model.name, target=m.target, compiler=m.compiler,
         precision=m.precision, kind=m.kind, ran=True,
-        where=f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads, affinity=cfg.affinity,
+        where=remote_where or f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads, affinity=cfg.affinity,
         latency_ms=lat,
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
         peak_rss_mb=peak_rss_mb,

@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "tflite": "deploypipe.compilers.tflite:TfliteCompiler",
     "edgetpu": "deploypipe.compilers.edgetpu:EdgeTpuCompiler",
     "hls4ml": "deploypipe.compilers.fpga:Hls4mlCompiler",
+    "tvm": "deploypipe.compilers.tvm:TvmCompiler",
 }
 
 

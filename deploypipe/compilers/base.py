@@ -23,6 +23,7 @@ class CompileContext:
     options: dict[str, Any]  # the target file's options for this compiler (validate them)
     tuning_dir: Path  # tuning_logs/<model>/<target>/ for compilers that tune
     progress: Callable[[str], None] = lambda _msg: None
+    tune_trials: int = 0  # compilers that tune: reach this many trials in tuning_dir first (0: use it as is)
 
 
 @dataclass

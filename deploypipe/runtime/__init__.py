@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str] = {
     "tflite": "deploypipe.runtime.tflite:TfliteRunner",
     "edgetpu": "deploypipe.runtime.edgetpu:EdgeTpuRunner",
     "hls4ml-csim": "deploypipe.runtime.fpga:Hls4mlCsimRunner",
+    "tvm": "deploypipe.runtime.tvm:TvmRunner",
 }
 
 
@@ -39,10 +40,13 @@ def why_not_runnable(artifact: Artifact) -> str | None:
 
 def load(path: str | Path, options: RunOptions | None = None, host_check: bool = False) -> Runner:
     """A runner for the artifact at `path`. With `host_check`, an artifact that cannot run here
-    is run through its host stand-in (e.g. the prepared ONNX of a TensorRT artifact)."""
+    is run through its host stand-in (e.g. the prepared ONNX of a TensorRT artifact). Options naming
+    an RPC server or tracker run a remote-capable artifact on that device instead."""
     artifact = Artifact(Path(path))
     reason = why_not_runnable(artifact)
-    if reason is None:
+    kind = artifact.manifest.kind
+    remote = options is not None and bool(options.rpc or options.tracker) and kind in _REGISTRY
+    if reason is None or (remote and runner_class(kind).remote):
         return runner_class(artifact.manifest.kind)(artifact, options or RunOptions())
     hc = artifact.manifest.host_check
     if host_check and hc is not None:

@@ -22,6 +22,9 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threads: int | None = None  # None: the runtime's default
     profile: bool = False  # collect per-layer timings where the backend can
+    rpc: str | None = None  # HOST:PORT of a remote device's RPC server (runners with `remote`)
+    tracker: str | None = None  # HOST:PORT of an RPC tracker; with `key`, any free device of that key
+    key: str | None = None
 
 
 class LayerTime(BaseModel):
@@ -35,6 +38,7 @@ class LayerTime(BaseModel):
 class Runner(ABC):
     kind: ClassVar[str]
     library: ClassVar[str]  # the runtime's Python module, imported alone to time library load
+    remote: ClassVar[bool] = False  # can run on a remote device named by RunOptions.rpc/tracker
 
     def __init__(self, artifact: Artifact, options: RunOptions, model_file: str | None = None) -> None:
         self.artifact = artifact
@@ -62,6 +66,10 @@ class Runner(ABC):
 
     def deactivate(self) -> None:
         self.active = False
+
+    def where(self) -> str | None:
+        """Where the runs happen when not on this host (a remote device), for the results' label."""
+        return None
 
     def layer_profile(self) -> list[LayerTime] | None:
         """Per-layer times of the runs since activation, if the backend gives them."""

@@ -1,0 +1,134 @@
+"""Runs TVM artifacts (a Relax VM shared library) here, or on a device over TVM RPC.
+
+Locally the library is loaded into a Relax VM on `tvm.cpu()`; with `RunOptions.rpc` or
+`tracker`+`key` it is uploaded to the remote server and run there (the RPC engine that scales to a
+farm of boards). The per-layer profile times every kernel call of the VM through its instrument
+hook (TVM 0.27's Relax VM has no built-in profiler); it works for local runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from deploypipe.runtime.base import LayerTime, Runner
+from deploypipe.runtime.tvm_rpc import RemoteSpec, connect, emulation
+
+
+def _library_arch(artifact: Any) -> str:
+    from deploypipe.compilers.tvm import library_arch
+
+    return artifact.manifest.compiler_info.get("library_arch") or library_arch(artifact.file("model"))
+
+
+def _op_of(symbol: str) -> str:
+    """The leading operator of a fused kernel's name: fused_conv2d_add_relu1 -> conv2d."""
+    core = re.sub(r"\d+$", "", symbol.removeprefix("fused_"))
+    for op in ("conv2d_transpose", "conv2d", "matmul", "dense", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+               "softmax", "reshape", "transpose", "concatenate", "layer_norm", "batch_norm"):
+        if core.startswith(op):
+            return op
+    return core.split("_")[0] or symbol
+
+
+class TvmRunner(Runner):
+    kind = "tvm"
+    library = "tvm"
+    remote = True
+
+    @classmethod
+    def why_not_runnable(cls, artifact: Any) -> str | None:
+        if importlib.util.find_spec("tvm") is None:
+            return "apache-tvm is not installed (pip install 'deploypipe[tvm]')"
+        arch = _library_arch(artifact)
+        if arch != platform.machine():
+            return f"{arch} library: needs an {arch} device or `--rpc`"
+        return None
+
+    def activate(self) -> None:
+        if self.options.threads:  # read by TVM's thread pool when it starts, on the first run
+            os.environ["TVM_NUM_THREADS"] = str(self.options.threads)
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self._tvm = tvm
+        self.spec = RemoteSpec(rpc=self.options.rpc, tracker=self.options.tracker, key=self.options.key)
+        self.emulated: str | None = None
+        if self.spec.enabled and self.model_path == self.artifact.file("model"):
+            self.session = connect(self.spec)
+            self.session.upload(str(self.model_path))
+            lib = self.session.load_module(self.model_path.name)
+            self.dev = self.session.cpu()
+            self.emulated = emulation(self.session)
+        else:
+            self.session = None
+            lib = tvm.runtime.load_module(str(self.model_path))
+            self.dev = tvm.cpu()
+        self.remote_run = self.session is not None
+        self.vm = VirtualMachine(lib, self.dev)
+        order = self.artifact.manifest.compiler_info.get("input_order")
+        self.input_order: list[str] = order or [s.name for s in self.artifact.manifest.inputs]
+        self.output_names = [s.name for s in self.artifact.manifest.outputs]
+        self._calls: dict[int, tuple[str, list[float]]] = {}
+        self._call_index = 0
+        if self.options.profile and self.session is None:
+            self._started: dict[int, float] = {}
+            self.vm.set_instrument(self._instrument)
+        self.main = self.vm["main"]
+
+    def _instrument(self, _func: Any, symbol: str, before_run: bool, _ret: Any, *_args: Any) -> int:
+        """Times each VM call; calls are keyed by their position in the run, so two layers that
+        share a kernel are still two rows."""
+        if before_run:
+            self._started[self._call_index] = time.perf_counter()
+            return 0
+        i = self._call_index
+        self._call_index += 1
+        dt = (time.perf_counter() - self._started.pop(i)) * 1000
+        self._calls.setdefault(i, (str(symbol), []))[1].append(dt)
+        return 0
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tvm = self._tvm
+        self._call_index = 0
+        out = self.main(*[tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), self.dev) for n in self.input_order])
+        outs = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+        return {n: o.numpy() for n, o in zip(self.output_names, outs, strict=True)}
+
+    def deactivate(self) -> None:
+        """Drop every handle on the VM: a remote session closes only when nothing refers to it, and
+        an RPC server serves one session at a time."""
+        self.main = self.vm = self.dev = None  # type: ignore[assignment]
+        self.session = None
+        super().deactivate()
+
+    def where(self) -> str | None:
+        if not self.remote_run:
+            return None
+        if self.emulated:
+            return (f"measured on the {self.spec.describe()} under emulation ({self.emulated}): "
+                    "NOT a device timing, correctness only")
+        return f"measured on the {self.spec.describe()} (input/output copies over RPC included)"
+
+    def layer_profile(self) -> list[LayerTime] | None:
+        if not self.options.profile or self.remote_run or not self._calls:
+            return None
+        seen: dict[str, int] = {}
+        rows = []
+        builtin_ms = 0.0
+        for i in sorted(self._calls):
+            symbol, times = self._calls[i]
+            if symbol.startswith("vm.builtin."):  # allocation/shape checks: one row of VM overhead
+                builtin_ms += float(np.mean(times))
+                continue
+            seen[symbol] = seen.get(symbol, 0) + 1
+            name = symbol if seen[symbol] == 1 else f"{symbol}#{seen[symbol]}"
+            rows.append(LayerTime(name=name, op=_op_of(symbol), ms=float(np.mean(times))))
+        rows.append(LayerTime(name="vm.builtin.*", op="vm.builtin", ms=builtin_ms))
+        return rows

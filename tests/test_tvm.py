@@ -1,0 +1,153 @@
+"""TVM compiler and runner on the tiny model: host build, cross builds, tuning database reuse."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import tiny_classifier
+from onnx import TensorProto, helper
+
+from deploypipe import targets
+from deploypipe.compilers.tvm import TvmOptions
+
+pytestmark = pytest.mark.tvm
+tvm = pytest.importorskip("tvm")
+
+
+def test_every_target_tvm_options_validate() -> None:
+    served = {n: s for n, s in targets.all_targets().items() if "tvm" in s.compilers}
+    assert {"host-cpu", "xeon", "rpi3", "rpi4", "pynq-z1", "jetson-nano", "jetson-tx2"} <= set(served)
+    for name, spec in served.items():
+        opts = TvmOptions(**spec.compilers["tvm"].options)
+        assert (opts.cross_compiler is None) == (opts.arch() == "x86_64"), name
+    assert TvmOptions(**targets.get("rpi4").compilers["tvm"].options).arch() == "aarch64"
+    assert TvmOptions(**targets.get("rpi3").compilers["tvm"].options).arch() == "armv7l"
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"kind": "cuda", "num-cores": 1}, "only CPU"),
+    ({"kind": "llvm", "mcpu": "native", "num-cores": 2}, "native"),
+    ({"kind": "llvm"}, "num-cores"),
+])
+def test_options_refuse_bad_targets(target: dict, message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        TvmOptions(target=target)
+
+
+def _build(tmp_path: Path, target: str = "host-cpu", model: Path | None = None, **kw: object):
+    from deploypipe.api import BuildConfig, build
+
+    if model is None:
+        model = tmp_path / "tiny.onnx"
+        onnx.save_model(tiny_classifier(), str(model))
+    return build(BuildConfig(model=str(model), target=target, compiler="tvm", output=tmp_path / "art",
+                             tuning_logs=tmp_path / "tuning_logs", **kw))
+
+
+def test_host_build_runs_matches_reference_and_profiles(tmp_path: Path) -> None:
+    from deploypipe.runtime import RunOptions, load
+
+    report = _build(tmp_path)
+    m = report.manifest
+    assert m.kind == "tvm" and m.files["model"].path == "model.so"
+    assert '"mcpu":"znver1"' in m.compiler_info["target"] and m.compiler_info["library_arch"] == "x86_64"
+    assert m.toolchain["apache-tvm"] == tvm.__version__
+    assert m.fidelity.checked and m.fidelity.passed and m.fidelity.max_abs_err < 1e-4
+    assert any("untuned" in n for n in m.notes)
+    with load(report.path, RunOptions(profile=True, threads=1)) as runner:
+        inputs, reference, _ = runner.artifact.golden()
+        out = runner.infer(inputs)
+        profile = runner.layer_profile()
+    np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-4, atol=1e-5)
+    assert profile and any(p.op == "conv2d" for p in profile) and all(p.ms >= 0 for p in profile)
+
+
+@pytest.mark.parametrize("target, arch", [("rpi4", "aarch64"), ("rpi3", "armv7l")])
+def test_cross_build_carries_arm_library_and_host_stand_in(tmp_path: Path, target: str, arch: str) -> None:
+    from deploypipe.artifact import Artifact
+    from deploypipe.compilers.tvm import library_arch
+    from deploypipe.runtime import why_not_runnable
+
+    opts = TvmOptions(**targets.get(target).compilers["tvm"].options)
+    if shutil.which(opts.cross_compiler or "") is None:
+        pytest.skip(f"{opts.cross_compiler} not installed (scripts/install.sh installs it)")
+    report = _build(tmp_path, target)
+    art = Artifact(report.path)
+    assert library_arch(art.file("model")) == arch
+    assert library_arch(art.file("host_stand_in")) == platform.machine()
+    assert art.manifest.host_check is not None and "stands in" in art.manifest.host_check.why
+    assert art.manifest.fidelity.passed and "host stand-in" in art.manifest.fidelity.where
+    assert why_not_runnable(art) == f"{arch} library: needs an {arch} device or `--rpc`"
+    assert opts.target["mcpu"] in art.manifest.compiler_info["target"]
+
+
+def test_unsupported_op_is_named_before_work(tmp_path: Path) -> None:
+    from deploypipe.compilers.base import CompileContext
+    from deploypipe.compilers.tvm import TvmCompiler
+    from deploypipe.errors import UnsupportedError
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    proto = tiny_classifier()
+    proto.graph.node.append(helper.make_node("Col2Im", ["logits", "s", "b"], ["y"], name="/head/col2im"))
+    proto.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    model = Model(proto=proto, name="bad", provenance=Provenance("bad", "onnx", ""), calibration=SyntheticProvider([]))
+    spec = targets.get("host-cpu")
+    ctx = CompileContext(workdir=tmp_path, target=spec, precision="fp32", options=spec.compilers["tvm"].options,
+                         tuning_dir=tmp_path)
+    with pytest.raises(UnsupportedError, match="node /head/col2im: op Col2Im"):
+        TvmCompiler().check(model, ctx)
+
+
+def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
+    """Tiny tuning run via the CLI, an interrupted run's half-written line is repaired and counted,
+    and a later build applies the database without tuning again."""
+    from deploypipe.compilers.tvm import tuning_records
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save_model(tiny_classifier(), str(model))
+    logs = tmp_path / "tuning_logs"
+    res = cli("tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2", "--tuning-logs", str(logs))
+    assert res.returncode == 0, res.stderr
+    db = logs / "tiny" / "host-cpu"
+    assert tuning_records(db) == 2 and "now holds 2/2" in res.stdout
+    with (db / "database_tuning_record.json").open("a") as fh:  # what a killed run can leave
+        fh.write('[0, [[[1, 2')
+    res = cli("tune", "--model", str(model), "--trials", "2", "--tuning-logs", str(logs), "--json")
+    assert res.returncode == 0, res.stderr
+    assert '"stopped": "already tuned"' in res.stdout and tuning_records(db) == 2
+    report = _build(tmp_path, model=model)
+    tuning = report.manifest.compiler_info["tuning"]
+    assert tuning["records"] == 2 and tuning["database"] == str(db) and "session" not in tuning
+    assert report.manifest.fidelity.passed
+
+
+def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
+    """A QDQ graph (what the int8 pass produces) imports into TVM and matches ONNX Runtime running
+    the same QDQ graph; the manifest says it is simulated quantization around FP32 kernels."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save_model(tiny_classifier(), str(fp32))
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    qdq = tmp_path / "tiny_qdq.onnx"
+    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
+    report = _build(tmp_path, model=qdq)
+    assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-3
+    assert any("simulated quantization" in n for n in report.manifest.notes)

@@ -1,0 +1,79 @@
+"""The cross-compiled aarch64 library itself, run under qemu user-mode emulation: an arm64 Debian
+root (scripts/tvm_arm_root.sh) runs TVM's RPC server, deploypipe uploads the rpi4 artifact's
+model.so and checks its outputs against the FP32 reference. Emulated timings are labelled as such
+and never taken as device timings.
+
+armv7 (rpi3, pynq-z1) libraries are not executed: PyPI has no armv7 build of the TVM runtime to
+put in an armhf root, so they are checked through their host stand-in only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, tiny_classifier
+from tvm_servers import free_port, started
+
+pytestmark = [pytest.mark.tvm, pytest.mark.qemu]
+pytest.importorskip("tvm")
+
+ARM_ROOT = Path(os.environ.get("DEPLOYPIPE_ARM64_ROOT", ROOT / ".cache" / "arm64-root"))
+
+
+def _missing() -> str | None:
+    if shutil.which("aarch64-linux-gnu-g++") is None:
+        return "aarch64-linux-gnu-g++ missing (scripts/install.sh installs g++-aarch64-linux-gnu)"
+    if shutil.which("qemu-aarch64-static") is None:
+        return "qemu-aarch64-static missing (scripts/install.sh installs qemu-user-static)"
+    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if not binfmt.is_file() or "enabled" not in binfmt.read_text():
+        return "binfmt_misc has no enabled qemu-aarch64 entry (scripts/tvm_arm_root.sh registers it; needs root)"
+    if not (ARM_ROOT / ".ready").is_file():
+        return f"no arm64 root at {ARM_ROOT} (run scripts/tvm_arm_root.sh)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def emulated_board(tmp_path_factory: pytest.TempPathFactory):
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    env = {"QEMU_LD_PREFIX": str(ARM_ROOT), "PYTHONPATH": str(ARM_ROOT / "opt" / "tvm"),
+           "DEPLOYPIPE_EMULATED": "qemu-user aarch64"}
+    cmd = [str(ARM_ROOT / "usr" / "bin" / "python3"), "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+           "--port", str(port), "--port-end", str(port + 1)]
+    log = tmp_path_factory.mktemp("qemu") / "server.log"
+    with started(cmd, port, env=env, timeout=180, log=log):
+        yield f"127.0.0.1:{port}"
+
+
+def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_board: str, cli) -> None:
+    from deploypipe.api import BuildConfig, build
+    from deploypipe.artifact import Artifact
+    from deploypipe.runtime import RunOptions, load
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save_model(tiny_classifier(), str(model))
+    path = build(BuildConfig(model=str(model), target="rpi4", compiler="tvm", output=tmp_path / "art",
+                             tuning_logs=tmp_path / "logs")).path
+    art = Artifact(path)
+    assert art.manifest.compiler_info["library_arch"] == "aarch64"
+    with load(path, RunOptions(rpc=emulated_board)) as runner:
+        inputs, reference, _ = art.golden()
+        out = runner.infer(inputs)
+        where = runner.where()
+    np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-4, atol=1e-5)
+    assert where is not None and "emulation (qemu-user aarch64)" in where and "NOT a device timing" in where
+
+    res = cli("bench", str(path), "--rpc", emulated_board, "--iterations", "2", "--warmup", "0", "--json")
+    assert res.returncode == 0, res.stderr
+    (result,) = json.loads(res.stdout)
+    assert result["ran"] and "NOT a device timing" in result["where"]
+    assert result["fidelity"]["max_abs_err"] < 1e-4
