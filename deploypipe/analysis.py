@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 Shape = tuple[int | None, ...]
 
@@ -65,9 +65,8 @@ class ModelStats:
 
 def analyze(model: onnx.ModelProto) -> ModelStats:
     """Count params, MACs and ops of the main graph, layer by layer in topological order."""
-    inferred = _infer(model)
-    graph = inferred.graph
-    shapes, dtypes = _tensor_types(graph)
+    graph = model.graph
+    shapes, dtypes = _tensor_types(_infer(model))
     param_sizes = _param_tensors(graph, shapes)
 
     layers: list[LayerStat] = []
@@ -106,12 +105,62 @@ def analyze(model: onnx.ModelProto) -> ModelStats:
     )
 
 
-def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape-infer a copy; fall back to the model as given when inference cannot run."""
+def _infer(model: onnx.ModelProto) -> onnx.GraphProto:
+    """Shape-infer a light copy: weights become typed inputs, integer constant subgraphs are folded.
+
+    Exporters compute e.g. Pad's pads with Constant/Concat/Slice chains that ONNX shape inference
+    cannot see through; evaluating those integer-only nodes (onnx's numpy reference evaluator) lets
+    shapes flow past them. Float weights are never copied, only their types and dims.
+    """
+    src = model.graph
+    ints = [t for t in src.initializer if t.data_type in _NOT_PARAM_DTYPES]
+    known = {t.name: numpy_helper.to_array(t) for t in ints}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    folded = _fold_integer_constants(src, known, opset)
+    declared = {i.name for i in src.input}
+    weights = [
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in src.initializer
+        if t.data_type not in _NOT_PARAM_DTYPES and t.name not in declared
+    ]
+    graph = helper.make_graph(
+        [n for n in src.node if not (n.output and all(o in folded for o in n.output))],
+        src.name,
+        [*src.input, *weights],
+        list(src.output),
+        [*ints, *(numpy_helper.from_array(v, k) for k, v in folded.items())],
+        value_info=list(src.value_info),
+    )
+    light = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    light.functions.extend(model.functions)
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     except (onnx.shape_inference.InferenceError, ValueError):
-        return model
+        return light.graph
+
+
+def _fold_integer_constants(graph: onnx.GraphProto, known: dict[str, Any], opset: int) -> dict[str, Any]:
+    """Evaluate nodes whose inputs are all known integer constants; keep their integer outputs."""
+    from onnx.reference import ReferenceEvaluator
+
+    folded: dict[str, Any] = {}
+    opsets = [helper.make_opsetid("", opset)]
+    for node in _topological(graph):
+        if node.op_type == "Constant":
+            tensor = _constant_tensor(node)
+            if tensor is not None and tensor.data_type in _NOT_PARAM_DTYPES:
+                known[node.output[0]] = folded[node.output[0]] = numpy_helper.to_array(tensor)
+            continue
+        if node.domain not in ("", "ai.onnx") or not node.input or not all(i in known for i in node.input if i):
+            continue
+        try:
+            values = ReferenceEvaluator(node, opsets=opsets).run(None, {i: known[i] for i in node.input if i})
+        except Exception:  # noqa: BLE001 - an op the reference evaluator cannot run stays unfolded
+            continue
+        for name, value in zip(node.output, values, strict=False):
+            if getattr(value, "dtype", None) is not None and value.dtype.kind in "iub":
+                known[name] = folded[name] = value
+    return folded
 
 
 def _dims(tensor_type: onnx.TypeProto.Tensor) -> Shape | None:

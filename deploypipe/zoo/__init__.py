@@ -1,0 +1,278 @@
+"""The model zoo: the named networks of the research, with the figures their papers publish.
+
+Importing this module imports no torch (listing the zoo must be instant); torch, torchvision and
+timm are imported inside the builders. ``ZooEntry.module()`` gives random weights (with BatchNorm
+statistics re-estimated so activations are not ~1e-9) or real weights from a local file; models
+in the ``trained`` family are trained here on packaged data, so their accuracy is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deploypipe.errors import InputFileError, UnknownNameError
+
+if TYPE_CHECKING:
+    import torch
+
+_SEED001 = "seed 001 table (Hadidi et al., IISWC'19)"
+_SEED000 = "seed 000 table"
+_BN_PASSES, _BN_BATCH = 3, 2
+
+
+@dataclass(frozen=True)
+class Published:
+    """A figure a paper/table reports; ``macs`` is multiply-accumulates whatever the paper called it."""
+
+    params: float
+    macs: float
+    source: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One named model: how to build it, its static inputs, and what its paper says it costs."""
+
+    name: str
+    description: str
+    family: str  # cnn | detection | video | rnn | mlp | transformer
+    inputs: dict[str, tuple[int, ...]]
+    input_dtypes: dict[str, str]
+    published: Published | None
+    builder: Callable[[], torch.nn.Module] = field(repr=False)
+    trained: bool = False
+
+    def module(self, weights: Path | None = None) -> torch.nn.Module:
+        """The model in eval mode: seeded random weights, trained weights, or those in ``weights``."""
+        import torch
+
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = self.builder()
+            if weights is not None:
+                load_weights(module, Path(weights))
+            elif not self.trained:
+                self._recalibrate_batchnorm(module)
+        return module.eval()
+
+    def _recalibrate_batchnorm(self, module: torch.nn.Module) -> None:
+        """Re-estimate BN running stats on N(0,1) inputs: random-init stats make outputs ~1e-9."""
+        import torch
+
+        norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or any(dtype != "float32" for dtype in self.input_dtypes.values()):
+            return
+        momenta = [bn.momentum for bn in norms]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the passes
+        module.train()
+        with torch.no_grad():
+            for _ in range(_BN_PASSES):
+                module(*(torch.randn(_BN_BATCH, *shape[1:]) for shape in self.inputs.values()))
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+
+
+def names() -> list[str]:
+    """All registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ZooEntry:
+    """The entry called ``name``; unknown names raise with the nearest suggestions."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("model", name, _REGISTRY) from None
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load a state_dict file (or a checkpoint wrapping one) into ``module``, strictly.
+
+    Reads with ``weights_only=True`` (no pickle code runs); accepts {'state_dict': ...} and
+    {'model': ...} wrappers and DataParallel 'module.' prefixes.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise InputFileError(f"cannot read weights file {path}: {exc}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputFileError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise InputFileError(
+            f"{path} does not fit this model: missing keys {_few(missing)}; unexpected keys {_few(unexpected)}"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise InputFileError(f"{path} has tensors of the wrong shape: {_few(wrong)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    if not items:
+        return "none"
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+# ---- builders: heavy imports stay inside ------------------------------------------------------
+
+
+def _tv(arch: str, **kwargs: object) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, arch)(weights=None, **kwargs)
+
+    return build
+
+
+def _timm(arch: str) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        import timm
+
+        return timm.create_model(arch, pretrained=False)
+
+    return build
+
+
+def _net(cls_name: str, **kwargs: object) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        from deploypipe.zoo import nets
+
+        return getattr(nets, cls_name)(**kwargs)
+
+    return build
+
+
+def _trained(name: str) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        from deploypipe.zoo import trained
+
+        return trained.load(name)
+
+    return build
+
+
+def _img(side: int, channels: int = 3) -> dict[str, tuple[int, ...]]:
+    return {"input": (1, channels, side, side)}
+
+
+_F32 = {"input": "float32"}
+
+
+def _entries() -> list[ZooEntry]:
+    p1 = _SEED001
+    return [
+        ZooEntry("resnet18", "ResNet-18 (He et al.), torchvision", "cnn", _img(224), _F32,
+                 Published(11.69e6, 1.83e9, p1), _tv("resnet18")),
+        ZooEntry("resnet50", "ResNet-50 (He et al.), torchvision", "cnn", _img(224), _F32,
+                 Published(25.56e6, 4.14e9, p1, "seed 000 lists 25.6 M / 3.8 G (the ResNet paper's figure)"),
+                 _tv("resnet50")),
+        ZooEntry("resnet101", "ResNet-101 (He et al.), torchvision", "cnn", _img(224), _F32,
+                 Published(44.55e6, 7.87e9, p1), _tv("resnet101")),
+        ZooEntry("mobilenet-v1", "MobileNet-v1 1.0 (Howard et al.), timm mobilenetv1_100", "cnn", _img(224), _F32,
+                 Published(4.2e6, 576e6, _SEED000, "FLOPs column = MACs (the MobileNet paper's 569 M)"),
+                 _timm("mobilenetv1_100")),
+        ZooEntry("mobilenet-v2", "MobileNet-v2 1.0 (Sandler et al.), torchvision", "cnn", _img(224), _F32,
+                 Published(3.53e6, 0.32e9, p1), _tv("mobilenet_v2")),
+        ZooEntry("inception-v1", "Inception-v1 / GoogLeNet (Szegedy et al.), torchvision, no aux heads", "cnn",
+                 _img(224), _F32,
+                 Published(6.79e6, 3.19e9 / 2, _SEED000,
+                           "table's 3.19 B 'FLOPs' counts multiply and add separately: 1.595 G MACs"),
+                 _tv("googlenet", aux_logits=False, init_weights=False)),
+        ZooEntry("inception-v3", "Inception-v3 (Szegedy et al.), torchvision, no aux head, 299x299", "cnn",
+                 _img(299), _F32, None, _tv("inception_v3", aux_logits=False, init_weights=False)),
+        ZooEntry("inception-v4", "Inception-v4 (Szegedy et al.), timm, 299x299", "cnn", _img(299), _F32,
+                 Published(42.71e6, 12.27e9, p1, "table says 224x224 but 12.27 G MACs is the 299x299 figure"),
+                 _timm("inception_v4")),
+        ZooEntry("xception", "Xception (Chollet), timm legacy_xception (Keras layout), at 224x224", "cnn",
+                 _img(224), _F32, Published(22.91e6, 4.65e9, p1), _timm("legacy_xception")),
+        ZooEntry("alexnet", "AlexNet, single-tower Keras layout as run by edgeBench (7x7x384 into FC6)", "cnn",
+                 _img(224), _F32,
+                 Published(102.14e6, 0.72e9, p1,
+                           "102.14 M params match this Keras AlexNet (torchvision's has 61.10 M); its MACs are "
+                           "1.38 G: the table's 0.72 G is torchvision/Caffe AlexNet's 0.71 G, so the row mixes "
+                           "two architectures"),
+                 _net("AlexNetKeras")),
+        ZooEntry("vgg11", "VGG-11 (Simonyan & Zisserman), torchvision", "cnn", _img(224), _F32, None, _tv("vgg11")),
+        ZooEntry("vgg16", "VGG-16 (Simonyan & Zisserman), torchvision", "cnn", _img(224), _F32,
+                 Published(138.36e6, 15.47e9, p1), _tv("vgg16")),
+        ZooEntry("vgg19", "VGG-19 (Simonyan & Zisserman), torchvision", "cnn", _img(224), _F32,
+                 Published(143.66e6, 19.63e9, p1), _tv("vgg19")),
+        ZooEntry("vgg-s", "VGG-S (Chatfield et al., BMVC'14), 224x224, 1000 classes", "cnn", _img(224), _F32,
+                 Published(102.91e6, 3.27e9, p1), _net("VggS", input_size=224, num_classes=1000)),
+        ZooEntry("vgg-s-32", "VGG-S (Chatfield et al.) on 32x32 inputs, 10 classes", "cnn", _img(32), _F32,
+                 Published(32.11e6, 0.11e9, p1, VGG_S_32_NOTE), _net("VggS", input_size=32, num_classes=10)),
+        ZooEntry("squeezenet1.1", "SqueezeNet 1.1 (Iandola et al.), torchvision", "cnn", _img(224), _F32, None,
+                 _tv("squeezenet1_1")),
+        ZooEntry("shufflenet-v2-0.5", "ShuffleNet-v2 0.5x (Ma et al.), torchvision", "cnn", _img(224), _F32, None,
+                 _tv("shufflenet_v2_x0_5")),
+        ZooEntry("cifarnet", "CifarNet (TF-slim / edgeBench), 32x32, 10 classes", "cnn", _img(32), _F32,
+                 Published(0.79e6, 0.01e9, p1, "table rounds to 0.01 G; computed 0.0147 G"), _net("CifarNet")),
+        ZooEntry("ssd-mobilenet-v1", "SSD300 + MobileNet-v1 1.0, TF OD-API layout, COCO (91 classes)",
+                 "detection", _img(300), _F32, Published(4.23e6, 0.98e9, p1, SSD_NOTE), _net("SsdMobileNetV1")),
+        ZooEntry("tiny-yolo", "Tiny YOLOv2 (VOC, 125-channel head) at 224x224, as edgeBench ran it", "detection",
+                 _img(224), _F32, Published(15.87e6, 5.56e9, p1, TINY_YOLO_NOTE), _net("TinyYoloV2")),
+        ZooEntry("c3d", "C3D (Tran et al.), 16x112x112 clips, Sports-1M head (487), edgeBench layout", "video",
+                 {"input": (1, 3, 16, 112, 112)}, _F32, Published(89.0e6, 57.99e9, p1, C3D_NOTE), _net("C3D")),
+        ZooEntry("lstm-ptb-small", "2x200 LSTM language model (PTB small), 20 embedded steps -> 10k logits",
+                 "rnn", {"input": (1, 20, 200)}, _F32,
+                 Published(2.65e6, 14.8e6, _SEED000, LSTM_NOTE), _net("LstmLm")),
+        ZooEntry("mlp-mnist", "5-layer MLP 784-2048-2048-2048-2048-10 on MNIST-shaped input", "mlp",
+                 {"input": (1, 784)}, _F32,
+                 Published(13.9e6, 13.9e6, _SEED000, "seed 000 gives only 5 layers and the totals; the 2048 "
+                           "hidden width is our choice (+2.2% params)"),
+                 _net("Mlp", widths=[784, 2048, 2048, 2048, 2048, 10])),
+        ZooEntry("transformer-small", "4-layer, 256-wide BERT-like encoder classifier over 128 int64 tokens",
+                 "transformer", {"input_ids": (1, 128)}, {"input_ids": "int64"}, None,
+                 _net("TransformerClassifier")),
+        ZooEntry("digits-cnn", "small conv net trained here on scikit-learn digits (1x8x8)", "cnn", _img(8, 1),
+                 _F32, None, _trained("digits-cnn"), trained=True),
+        ZooEntry("digits-mlp", "64-128-64-10 MLP trained here on scikit-learn digits", "mlp",
+                 {"input": (1, 64)}, _F32, None, _trained("digits-mlp"), trained=True),
+    ]  # fmt: skip
+
+
+VGG_S_32_NOTE = (
+    "no published VGG-S definition for 32x32 was found; with the 224 layout (FC6 sees 1x1x512) and 10 "
+    "classes this gives 25.45 M params / 0.12 G MACs, not 32.11 M"
+)
+SSD_NOTE = (
+    "4.23 M params is exactly the MobileNet-v1 classifier (timm mobilenetv1_100: 4,231,976) and 0.98 G "
+    "is close to that classifier at 300x300; a full SSD (extras + heads) is larger"
+)
+TINY_YOLO_NOTE = (
+    "15.87 M params match Tiny YOLOv2-VOC; 5.56 G is darknet's published 'BFLOPs' of YOLOv3-tiny at 416x416, "
+    "a different network and size; this net at 224 does ~1.0 G MACs"
+)
+C3D_NOTE = (
+    "table says 12x112x112, but edgeBench's C3D (FC6 from 512x1x4x4) only runs on 16 frames; "
+    "neither 89.0 M params nor 57.99 G MACs is reproduced by it"
+)
+LSTM_NOTE = (
+    "2.65 M = 2-layer LSTM (0.64 M) + 200x10000 output layer (2.01 M), no embedding; computed MACs for 20 "
+    "steps are 52.8 M (12.8 M LSTM + 40 M output); 14.8 M matches 20 LSTM steps + one output step"
+)
+
+_REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _entries()}
