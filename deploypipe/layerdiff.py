@@ -34,6 +34,7 @@ class LayerDiff:
     max_abs_err: float
     cosine: float
     diverged: bool
+    covers: list[str] = field(default_factory=list)  # this node plus upstream nodes B fused away (no own match)
 
 
 @dataclass
@@ -138,28 +139,36 @@ def compare_layers(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str,
         b_out = _ort.run(_with_outputs(b, b_names), feeds, b_names)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad graphs
         raise InputFileError(f"could not run the models for a per-layer diff: {exc}") from exc
-    errors: dict[str, float] = {}
-    for node, t in matched:
-        w = where[t]
-        ref = np.concatenate([o[t].astype(np.float64).ravel() for o in a_out])
-        got = np.concatenate([o[w.name].astype(np.float64).ravel() for o in b_out])
-        if w.kind == "qoperator":
-            got = (got - w.zero_point) * w.scale
-        if ref.shape != got.shape:
-            report.unmatched.append(t)
-            continue
-        diff = ref - got
-        norm = float(np.linalg.norm(ref))
-        rel = float(np.linalg.norm(diff) / norm) if norm > 0 else float(np.linalg.norm(diff))
-        denom = norm * float(np.linalg.norm(got))
-        cosine = float(np.dot(ref, got) / denom) if denom > 0 else float(np.array_equal(ref, got))
-        errors[t] = rel
+    errors: dict[str, float] = {}  # rel err per tensor; unmatched tensors inherit their inputs' worst
+    group: dict[str, list[str]] = {}  # unmatched tensor -> the nodes that produced it since the last match
+    matched_names = {t for _n, t in matched}
+    for node in a.graph.node:
         upstream = max((errors.get(i, 0.0) for i in node.input), default=0.0)
-        report.layers.append(LayerDiff(
-            node=node.name, op=node.op_type, tensor=t, found_as=w.kind, rel_err=rel,
-            added_err=rel - upstream, max_abs_err=float(np.max(np.abs(diff))) if diff.size else 0.0,
-            cosine=cosine, diverged=rel > rtol,
-        ))
+        covers = list(dict.fromkeys([node.name, *(n for i in node.input for n in group.get(i, []))]))
+        for t in node.output:
+            if t not in matched_names:
+                errors[t], group[t] = upstream, covers
+                continue
+            w = where[t]
+            ref = np.concatenate([o[t].astype(np.float64).ravel() for o in a_out])
+            got = np.concatenate([o[w.name].astype(np.float64).ravel() for o in b_out])
+            if w.kind == "qoperator":
+                got = (got - w.zero_point) * w.scale
+            if ref.shape != got.shape:
+                report.unmatched.append(t)
+                errors[t], group[t] = upstream, covers
+                continue
+            diff = ref - got
+            norm = float(np.linalg.norm(ref))
+            rel = float(np.linalg.norm(diff) / norm) if norm > 0 else float(np.linalg.norm(diff))
+            denom = norm * float(np.linalg.norm(got))
+            cosine = float(np.dot(ref, got) / denom) if denom > 0 else float(np.array_equal(ref, got))
+            errors[t] = rel
+            report.layers.append(LayerDiff(
+                node=node.name, op=node.op_type, tensor=t, found_as=w.kind, rel_err=rel,
+                added_err=rel - upstream, max_abs_err=float(np.max(np.abs(diff))) if diff.size else 0.0,
+                cosine=cosine, diverged=rel > rtol, covers=covers,
+            ))
     return report
 
 
@@ -185,3 +194,53 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         return onnx.load_model(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
         raise InputFileError(f"{path}: not a readable ONNX model ({exc})") from exc
+
+
+def diff_paths(a: Path, b: Path, *, samples: int = 4, rtol: float = DEFAULT_RTOL,
+               inputs: Path | None = None) -> DiffReport:
+    """`deploypipe diff`: load both graphs, build the inputs (an .npz file or seeded synthetic
+    data shaped like A's inputs) and compare layer by layer."""
+    from deploypipe.model import SyntheticProvider, check_feeds, specs_of
+
+    pa, pb = load_onnx(a), load_onnx(b)
+    inits = {i.name for i in pa.graph.initializer}
+    specs = specs_of(list(pa.graph.input), skip=inits)
+    if inputs is not None:
+        try:
+            with np.load(inputs) as z:
+                feeds = [{k: z[k] for k in z.files}]
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{inputs}: not a readable .npz of input arrays ({exc})") from exc
+        check_feeds(specs, feeds[0])
+        data = f"inputs from {inputs}"
+    else:
+        provider = SyntheticProvider(specs)
+        feeds = list(provider.samples(samples, seed=0))
+        data = provider.description
+    return compare_layers(pa, pb, feeds, rtol=rtol, a_name=str(a), b_name=str(b), data=data)
+
+
+def render(report: DiffReport, top: int = 5) -> object:
+    """A rich table of the layers (the first divergent one highlighted) and the worst offenders."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    first = report.first_divergent
+    table = Table(title=f"per-layer diff: {report.a} vs {report.b} ({report.samples} samples, {report.data})")
+    for col in ("#", "node", "op", "as", "rel err", "added", "cosine", "max abs"):
+        table.add_column(col, justify="right" if col in ("#", "rel err", "added", "cosine", "max abs") else "left")
+    for i, x in enumerate(report.layers):
+        style = "bold red" if x is first else ("red" if x.diverged else None)
+        table.add_row(str(i), x.node, x.op, x.found_as, f"{x.rel_err:.2e}", f"{x.added_err:+.2e}",
+                      f"{x.cosine:.5f}", f"{x.max_abs_err:.3g}", style=style)
+    if first is None:
+        verdict = Text(f"no layer diverges beyond rel err {report.rtol} (measured with onnxruntime on this host)")
+    else:
+        verdict = Text(f"first divergent layer: {first.node} ({first.op}) rel err {first.rel_err:.3g} > {report.rtol}",
+                       style="bold red")
+    worst = ", ".join(f"{x.node} ({x.added_err:+.3g})" for x in report.most_harmful(top))
+    lines = [table, verdict, Text(f"most error added by: {worst}")]
+    if report.unmatched:
+        lines.append(Text(f"{len(report.unmatched)} tensor(s) of A have no counterpart in B (fused or renamed)"))
+    return Group(*lines)

@@ -86,10 +86,11 @@ class Int8(Pass):
         feeds, labels, data = _gate_data(model, cfg)
         fp32 = _prepare(model.proto)
         refs = _ort.run(fp32, feeds)
-        excluded: list[str] = []
+        excluded: list[str] = []  # layers (as the diff names them) kept in FP32
+        exclude_nodes: list[str] = []  # those layers with the nodes fused into them
         ranking: list[dict[str, object]] = []
         while True:
-            proto = _quantize(fp32, calib, cfg, excluded)
+            proto = _quantize(fp32, calib, cfg, exclude_nodes)
             fid = _gate(refs, _ort.run(proto, feeds), cfg, labels)
             if fid.passed or not cfg.gate or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
@@ -100,7 +101,9 @@ class Int8(Pass):
             if not candidates:
                 break
             step = max(1, len(excluded))  # 1, 1, 2, 4, ... layers: few re-quantizations
-            excluded += [str(r["node"]) for r in candidates[:step]][: cfg.max_fp32_layers - len(excluded)]
+            for r in candidates[: min(step, cfg.max_fp32_layers - len(excluded))]:
+                excluded.append(str(r["node"]))
+                exclude_nodes += [n for n in r["nodes"] if n not in exclude_nodes]  # type: ignore[union-attr]
             ctx.progress(f"int8: keeping {len(excluded)} layer(s) in FP32: {', '.join(excluded)}")
         details = {
             "calibration": {"method": cfg.calibration, "samples": len(calib), "data": model.calibration.description,
@@ -109,6 +112,7 @@ class Int8(Pass):
                      "reasons": fid.reasons, "top1_agreement": fid.top1_agreement, "cosine": fid.cosine,
                      "max_abs_err": fid.max_abs_err, "accuracy_fp32": fid.accuracy_fp32, "accuracy": fid.accuracy},
             "fp32_layers": excluded,
+            "fp32_nodes": exclude_nodes,
             "layer_ranking": ranking[:10],
             "io_quant": io_quant_params(proto),
             "nodes": {"fp32": len(fp32.graph.node), "int8": len(proto.graph.node)},
@@ -187,8 +191,8 @@ def _rank_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto,
 
     report = compare_layers(fp32, int8, feeds)
     ranked = [layer for layer in report.most_harmful(len(report.layers)) if layer.op in _QUANTIZABLE]
-    return [{"node": x.node, "op": x.op, "added_err": round(x.added_err, 5), "rel_err": round(x.rel_err, 5)}
-            for x in ranked]
+    return [{"node": x.node, "op": x.op, "added_err": round(x.added_err, 5), "rel_err": round(x.rel_err, 5),
+             "nodes": x.covers} for x in ranked]
 
 
 def io_quant_params(proto: onnx.ModelProto) -> dict[str, dict[str, float | int]]:
