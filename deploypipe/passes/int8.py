@@ -45,10 +45,11 @@ class Int8Config(BaseModel):
     percentile: float = Field(default=99.999, gt=90, le=100)
     calibration_samples: int = Field(default=32, ge=1)
     eval_samples: int = Field(default=100, ge=1)  # held-out synthetic samples when no real data
-    tolerance: dict[str, float] = Field(default_factory=lambda: {"min_top1_agreement": 0.99, "max_accuracy_drop": 0.5})
+    tolerance: dict[str, float] = Field(default_factory=lambda: {"min_cosine": 0.95, "min_top1_agreement": 0.90,
+                                                                 "max_accuracy_drop": 0.5})
     mixed_precision: bool = False  # keep the most harmful layers in FP32 until the gate passes
     max_fp32_layers: int = Field(default=8, ge=1)
-    gate: bool = True  # False: report the figures but never fail (for exploration)
+    gate: bool = True  # False: report the gate's figures but never fail (benchmarks, exploration)
 
 
 class _Reader:
@@ -92,7 +93,7 @@ class Int8(Pass):
         while True:
             proto = _quantize(fp32, calib, cfg, exclude_nodes)
             fid = _gate(refs, _ort.run(proto, feeds), cfg, labels)
-            if fid.passed or not cfg.gate or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
+            if fid.passed or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
             if not ranking:
                 ctx.progress("int8: gate failed; ranking layers by the error they add")
@@ -110,7 +111,8 @@ class Int8(Pass):
                             "real": model.calibration.real},
             "gate": {"data": data, "samples": len(feeds), "tolerance": cfg.tolerance, "passed": fid.passed,
                      "reasons": fid.reasons, "top1_agreement": fid.top1_agreement, "cosine": fid.cosine,
-                     "max_abs_err": fid.max_abs_err, "accuracy_fp32": fid.accuracy_fp32, "accuracy": fid.accuracy},
+                     "max_abs_err": fid.max_abs_err, "accuracy_fp32": fid.accuracy_fp32, "accuracy": fid.accuracy,
+                     "fp32_logit_gap": _logit_gap(refs)},
             "fp32_layers": excluded,
             "fp32_nodes": exclude_nodes,
             "layer_ranking": ranking[:10],
@@ -119,7 +121,11 @@ class Int8(Pass):
         }
         if cfg.gate and not fid.passed:
             kept = f" even with {len(excluded)} layer(s) kept in FP32" if excluded else ""
-            hint = "" if cfg.mixed_precision else "; try mixed_precision = true (recipe int8-mixed)"
+            hint = "" if cfg.mixed_precision else "; try --passes int8-mixed or relax it with --tolerance KEY=VALUE"
+            gap = details["gate"]["fp32_logit_gap"]
+            if gap is not None and gap < 0.5 and fid.top1_agreement is not None:
+                hint += (f"; note the FP32 top-1 is nearly tied on this data (median top-1/top-2 gap {gap:.2f} "
+                         "logit std, typical of random weights), so small errors flip it")
             raise FidelityError(
                 f"int8 accuracy gate failed on {data}{kept}: {'; '.join(fid.reasons)}{hint}"
             )
@@ -136,6 +142,15 @@ def _gate_data(model: Model, cfg: Int8Config) -> tuple[list[dict[str, np.ndarray
             f"calibration data (no held-out set): {provider.description}")
     feeds = list(provider.samples(cfg.eval_samples, seed=_EVAL_SEED))
     return feeds, None, f"{provider.description}, held-out seed {_EVAL_SEED}"
+
+
+def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
+    """Median gap between the FP32 top-1 and top-2 logits, in logit std: near 0 means near ties."""
+    out = np.concatenate([next(iter(r.values())) for r in refs])
+    if out.ndim != 2 or out.shape[1] < 2:
+        return None
+    top = np.sort(out, axis=1)
+    return float(np.median((top[:, -1] - top[:, -2]) / (out.std(axis=1) + 1e-12)))
 
 
 def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], cfg: Int8Config,
