@@ -94,20 +94,23 @@ def timings(variants: dict[str, tuple[onnx.ModelProto, int, str]], feed: dict[st
     return {k: {"wall_ms": statistics.median(wall[k]), "cpu_ms": statistics.median(cpu[k])} for k in sessions}
 
 
-def logit_margin(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> float | None:
+def logit_margin(out: np.ndarray) -> float | None:
     """Median gap between the two largest logits in units of the logits' std: how close to a tie
     the FP32 model's top-1 is (random-weight nets are nearly tied, so any noise flips them)."""
-    s = session(proto, 1)
-    out = np.concatenate([s.run(None, f)[0] for f in feeds])
     if out.ndim != 2 or out.shape[1] < 2:
         return None
     top = np.sort(out, axis=1)
     return float(np.median((top[:, -1] - top[:, -2]) / (out.std(axis=1) + 1e-12)))
 
 
-def fidelity(base: onnx.ModelProto, proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
+def outputs(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    s = session(proto, 1)
+    return np.concatenate([s.run(None, f)[0] for f in feeds]).astype(np.float64)
+
+
+def fidelity(ref: np.ndarray, proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
              labels: np.ndarray | None) -> dict[str, float | None]:
-    ref = np.concatenate([o[0] for o in (session(base, 1).run(None, f) for f in feeds)]).astype(np.float64)
+    """Figures of `proto` against the baseline's outputs `ref` on the same feeds."""
     s = session(proto, 1)
     out = np.concatenate([o[0] for o in (s.run(None, f) for f in feeds)]).astype(np.float64)
     cos = float(np.dot(ref.ravel(), out.ravel()) / (np.linalg.norm(ref) * np.linalg.norm(out)))
@@ -175,6 +178,7 @@ def bench_model(name: str, reps: int, sweep: bool, say: Any) -> dict[str, Any]:
                      "int8@ort-basic": (protos["int8"], 1, "basic")}
     say(f"{name}: timing {len(variants)} variants x {reps} interleaved rounds")
     ms = timings(variants, feeds[0], reps)
+    ref = outputs(base, feeds)
     for k in variants:
         row = rows.setdefault(k, {"nodes": rows[k.split("@")[0]]["nodes"], "bytes": rows[k.split("@")[0]]["bytes"]})
         row.update(ms[k])
@@ -183,8 +187,8 @@ def bench_model(name: str, reps: int, sweep: bool, say: Any) -> dict[str, Any]:
         else:
             row["speedup"], row["speedup_of"] = ms["onnx"]["cpu_ms"] / ms[k]["cpu_ms"], "cpu"
             row["speedup_wall"] = ms["onnx"]["wall_ms"] / ms[k]["wall_ms"]
-        row["fidelity"] = fidelity(base, protos[k.split("@")[0]], feeds, labels)
-    return {"model": name, "data": data, "real_data": ev is not None, "fp32_logit_margin": logit_margin(base, feeds),
+        row["fidelity"] = fidelity(ref, protos[k.split("@")[0]], feeds, labels)
+    return {"model": name, "data": data, "real_data": ev is not None, "fp32_logit_margin": logit_margin(ref),
             "variants": rows}
 
 

@@ -52,7 +52,7 @@ class Simplify(Pass):
 def _onnxslim(proto: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
-    return onnxslim.slim(proto)
+    return onnxslim.slim(onnx.ModelProto.FromString(proto.SerializeToString()))  # slim edits its argument
 
 
 def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto:
