@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
+from deploypipe.artifact import Fidelity
 from deploypipe.errors import BuildError, FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.passes import _ort
@@ -61,24 +62,21 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
 
-    def rewind(self) -> None:  # part of ORT's reader protocol in newer versions
-        raise NotImplementedError
-
 
 class Int8(Pass):
     name = "int8"
     Config = Int8Config
 
     def requires(self, model: Model) -> None:
-        floats = [i.name for i in model.inputs if not i.dtype.startswith("float")]
+        int_inputs = [i.name for i in model.inputs if not i.dtype.startswith("float")]
         ops = {n.op_type for n in model.proto.graph.node}
         if not ops & _QUANTIZABLE:
             raise UnsupportedError(
                 f"int8: model {model.name} has no quantizable op ({', '.join(sorted(_QUANTIZABLE))}); "
                 f"its ops are {', '.join(sorted(ops))}"
             )
-        if floats and not ops & {"Conv", "Gemm", "MatMul"}:
-            raise UnsupportedError(f"int8: integer inputs {floats} and no Conv/Gemm/MatMul to quantize")
+        if int_inputs and not ops & {"Conv", "Gemm", "MatMul"}:
+            raise UnsupportedError(f"int8: integer inputs {int_inputs} and no Conv/Gemm/MatMul to quantize")
 
     def call(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: Int8Config = self.config  # type: ignore[assignment]
@@ -154,7 +152,7 @@ def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
 
 
 def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], cfg: Int8Config,
-          labels: np.ndarray | None):
+          labels: np.ndarray | None) -> Fidelity:
     from deploypipe.fidelity import compare
 
     return compare(refs, outs, "int8", cfg.tolerance, labels)
