@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from deploypipe.errors import InputFileError, UnsupportedError
 
 DEFAULT_RTOL = 0.05  # relative L2 error ||a-b|| / ||a|| beyond which a layer "diverges"
+_ACTIVATIONS = {"Relu", "Clip"}
 
 
 @dataclass
@@ -132,8 +133,20 @@ def compare_layers(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str,
                         unmatched=[t for _n, t in pairs if t not in where])
     if not matched:
         raise UnsupportedError(f"{b_name} shares no intermediate tensor names with {a_name}: nothing to compare")
-    a_names = [t for _n, t in matched]
-    b_names = sorted({where[t].name for t in a_names})
+    # A quantized tensor whose activation B fused away (Conv -> Relu/Clip folded into the quantization
+    # range) holds the activation's output: compare it with that.
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in a.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    ref_of: dict[str, str] = {}
+    for _n, t in matched:
+        nxt = consumers.get(t, [])
+        fused = (where[t].kind != "same" and len(nxt) == 1 and nxt[0].op_type in _ACTIVATIONS
+                 and nxt[0].output[0] not in where)
+        ref_of[t] = nxt[0].output[0] if fused else t
+    a_names = sorted(set(ref_of.values()))
+    b_names = sorted({where[t].name for t, _r in ref_of.items()})
     try:
         a_out = _ort.run(_with_outputs(a, a_names), feeds, a_names)
         b_out = _ort.run(_with_outputs(b, b_names), feeds, b_names)
@@ -150,7 +163,7 @@ def compare_layers(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str,
                 errors[t], group[t] = upstream, covers
                 continue
             w = where[t]
-            ref = np.concatenate([o[t].astype(np.float64).ravel() for o in a_out])
+            ref = np.concatenate([o[ref_of[t]].astype(np.float64).ravel() for o in a_out])
             got = np.concatenate([o[w.name].astype(np.float64).ravel() for o in b_out])
             if w.kind == "qoperator":
                 got = (got - w.zero_point) * w.scale

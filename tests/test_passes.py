@@ -148,6 +148,17 @@ def test_layer_diff_names_first_divergent_layer() -> None:
     assert "qdq" in {x.found_as for x in report.layers}
 
 
+def test_layer_diff_matches_qoperator_graphs() -> None:
+    from deploypipe.layerdiff import compare_layers
+
+    model = passes.create("simplify", {})(tiny_model(), CTX).model  # BN folded: Conv..Flatten stay integer
+    qop = passes.create("int8", {"format": "qoperator"})(model, CTX).model
+    assert "QLinearConv" in {n.op_type for n in qop.proto.graph.node}
+    report = compare_layers(model.proto, qop.proto, list(model.calibration.samples(2)))
+    assert "qoperator" in {x.found_as for x in report.layers}
+    assert all(x.cosine > 0.99 for x in report.layers)
+
+
 def test_cli_diff_json(cli, tmp_path: Path) -> None:
     model = tiny_model()
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
