@@ -192,5 +192,8 @@ def test_cli_build_int8_and_prune_refusal(cli, tiny_onnx: Path, tmp_path: Path) 
     manifest = json.loads(res.stdout)["manifest"]
     int8 = next(p for p in manifest["passes"] if p["name"] == "int8")
     assert int8["details"]["gate"]["passed"] and int8["details"]["io_quant"]
+    diff = cli("diff", str(tiny_onnx), json.loads(res.stdout)["path"], "--json")  # an artifact folder as B
+    assert diff.returncode == 0, diff.stderr
+    assert json.loads(diff.stdout)["layers"]
     refused = cli("build", "-m", str(tiny_onnx), "--prune", "0.3", "-o", str(tmp_path))
     assert refused.returncode == 3 and "no PyTorch source" in refused.stderr
