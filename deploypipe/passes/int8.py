@@ -121,7 +121,7 @@ class Int8(Pass):
             kept = f" even with {len(excluded)} layer(s) kept in FP32" if excluded else ""
             hint = "" if cfg.mixed_precision else "; try --passes int8-mixed or relax it with --tolerance KEY=VALUE"
             gap = details["gate"]["fp32_logit_gap"]
-            if gap is not None and gap < 0.5 and fid.top1_agreement is not None:
+            if gap is not None and gap < 0.5 and any("top-1" in r for r in fid.reasons):
                 hint += (f"; note the FP32 top-1 is nearly tied on this data (median top-1/top-2 gap {gap:.2f} "
                          "logit std, typical of random weights), so small errors flip it")
             raise FidelityError(
