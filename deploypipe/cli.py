@@ -455,6 +455,26 @@ def tune(
         out.print(report.summary(), highlight=False)
 
 
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="Reference model: .onnx file or artifact folder (usually FP32).")],
+    b: Annotated[Path, typer.Argument(help="Model to check: .onnx file or artifact folder (e.g. FP16/INT8).")],
+    samples: Annotated[int, typer.Option(help="Synthetic input samples (ignored with --inputs).")] = 4,
+    inputs: Annotated[Path | None, typer.Option(help=".npz with one array per input name.")] = None,
+    rtol: Annotated[float, typer.Option(help="Relative L2 error beyond which a layer diverges.")] = 0.05,
+    top: Annotated[int, typer.Option(help="How many most-harmful layers to name.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run two models layer by layer on the same input and name the first layer that diverges."""
+    from deploypipe.layerdiff import diff_paths, render
+
+    report = diff_paths(a, b, samples=samples, rtol=rtol, inputs=inputs)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        out.print(render(report, top), highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
     from deploypipe.errors import DeployPipeError, InternalError

@@ -16,6 +16,9 @@ from deploypipe.passes.base import Pass, PassContext, PassResult
 # name -> "module:Class"
 _REGISTRY: dict[str, str] = {
     "simplify": "deploypipe.passes.simplify:Simplify",
+    "fp16": "deploypipe.passes.fp16:Fp16",
+    "int8": "deploypipe.passes.int8:Int8",
+    "prune": "deploypipe.passes.prune:Prune",
 }
 
 

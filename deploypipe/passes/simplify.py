@@ -1,18 +1,29 @@
-"""Graph simplification: constant folding, shape simplification, Conv+BN folding, dead-node removal
-(onnxslim), keeping outputs numerically identical."""
+"""Graph simplification: constant folding, shape simplification, Conv+BN folding, dead-node and
+identity removal, keeping outputs numerically identical.
+
+Three tools can do it (compared in docs/passes.md): onnxslim (default), onnxsim, and ORT's
+offline optimizer. The ORT "extended" level also fuses activations into Conv/Gemm, but as
+com.microsoft ops only ONNX Runtime runs, so it is opt-in and only sensible for ORT targets.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
+from pathlib import Path
+from typing import Literal
 
+import onnx
 from pydantic import BaseModel, ConfigDict
 
+from deploypipe.errors import BuildError
 from deploypipe.model import Model
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
 
 class SimplifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    tool: Literal["onnxslim", "onnxsim", "ort-basic", "ort-extended"] = "onnxslim"
 
 
 class Simplify(Pass):
@@ -20,13 +31,54 @@ class Simplify(Pass):
     Config = SimplifyConfig
 
     def call(self, model: Model, ctx: PassContext) -> PassResult:
-        import onnxslim
-
+        tool = self.config.tool  # type: ignore[attr-defined]
         before = len(model.proto.graph.node)
-        proto = onnxslim.slim(model.proto)
+        try:
+            proto = _TOOLS[tool](model.proto)
+        except BuildError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each tool raises its own untyped errors
+            raise BuildError(f"simplify ({tool}) failed on {model.name}: {exc}") from exc
         after = len(proto.graph.node)
         ops = Counter(n.op_type for n in proto.graph.node)
+        domains = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
         return PassResult(
             model.with_proto(proto), modified=after != before,
-            details={"nodes_before": before, "nodes_after": after, "ops_after": dict(ops)},
+            details={"tool": tool, "nodes_before": before, "nodes_after": after, "ops_after": dict(ops),
+                     "non_standard_domains": domains},
         )
+
+
+def _onnxslim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    return onnxslim.slim(onnx.ModelProto.FromString(proto.SerializeToString()))  # slim edits its argument
+
+
+def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim
+
+    out, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise BuildError("onnxsim could not verify that the simplified model matches the original")
+    return out
+
+
+def _ort(level: str):  # noqa: ANN202 - returns a tool function
+    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
+        with tempfile.TemporaryDirectory(prefix="deploypipe-ortopt-") as tmp:
+            path = Path(tmp, "opt.onnx")
+            so.optimized_model_filepath = str(path)
+            ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            return onnx.load_model(str(path))
+
+    return run
+
+
+_TOOLS = {"onnxslim": _onnxslim, "onnxsim": _onnxsim, "ort-basic": _ort("basic"), "ort-extended": _ort("extended")}
