@@ -65,7 +65,9 @@ def render(results: list[BenchResult]) -> Table:
             "lib+load s", "1st ms", "ips", "peak MB", "size MB", "mJ/inf", "ips/W", "ips/$", "max|err|", "cosine",
             "est ms", "est err")
     for col in cols:
-        t.add_column(col, justify="left" if col in cols[:5] else "right")
+        # the artifact name is what identifies a row: wrap it onto several lines rather than cut it
+        t.add_column(col, justify="left" if col in cols[:5] else "right",
+                     overflow="fold" if col == "artifact" else "ellipsis", min_width=24 if col == "artifact" else None)
     for r in results:
         energy = ""
         if r.energy:
