@@ -9,7 +9,7 @@ sum over kernels of their minimum time, plus the smallest per-run framework gap 
 kernels), capped by the whole-run minimum. Models are alternated round by round; the spread between
 the figures of the first and second half of the rounds is reported, as is the whole-run median.
 
-Usage: nice -n 10 python benchmarks/costmodel.py [--models a,b,c] [--rounds 12] [--out benchmarks/costmodel.json]
+Usage: nice -n 10 python benchmarks/costmodel.py [--models a,b,c] [--rounds 12] [--out benchmarks/results/costmodel.json]
 Everything printed says whether it was measured on this host or estimated by the cost model.
 """
 
@@ -122,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=DEFAULT)
     ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/costmodel.json"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/costmodel.json"))
     args = ap.parse_args()
     console = Console(width=170)
     names = args.models.split(",")

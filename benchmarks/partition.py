@@ -234,7 +234,7 @@ class _Renamer:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/partition.json"))
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/partition.json"))
     ap.add_argument("--slowdown", type=float, default=20.0)
     args = ap.parse_args()
     reps = 3 if args.quick else 5

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mobilenet-v2", "digits-cnn"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("artifacts/bench-tflite"))
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/tflite.json"))
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/tflite.json"))
     args = ap.parse_args()
     console = Console(width=200)
     builds = {}
