@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -175,10 +176,11 @@ def test_remote_over_loopback(arts: Path) -> None:
 
 
 def test_cli_bench_remote_report_and_bad_input(arts: Path, tmp_path: Path, cli) -> None:
-    proc = subprocess.Popen(["python", "-m", "deploypipe", "serve-runtime", "--port", "0", "--max-requests", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "deploypipe", "serve-runtime", "--port", "0", "--max-requests", "1",
                              "--idle-timeout", "60"], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     line = proc.stdout.readline()
+    assert line.startswith("serving"), "serve-runtime did not start"
     addr = line.strip().rsplit(" ", 1)[-1]
     res = cli("bench", str(arts / "b-host-cpu-onnxruntime-fp32"), "--remote", addr, "--iterations", "5",
               "--min-seconds", "0.05", "--json-file", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"))
