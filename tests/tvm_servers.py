@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from deploypipe.compilers.tvm_tune import stop_process_group
 
 
 def free_port() -> int:
@@ -42,13 +43,7 @@ def started(cmd: list[str], port: int, env: dict[str, str] | None = None, timeou
         wait_listening(port, proc, timeout)
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         if log:
             out.close()  # type: ignore[union-attr]
 

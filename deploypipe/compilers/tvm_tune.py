@@ -168,9 +168,9 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
                 progress(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}")
                 if budget_s is not None and elapsed > budget_s:
                     stopped = "budget"
-                    _stop(proc)
+                    stop_process_group(proc)
         except BaseException:  # Ctrl-C: stop the child, keep what it measured, let the interrupt through
-            _stop(proc)
+            stop_process_group(proc)
             raise
         finally:
             model_file.unlink(missing_ok=True)
@@ -190,8 +190,9 @@ def _check_measurable(opts: TvmOptions, remote: RemoteSpec | None) -> None:
                         "or --tracker HOST:PORT --key KEY")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the tuning child and the builder/runner workers it started (its process group)."""
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop a child started with start_new_session=True and every worker it started (its process
+    group): SIGTERM, then SIGKILL after 10 s."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
