@@ -30,7 +30,7 @@ from deploypipe.artifact import (
 )
 from deploypipe.compilers.base import CompileContext
 from deploypipe.errors import FidelityError, UnsupportedError
-from deploypipe.fidelity import DEFAULT_TOLERANCE, compare
+from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, PassStep, Recipe
@@ -189,7 +189,8 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     if not config.force and existing_key(dest) == key:
         return BuildReport(dest, Artifact(dest).manifest, cached=True)
 
-    tolerance = {**DEFAULT_TOLERANCE[res.precision], **config.tolerance}
+    base = PRUNED_TOLERANCE if config.prune else DEFAULT_TOLERANCE[res.precision]
+    tolerance = {**base, **config.tolerance}
     with staging(dest) as tmp:
         pctx = PassContext(target=spec.name, precision=res.precision, progress=say)
         records, current = [], model
@@ -268,7 +269,7 @@ def self_check(path: str | Path) -> dict[str, object]:
     with load_runner(path, RunOptions()) as runner:
         outs = runner.infer(inputs)
     m = art.manifest
-    tolerance = {**DEFAULT_TOLERANCE[m.precision], **m.fidelity.tolerance}
+    tolerance = m.fidelity.tolerance or DEFAULT_TOLERANCE[m.precision]  # the build's own, complete gate
     vs_ref = compare([reference], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"})
     vs_expected = compare([expected], [outs], m.precision, {}) if expected else None
     detail = f"vs FP32 reference: max abs err {vs_ref.max_abs_err:.3g}, cosine {vs_ref.cosine:.5f}"

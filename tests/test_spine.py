@@ -264,3 +264,11 @@ def test_code_change_invalidates_the_cache(tiny_onnx: Path, tmp_path: Path, monk
     monkeypatch.setattr(api, "code_hash", lambda: "changed-code")
     again = _build(tiny_onnx, tmp_path)
     assert not again.cached and again.manifest.build_key != first.manifest.build_key
+
+
+def test_pruned_build_is_gated_on_accuracy_not_bitwise_equality(tmp_path: Path) -> None:
+    rep = build(BuildConfig(model="digits-cnn", prune=0.3, output=tmp_path))
+    f = rep.manifest.fidelity
+    assert f.passed and f.accuracy is not None and f.accuracy_fp32 - f.accuracy <= 1.0
+    assert "max_accuracy_drop" in f.tolerance and "rel_max_abs_err" not in f.tolerance
+    assert self_check(rep.path)["passed"]  # the device check uses the build's own gate
