@@ -80,7 +80,7 @@ def main() -> None:
     host = f"{platform.node()} ({platform.machine()}, shared and noisy)"
 
     checks = [fits(n) for n in args.check]
-    print(f"\nFits the PYNQ-Z1 fabric? (resources estimated by deploypipe's pre-synthesis model; board figures: XC7Z020)")
+    print("\nFits the PYNQ-Z1 fabric? (resources estimated by deploypipe's pre-synthesis model; board figures: XC7Z020)")
     print(f"{'model':<14}{'params':>11}  {'DSP':>9}{'BRAM18K':>9}{'LUT':>8}  reuse  verdict")
     for c in checks:
         e = c.get("estimated") or {}

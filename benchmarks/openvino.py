@@ -28,38 +28,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-from deploypipe import api, passes  # noqa: E402
+from deploypipe import api  # noqa: E402
 from deploypipe.api import BuildConfig  # noqa: E402
 from deploypipe.bench.context import run_context  # noqa: E402
 from deploypipe.bench.results import BenchConfig  # noqa: E402
 from deploypipe.bench.run import bench_one  # noqa: E402
+from deploypipe.errors import FidelityError  # noqa: E402
 from deploypipe.fidelity import compare  # noqa: E402
 from deploypipe.importers import import_model  # noqa: E402
-from deploypipe.model import Model  # noqa: E402
-from deploypipe.passes import PassContext  # noqa: E402
-
-CALIBRATION_SAMPLES = 64  # NNCF's count in targets/host-cpu.toml ([compilers.openvino] default)
-
-
-def _ort_int8_file(model: Model, workdir: Path) -> Path:
-    """QDQ INT8 ONNX by onnxruntime.quantization (only when the pipeline has no int8 recipe)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    simplified = passes.create("simplify")(model, PassContext(target="host-cpu", precision="int8")).model
-    src, dst = workdir / f"{model.name}-fp32.onnx", workdir / f"{model.name}-ort-int8.onnx"
-    simplified.save(src)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(model.calibration.samples(CALIBRATION_SAMPLES, seed=0))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return dst
-
 
 def _source(name: str, work: Path) -> str:
     """The zoo name, or, while this checkout's zoo has no `data_providers` yet (the zoo importer
@@ -87,22 +63,23 @@ def build_variants(name: str, out: Path, work: Path) -> tuple[dict[str, Path], d
     src = _source(name, work)
 
     def build(label: str, **kw: Any) -> Path:
-        report = api.build(BuildConfig(output=out, name=f"{name}-{label}", **kw))
-        how[label] = f"deploypipe build ({report.manifest.compiler}, {report.manifest.precision})"
+        cfg = BuildConfig(output=out, name=f"{name}-{label}", **kw)
+        try:
+            report = api.build(cfg)
+            how[label] = f"deploypipe build ({report.manifest.compiler}, {report.manifest.precision})"
+        except FidelityError as exc:
+            # shown, not hidden: rebuilt with the top-1 gate off so its speed can still be measured
+            report = api.build(cfg.model_copy(update={"tolerance": {"min_top1_agreement": 0.0}}))
+            how[label] = (f"deploypipe build ({report.manifest.compiler}, {report.manifest.precision}); GATE FAILED "
+                          f"({str(exc).split('(', 1)[-1].split(')')[0]}), rebuilt with the top-1 gate off")
         return report.path
 
     arts = {
         "ort-fp32": build("ort-fp32", model=src, compiler="onnxruntime"),
         "ov-fp32": build("ov-fp32", model=src, compiler="openvino"),
         "ov-int8": build("ov-int8", model=src, compiler="openvino", quantize="int8"),
+        "ort-int8": build("ort-int8", model=src, compiler="onnxruntime", quantize="int8"),
     }
-    if "int8" in passes.recipe_names():
-        arts["ort-int8"] = build("ort-int8", model=src, compiler="onnxruntime", quantize="int8")
-    else:
-        qdq = _ort_int8_file(import_model(src), work)
-        arts["ort-int8"] = build("ort-int8", model=str(qdq), compiler="onnxruntime")
-        how["ort-int8"] = ("onnxruntime.quantization.quantize_static (QDQ, u8/s8 per-channel, "
-                           f"{CALIBRATION_SAMPLES} calibration samples) — no int8 recipe in this checkout")
     return {k: arts[k] for k in ("ort-fp32", "ort-int8", "ov-fp32", "ov-int8")}, how, src
 
 

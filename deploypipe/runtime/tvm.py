@@ -13,7 +13,7 @@ import os
 import platform
 import re
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
