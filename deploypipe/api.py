@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe import __version__, compilers, passes, targets
+from deploypipe.analysis import analyze
 from deploypipe.artifact import (
     GOLDEN,
     Artifact,
@@ -208,8 +209,6 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         compiler.check(current, ctx)
         say(f"compiling with {res.compiler}")
         out = compiler.compile(current, ctx)
-        from deploypipe.analysis import analyze
-
         manifest = Manifest(
             name=name, kind=out.kind, build_key=key,
             model=ModelInfo(name=model.name, source=model.provenance.source,
