@@ -6,6 +6,7 @@
 # Needs: root (binfmt_misc), qemu-user-static, binfmt-support, debootstrap. Skips when already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"  # debootstrap and update-binfmts live there; a minimal PATH lacks them
 ROOT="${DEPLOYPIPE_ARM64_ROOT:-.cache/arm64-root}"
 PY="${DEPLOYPIPE_VENV:-.venv}/bin/python"
 [ -x "$PY" ] || PY=python3
