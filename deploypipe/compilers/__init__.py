@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 
 from deploypipe.compilers.base import Compiler, CompileContext, CompileResult
 from deploypipe.errors import UnknownNameError
+from deploypipe.registry import resolve
 
 # name -> "module:Class"; each module imports its heavy toolchain inside functions.
 _REGISTRY: dict[str, str] = {
@@ -26,8 +26,7 @@ def names() -> list[str]:
 def get(name: str) -> Compiler:
     if name not in _REGISTRY:
         raise UnknownNameError("compiler", name, _REGISTRY)
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return resolve(_REGISTRY, name)()
 
 
 __all__ = ["CompileContext", "CompileResult", "Compiler", "get", "names"]

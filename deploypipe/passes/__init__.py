@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploypipe.errors import InputFileError, UnknownNameError
+from deploypipe.registry import resolve
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
 # name -> "module:Class"
@@ -29,8 +29,7 @@ def names() -> list[str]:
 def create(name: str, params: dict[str, Any] | None = None) -> Pass:
     if name not in _REGISTRY:
         raise UnknownNameError("pass", name, _REGISTRY)
-    module, cls = _REGISTRY[name].split(":")
-    klass: type[Pass] = getattr(importlib.import_module(module), cls)
+    klass: type[Pass] = resolve(_REGISTRY, name)
     try:
         return klass(klass.Config(**(params or {})))
     except ValidationError as exc:

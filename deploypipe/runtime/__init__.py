@@ -5,11 +5,11 @@ A runner needs only its own runtime installed, so the same code runs on a device
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from deploypipe.artifact import Artifact
 from deploypipe.errors import UnsupportedError
+from deploypipe.registry import resolve
 from deploypipe.runtime.base import RunOptions, Runner
 
 # artifact kind -> "module:Class"
@@ -27,8 +27,7 @@ _REGISTRY: dict[str, str] = {
 def runner_class(kind: str) -> type[Runner]:
     if kind not in _REGISTRY:
         raise UnsupportedError(f"no runner for artifact kind '{kind}' in this deploypipe")
-    module, cls = _REGISTRY[kind].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(_REGISTRY, kind)
 
 
 def why_not_runnable(artifact: Artifact) -> str | None:
