@@ -150,12 +150,9 @@ class Model:
     def sample_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         return next(SyntheticProvider(self.inputs).samples(1, seed))
 
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """One clear error for wrong input names/shapes/dtypes instead of a backend traceback."""
-        check_feeds(self.inputs, feeds)
-
 
 def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
+    """One clear error for wrong input names/shapes/dtypes instead of a backend traceback."""
     names = [s.name for s in specs]
     if sorted(feeds) != sorted(names):
         raise ShapeError(f"inputs {sorted(feeds)} given, model expects {names}")
