@@ -494,10 +494,9 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        # typer >= 0.20 raises its vendored copy of click's exceptions (typer._click), not click's
+        if any(cls.__name__ == "ClickException" for cls in type(exc).__mro__):
+            exc.show()  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)
         if _state["debug"]:
             raise

@@ -210,6 +210,8 @@ def test_cli_errors_are_one_line_with_exit_codes(cli, tiny_onnx: Path, tmp_path:
     assert r.returncode == 2 and "Did you mean: jetson-nano" in r.stderr and "Traceback" not in r.stderr
     r = cli("build", "--model", str(tmp_path / "nope.onnx"), "-o", str(tmp_path))
     assert r.returncode == 2 and "no such file" in r.stderr
+    r = cli("build", "--model", str(tiny_onnx), "--no-such-flag")  # a usage error, not an internal one
+    assert r.returncode == 2 and "No such option: --no-such-flag" in r.stderr and "internal error" not in r.stderr
     r = cli("build", "--model", str(tiny_onnx), "--target", "edgetpu", "--quantize", "fp16", "-o", str(tmp_path))
     assert r.returncode == 3 and "full-integer" in r.stderr
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
