@@ -82,4 +82,4 @@ def test_tune_measures_on_the_tracker_device(cli, tmp_path: Path, farm: tuple[st
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["measured_on"] == f"device key 'loopback' via tracker {farm[0]}"
-    assert report["records_after"] == tuning_records(tmp_path / "logs" / "tiny" / "host-cpu") == 2
+    assert report["records_after"] == tuning_records(tmp_path / "logs" / "tiny" / "host-cpu") >= 2

@@ -45,9 +45,13 @@ class TvmOptions(BaseModel):
     """`[compilers.tvm] options` of a target file."""
 
     model_config = ConfigDict(extra="forbid")
-    target: dict[str, Any]  # a TVM target as a dict: {kind = "llvm", mtriple = ..., mcpu = ...}
+    # a TVM target as a dict: {kind = "llvm", mtriple = ..., mcpu = ...}; for the build host itself,
+    # mcpu = "host" / num-cores = "host" are resolved when the build runs (see `resolved_target`)
+    target: dict[str, Any]
     cross_compiler: str | None = None  # g++ that links the library for the device, e.g. aarch64-linux-gnu-g++
-    strategy: Literal["replay-trace", "evolutionary"] = "replay-trace"  # MetaSchedule search strategy
+    # MetaSchedule search: "auto" is evolutionary search guided by the XGBoost cost model when
+    # xgboost is importable, else replay-trace (evolutionary search with a random model is no better)
+    strategy: Literal["auto", "replay-trace", "evolutionary"] = "auto"
 
     @field_validator("target")
     @classmethod
@@ -57,8 +61,34 @@ class TvmOptions(BaseModel):
         if "num-cores" not in v:
             raise ValueError("the TVM target needs num-cores (the device's cores: MetaSchedule schedules for them)")
         if v.get("mcpu") == "native":
-            raise ValueError("mcpu = \"native\" silently becomes a generic CPU in TVM 0.27: name the CPU")
+            raise ValueError("mcpu = \"native\" silently becomes a generic CPU in TVM 0.27: name the CPU, "
+                             "or write \"host\" for the CPU of the machine that builds")
+        if "host" in (v.get("mcpu"), v.get("num-cores")) and v.get("mtriple"):
+            raise ValueError("mcpu/num-cores = \"host\" is for targets built and run on the build host, "
+                             "not cross-compiled ones (mtriple is set)")
         return v
+
+    def resolved_target(self) -> dict[str, Any]:
+        """The target dict with "host" replaced by this machine's CPU (LLVM's name for it, e.g.
+        znver5, which carries its vector extensions) and core count."""
+        target = dict(self.target)
+        if target.get("mcpu") == "host":
+            from tvm.target import codegen
+
+            target["mcpu"] = str(codegen.llvm_get_system_cpu())
+        if target.get("num-cores") == "host":
+            import os
+
+            target["num-cores"] = len(os.sched_getaffinity(0)) or 1
+        return target
+
+    def search(self) -> tuple[str, str]:
+        """(MetaSchedule strategy, cost model) for this machine."""
+        import importlib.util
+
+        has_xgb = importlib.util.find_spec("xgboost") is not None
+        strategy = self.strategy if self.strategy != "auto" else ("evolutionary" if has_xgb else "replay-trace")
+        return strategy, ("xgb" if has_xgb else "random")
 
     def arch(self) -> str:
         """The CPU architecture the library runs on, in `platform.machine()` spelling."""
@@ -81,7 +111,7 @@ def library_arch(path: Path) -> str:
 def tvm_target(opts: TvmOptions) -> tvm.target.Target:
     import tvm
 
-    return tvm.target.Target(opts.target)
+    return tvm.target.Target(opts.resolved_target())
 
 
 def host_target() -> dict[str, Any]:
@@ -126,6 +156,23 @@ def tuning_records(work_dir: Path) -> int:
         return 0
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
+
+
+def tuned_for(work_dir: Path) -> list[str]:
+    """The distinct `mcpu`s the database's schedules were measured for (the target each record
+    carries), so a build for another CPU can say its schedules were tuned elsewhere."""
+    path = work_dir / "database_tuning_record.json"
+    if not path.is_file():
+        return []
+    cpus: set[str] = set()
+    with path.open() as fh:
+        for line in fh:
+            try:
+                target = json.loads(line)[1][2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            cpus.add(str(target.get("mcpu", "generic")) if isinstance(target, dict) else "unknown")
+    return sorted(cpus)
 
 
 def repair_database(work_dir: Path) -> None:
@@ -229,7 +276,13 @@ class TvmCompiler(Compiler):
         if records:
             ctx.progress(f"TVM: applying {records} tuning records from {ctx.tuning_dir}")
             lowered = apply_database(lowered, target, ctx.tuning_dir)
-            tuning |= {"database": str(ctx.tuning_dir), "records": records}
+            cpus = tuned_for(ctx.tuning_dir)
+            tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus}
+            mcpu = str(target.mcpu) if target.mcpu else "generic"
+            if cpus and cpus != [mcpu]:
+                notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
+                             f"is for -mcpu={mcpu}: they are applied (correct either way) but their speed was "
+                             f"not measured on this CPU; retune into a new tuning_logs directory for it")
         else:
             notes.append(f"untuned: no MetaSchedule database in {ctx.tuning_dir} "
                          f"(run `deploypipe tune --model {model.name} --target {ctx.target.name}`); "
@@ -261,7 +314,8 @@ class TvmCompiler(Compiler):
         return CompileResult(
             kind="tvm", files=files, inputs=model.inputs, outputs=model.outputs,
             toolchain=self.versions() | ({"cross_compiler": _gcc_version(opts.cross_compiler)} if opts.cross_compiler else {}),
-            info={"target": target_string(target), "target_dict": opts.target, "library_arch": arch,
+            info={"target": target_string(target), "target_dict": opts.resolved_target(),
+                  "target_as_written": opts.target, "library_arch": arch,
                   "cross_compiler": opts.cross_compiler, "params": "bound as constants inside model.so",
                   "input_order": [s.name for s in model.inputs], "tuning": tuning},
             notes=notes, host_check=host_check,

@@ -274,14 +274,15 @@ def _child(job: _Job) -> None:
     export = (functools.partial(cross_export, job.options.cross_compiler)
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
+    strategy, cost_model = job.options.search()
     ms.relax_integration.tune_relax(
         lowered, {}, target, job.work_dir, max_trials_global=job.trials,
         num_trials_per_iter=min(job.trials_per_iter, job.trials),
-        builder=builder, runner=_runner(job), cost_model="random",  # xgboost is not installed
+        builder=builder, runner=_runner(job), cost_model=cost_model,
         # round-robin commits each task's results as they come; the gradient scheduler holds them
         # all until every task has had a first round, so a stopped run would lose them
         task_scheduler="round-robin",
-        strategy=job.options.strategy,
+        strategy=strategy,
     )
 
 
