@@ -175,6 +175,7 @@ def bench(
     rpc: Annotated[str | None, typer.Option(help="Run TVM artifacts on this RPC server, HOST:PORT.")] = None,
     tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key, any free board.")] = None,
     key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
+    emulate: Annotated[bool, typer.Option(help="Run TVM libraries for ARM boards here under qemu (correctness only).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
@@ -192,7 +193,8 @@ def bench(
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
-                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, rpc=rpc, tracker=tracker, key=key)
+                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, rpc=rpc, tracker=tracker, key=key,
+                          emulate=emulate)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
@@ -337,6 +339,38 @@ def trt_build(
         out.print(f"built {artifact}/model.engine on {facts['gpu']} (SM {facts['sm']}), TensorRT {facts['tensorrt']} "
                   f"({facts['built_with']}); golden check: max abs err {g['max_abs_err']:.3g}, cosine {g['cosine']:.5f} "
                   f"({g['where']})", highlight=False)
+
+
+@app.command("device-app")
+def device_app(
+    target: Annotated[str, typer.Option("--target", "-t", help="Device whose CPU the app is for (its TVM options).")] = "rpi3",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write deploypipe-run into.")] = Path("device-app"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Build deploypipe-run, the no-Python app that runs a TVM artifact's model.so on the device."""
+    import shutil
+
+    from deploypipe import native, targets
+    from deploypipe.compilers.tvm import TvmOptions
+    from deploypipe.errors import UnsupportedError
+
+    spec = targets.get(target)
+    if "tvm" not in spec.compilers:
+        raise UnsupportedError(f"target {target} has no TVM compiler: deploypipe-run runs TVM artifacts only")
+    opts = TvmOptions(**spec.compilers["tvm"].options)
+    with err.status(f"building deploypipe-run for {target} ({opts.arch()})") as status:
+        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=status.update)
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = output / f".{native.RUNNER}.tmp"
+    shutil.copy2(binary, tmp)
+    tmp.replace(output / native.RUNNER)
+    facts = {"path": str(output / native.RUNNER), "arch": opts.arch(), "compiler": native.compiler_for(opts.arch(), opts.cross_compiler)}
+    if as_json:
+        _emit_json(facts)
+    else:
+        out.print(f"wrote {facts['path']} ({facts['arch']}, {facts['compiler']}); on the board: "
+                  f"{native.RUNNER} model.so --input float32:1x3x224x224:input.bin --output-dir out "
+                  "[--repeat N --threads T] (see docs/tvm.md)", highlight=False)
 
 
 @app.command("partition")

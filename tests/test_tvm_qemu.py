@@ -3,8 +3,9 @@ root (scripts/tvm_arm_root.sh) runs TVM's RPC server, deploypipe uploads the rpi
 model.so and checks its outputs against the FP32 reference. Emulated timings are labelled as such
 and never taken as device timings.
 
-armv7 (rpi3, pynq-z1) libraries are not executed: PyPI has no armv7 build of the TVM runtime to
-put in an armhf root, so they are checked through their host stand-in only.
+armv7 (rpi3, pynq-z1) libraries: PyPI has no armv7 TVM runtime, so they run through deploypipe-run,
+TVM's C++ runtime cross-compiled for armv7 (deploypipe.native), under qemu-arm with Debian's armhf
+cross sysroot.
 """
 
 from __future__ import annotations
@@ -54,26 +55,69 @@ def emulated_board(tmp_path_factory: pytest.TempPathFactory):
         yield f"127.0.0.1:{port}"
 
 
-def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_board: str, cli) -> None:
+def _check_emulated(tmp_path: Path, target: str, arch: str, options: dict) -> Path:
+    """Build the tiny model for `target`, run its `arch` library under emulation with `options`
+    and check it against the FP32 reference and the label; returns the artifact folder."""
     from deploypipe.api import BuildConfig, build
     from deploypipe.artifact import Artifact
     from deploypipe.runtime import RunOptions, load
 
     model = tmp_path / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(model))
-    path = build(BuildConfig(model=str(model), target="rpi4", compiler="tvm", output=tmp_path / "art",
+    path = build(BuildConfig(model=str(model), target=target, compiler="tvm", output=tmp_path / "art",
                              tuning_logs=tmp_path / "logs")).path
     art = Artifact(path)
-    assert art.manifest.compiler_info["library_arch"] == "aarch64"
-    with load(path, RunOptions(rpc=emulated_board)) as runner:
+    assert art.manifest.compiler_info["library_arch"] == arch
+    with load(path, RunOptions(**options)) as runner:
         inputs, reference, _ = art.golden()
         out = runner.infer(inputs)
         where = runner.where()
     np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-4, atol=1e-5)
-    assert where is not None and "emulation (qemu-user aarch64)" in where and "NOT a device timing" in where
+    assert where is not None and f"qemu-user {arch}" in where and "NOT a device timing" in where
+    return path
+
+
+def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_board: str, cli) -> None:
+    path = _check_emulated(tmp_path, "rpi4", "aarch64", {"rpc": emulated_board})
 
     res = cli("bench", str(path), "--rpc", emulated_board, "--iterations", "2", "--warmup", "0", "--json")
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(res.stdout)
     assert result["ran"] and "NOT a device timing" in result["where"]
     assert result["fidelity"]["max_abs_err"] < 1e-4
+    assert result["energy"] is None
+
+
+def _armv7_missing() -> str | None:
+    if shutil.which("arm-linux-gnueabihf-g++") is None:
+        return "arm-linux-gnueabihf-g++ missing (scripts/install.sh installs g++-arm-linux-gnueabihf)"
+    if shutil.which("qemu-arm-static") is None:
+        return "qemu-arm-static missing (scripts/install.sh installs qemu-user-static)"
+    if not Path("/usr/arm-linux-gnueabihf/lib").is_dir():
+        return "no armhf sysroot at /usr/arm-linux-gnueabihf (comes with the cross g++)"
+    return None
+
+
+def test_armv7_library_matches_reference_under_qemu(tmp_path: Path, cli) -> None:
+    """The rpi3 (armv7-a, hard float) model.so itself, run by deploypipe-run (TVM's C++ runtime
+    cross-compiled for armv7 from the wheels' sources) under qemu-arm: same outputs as FP32."""
+    reason = _armv7_missing()
+    if reason:
+        pytest.skip(reason)
+    from deploypipe.compilers.tvm import library_arch
+
+    path = _check_emulated(tmp_path, "rpi3", "armv7l", {"emulate": True})
+
+    res = cli("bench", str(path), "--emulate", "--iterations", "2", "--warmup", "0", "--json")
+    assert res.returncode == 0, res.stderr
+    (result,) = json.loads(res.stdout)
+    assert result["ran"] and "NOT a device timing" in result["where"]
+    assert result["fidelity"]["max_abs_err"] < 1e-4
+    assert result["energy"] is None  # emulated time times any power figure is no energy figure
+    res = cli("bench", str(path), "--iterations", "2", "--warmup", "0", "--json")  # without --emulate: not run
+    (result,) = json.loads(res.stdout)
+    assert not result["ran"] and "armv7l library" in result["reason"]
+
+    res = cli("device-app", "--target", "pynq-z1", "-o", str(tmp_path / "app"))  # same CPU family: cached
+    assert res.returncode == 0, res.stderr
+    assert library_arch(tmp_path / "app" / "deploypipe-run") == "armv7l"

@@ -29,6 +29,7 @@ class BenchConfig(BaseModel):
     rpc: str | None = None  # run remote-capable artifacts on this RPC server (HOST:PORT)
     tracker: str | None = None  # or on a free device with `key` from this RPC tracker
     key: str | None = None
+    emulate: bool = False  # run foreign-CPU TVM libraries here under qemu (correctness, not device timing)
 
 
 class SweepConfig(BaseModel):

@@ -44,14 +44,16 @@ def _parse(path: Path, art: Artifact, rc: int, stdout: str, stderr: str) -> Benc
     return BenchResult.model_validate_json(stdout)
 
 
-def _runs_remotely(art: Artifact, cfg: BenchConfig) -> bool:
-    """With --rpc/--tracker, a remote-capable runner runs the artifact on the device instead."""
-    if not (cfg.rpc or cfg.tracker):
+def _runs_elsewhere(art: Artifact, cfg: BenchConfig) -> bool:
+    """With --rpc/--tracker, a remote-capable runner runs the artifact on the device instead; with
+    --emulate, an emulatable one runs it here under qemu."""
+    if not (cfg.rpc or cfg.tracker or cfg.emulate):
         return False
     try:
-        return runner_class(art.manifest.kind).remote
+        cls = runner_class(art.manifest.kind)
     except UnsupportedError:
         return False
+    return (cls.remote and bool(cfg.rpc or cfg.tracker)) or (cls.emulatable and cfg.emulate)
 
 
 def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchResult | None]:
@@ -61,7 +63,7 @@ def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchR
     except DeployPipeError as exc:
         return None, _skipped(path, None, str(exc))
     reason = why_not_runnable(art)
-    if reason is not None and not _runs_remotely(art, cfg):
+    if reason is not None and not _runs_elsewhere(art, cfg):
         return art, _skipped(path, art, reason)
     return art, None
 

@@ -78,7 +78,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     t_lib = time.perf_counter() - t0
     inputs, reference, _ = art.golden()
     runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, rpc=cfg.rpc, tracker=cfg.tracker,
-                                 key=cfg.key))
+                                 key=cfg.key, emulate=cfg.emulate))
     t0 = time.perf_counter()
     runner.activate()
     t_load = time.perf_counter() - t0
@@ -105,10 +105,11 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     energy = None
     if meter:
         energy = en.measured(meter.stop(), elapsed, len(samples), meter, ctx["host"])
-    elif cfg.energy != "off":
+    elif cfg.energy != "off" and not runner.under_emulation():  # emulated time x any power is no energy
         from deploypipe import targets
 
-        energy = en.estimated(lat.mean, targets.get("host-cpu"))
+        # latency measured here costs this host's power; measured on the device (RPC), the device's
+        energy = en.estimated(lat.mean, targets.get(m.target if runner.where() else "host-cpu"))
     temp_end = temperatures()
     layers = runner.layer_profile() or []
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners

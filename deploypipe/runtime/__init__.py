@@ -40,12 +40,14 @@ def why_not_runnable(artifact: Artifact) -> str | None:
 def load(path: str | Path, options: RunOptions | None = None, host_check: bool = False) -> Runner:
     """A runner for the artifact at `path`. With `host_check`, an artifact that cannot run here
     is run through its host stand-in (e.g. the prepared ONNX of a TensorRT artifact). Options naming
-    an RPC server or tracker run a remote-capable artifact on that device instead."""
+    an RPC server or tracker run a remote-capable artifact on that device instead; `emulate` runs an
+    emulatable one for another CPU here under qemu."""
     artifact = Artifact(Path(path))
     reason = why_not_runnable(artifact)
     kind = artifact.manifest.kind
     remote = options is not None and bool(options.rpc or options.tracker) and kind in _REGISTRY
-    if reason is None or (remote and runner_class(kind).remote):
+    emulated = options is not None and options.emulate and kind in _REGISTRY
+    if reason is None or (remote and runner_class(kind).remote) or (emulated and runner_class(kind).emulatable):
         return runner_class(artifact.manifest.kind)(artifact, options or RunOptions())
     hc = artifact.manifest.host_check
     if host_check and hc is not None:

@@ -25,6 +25,9 @@ class RunOptions(BaseModel):
     rpc: str | None = None  # HOST:PORT of a remote device's RPC server (runners with `remote`)
     tracker: str | None = None  # HOST:PORT of an RPC tracker; with `key`, any free device of that key
     key: str | None = None
+    # run a library built for another CPU here under qemu user-mode emulation (runners with
+    # `emulatable`): correctness only, never a device timing
+    emulate: bool = False
 
 
 class LayerTime(BaseModel):
@@ -39,6 +42,7 @@ class Runner(ABC):
     kind: ClassVar[str]
     library: ClassVar[str]  # the runtime's Python module, imported alone to time library load
     remote: ClassVar[bool] = False  # can run on a remote device named by RunOptions.rpc/tracker
+    emulatable: ClassVar[bool] = False  # can run a foreign-CPU artifact under emulation (RunOptions.emulate)
 
     def __init__(self, artifact: Artifact, options: RunOptions, model_file: str | None = None) -> None:
         self.artifact = artifact
@@ -70,6 +74,10 @@ class Runner(ABC):
     def where(self) -> str | None:
         """Where the runs happen when not on this host (a remote device), for the results' label."""
         return None
+
+    def under_emulation(self) -> bool:
+        """True when the runs are emulated (qemu): their timings describe no device at all."""
+        return False
 
     def layer_profile(self) -> list[LayerTime] | None:
         """Per-layer times of the runs since activation, if the backend gives them."""

@@ -4,6 +4,11 @@ Locally the library is loaded into a Relax VM on `tvm.cpu()`; with `RunOptions.r
 `tracker`+`key` it is uploaded to the remote server and run there (the RPC engine that scales to a
 farm of boards). The per-layer profile times every kernel call of the VM through its instrument
 hook (TVM 0.27's Relax VM has no built-in profiler); it works for local runs.
+
+With `RunOptions.emulate`, a library for another CPU (an armv7 or aarch64 board) runs on this host
+through `deploypipe-run` (deploypipe.native: TVM's C++ runtime cross-compiled for that CPU) under
+qemu user-mode emulation, one process per inference: a correctness check of the device library
+itself, whose timings are labelled as emulated and never taken for device timings.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class TvmRunner(Runner):
     kind = "tvm"
     library = "tvm"
     remote = True
+    emulatable = True
 
     @classmethod
     def why_not_runnable(cls, artifact: Any) -> str | None:
@@ -60,6 +66,11 @@ class TvmRunner(Runner):
         self._tvm = tvm
         self.spec = RemoteSpec(rpc=self.options.rpc, tracker=self.options.tracker, key=self.options.key)
         self.emulated: str | None = None
+        self.native: tuple[Any, list[str] | None] | None = None
+        arch = _library_arch(self.artifact)
+        if self.options.emulate and not self.spec.enabled and arch != platform.machine():
+            self._activate_native(arch)
+            return
         if self.spec.enabled and self.model_path == self.artifact.file("model"):
             self.session = connect(self.spec)
             self.session.upload(str(self.model_path))
@@ -82,6 +93,20 @@ class TvmRunner(Runner):
             self.vm.set_instrument(self._instrument)
         self.main = self.vm["main"]
 
+    def _activate_native(self, arch: str) -> None:
+        from deploypipe import native
+
+        info = self.artifact.manifest.compiler_info
+        binary = native.build_runner(arch, info.get("cross_compiler"))
+        prefix = native.emulator(arch)
+        self.native = (binary, prefix)
+        self.emulated = f"qemu-user {arch}, deploypipe-run"
+        self.session = None
+        self.remote_run = True  # not this host's own execution: no local profile, labelled in where()
+        self.input_order = info.get("input_order") or [s.name for s in self.artifact.manifest.inputs]
+        self.output_names = [s.name for s in self.artifact.manifest.outputs]
+        self._calls = {}
+
     def _instrument(self, _func: Any, symbol: str, before_run: bool, _ret: Any, *_args: Any) -> int:
         """Times each VM call; calls are keyed by their position in the run, so two layers that
         share a kernel are still two rows."""
@@ -95,6 +120,13 @@ class TvmRunner(Runner):
         return 0
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.native is not None:
+            from deploypipe import native
+
+            binary, prefix = self.native
+            run = native.run(binary, self.model_path, [feeds[n] for n in self.input_order], prefix=prefix,
+                             warmup=0, repeat=1, threads=self.options.threads)
+            return dict(zip(self.output_names, run.outputs, strict=True))
         tvm = self._tvm
         self._call_index = 0
         out = self.main(*[tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), self.dev) for n in self.input_order])
@@ -111,10 +143,16 @@ class TvmRunner(Runner):
     def where(self) -> str | None:
         if not self.remote_run:
             return None
+        if self.native is not None:
+            return (f"run on this host by deploypipe-run under emulation ({self.emulated}), one process per "
+                    "inference: NOT a device timing, correctness only")
         if self.emulated:
             return (f"measured on the {self.spec.describe()} under emulation ({self.emulated}): "
                     "NOT a device timing, correctness only")
         return f"measured on the {self.spec.describe()} (input/output copies over RPC included)"
+
+    def under_emulation(self) -> bool:
+        return bool(self.emulated)
 
     def layer_profile(self) -> list[LayerTime] | None:
         if not self.options.profile or self.remote_run or not self._calls:
