@@ -107,6 +107,10 @@ class Manifest(BaseModel):
     compiler_info: dict[str, Any] = Field(default_factory=dict)  # backend facts, e.g. TVM target string
     notes: list[str] = Field(default_factory=list)  # adaptations, refusals, what was not built
 
+    def changed_passes(self) -> list[str]:
+        """Names of the passes that modified the model, in order (e.g. to tell a pruned build)."""
+        return [p.name for p in self.passes if p.modified]
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

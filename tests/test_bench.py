@@ -196,3 +196,19 @@ def test_cli_bench_remote_report_and_bad_input(arts: Path, tmp_path: Path, cli) 
     assert bad.returncode == 2 and "energy" in bad.stderr
     bad = cli("report", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and "missing.json" in bad.stderr
+
+
+def test_report_pairs_pruned_rows_by_their_passes_not_their_names() -> None:
+    """A pruned FP32 artifact built with a custom --name is still an optimization of the FP32
+    baseline: the pairing reads the manifest's pass list carried into the result."""
+    from deploypipe.bench.results import BenchResult
+
+    def row(name: str, ms: float, passes: list[str]) -> BenchResult:
+        return BenchResult.model_validate({
+            "artifact": name, "name": name, "model": "resnet50", "target": "host-cpu", "compiler": "onnxruntime",
+            "precision": "fp32", "kind": "onnxruntime", "ran": True, "passes": passes,
+            "latency_ms": {"n": 3, "mean": ms, "std": 0.0, "p50": ms, "p90": ms, "p99": ms, "min": ms}})
+
+    slim, base = row("my-slim-resnet", 20.0, ["simplify", "prune"]), row("resnet-ref", 40.0, ["simplify"])
+    (pair,) = speedups([slim, base])
+    assert pair[0] is slim and pair[1] is base and pair[2] == pytest.approx(2.0)

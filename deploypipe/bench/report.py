@@ -45,7 +45,7 @@ def _label(r: BenchResult) -> str:
     point = "" if r.threads is None and r.affinity is None else f" t{r.threads or 'd'}" + (
         f" c{','.join(map(str, r.affinity))}" if r.affinity is not None else "")
     remote = f" @{r.remote}" if r.remote else ""
-    return f"{r.model} {r.target}/{r.compiler}/{r.precision}{' pruned' if 'pruned' in r.name else ''}{point}{remote}"
+    return f"{r.model} {r.target}/{r.compiler}/{r.precision}{' pruned' if r.pruned else ''}{point}{remote}"
 
 
 def _bars(results: list[BenchResult]) -> list[tuple[str, float, bool]]:
@@ -89,7 +89,7 @@ def _baseline(r: BenchResult, results: list[BenchResult]) -> BenchResult | None:
     """The FP32 unpruned artifact of the same model/target/compiler at the same sweep point."""
     for b in results:
         if (b is not r and b.ran and b.model == r.model and b.target == r.target and b.compiler == r.compiler
-                and b.precision == "fp32" and "pruned" not in b.name and b.threads == r.threads
+                and b.precision == "fp32" and not b.pruned and b.threads == r.threads
                 and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote):
             return b
     return None
@@ -99,7 +99,7 @@ def speedups(results: list[BenchResult]) -> list[tuple[BenchResult, BenchResult,
     """(optimized, baseline, baseline p50 / optimized p50) for every optimized measured row."""
     out = []
     for r in results:
-        if not (r.ran and r.latency_ms and r.concurrency == 1) or (r.precision == "fp32" and "pruned" not in r.name):
+        if not (r.ran and r.latency_ms and r.concurrency == 1) or (r.precision == "fp32" and not r.pruned):
             continue
         b = _baseline(r, results)
         if b and b.latency_ms:

@@ -88,6 +88,11 @@ class Efficiency(BaseModel):
 
 class BenchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @property
+    def pruned(self) -> bool:
+        return "prune" in self.passes
+
     artifact: str
     name: str
     model: str
@@ -117,6 +122,7 @@ class BenchResult(BaseModel):
     peak_rss_mb: float | None = None
     size_mb: float = 0.0
     model_stats: dict[str, float] = Field(default_factory=dict)  # params, macs, flop_per_param (manifest)
+    passes: list[str] = Field(default_factory=list)  # the manifest's passes that changed the model, in order
     fidelity: dict[str, float | None] = Field(default_factory=dict)
     layers: list[dict[str, Any]] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)

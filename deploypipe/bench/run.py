@@ -29,7 +29,7 @@ def _skipped(path: Path, art: Artifact | None, reason: str) -> BenchResult:
         target=m.target if m else "?", compiler=m.compiler if m else "?",
         precision=m.precision if m else "?", kind=m.kind if m else "?", ran=False, reason=reason,
         size_mb=sum(e.bytes for r, e in m.files.items() if r != "golden") / 1e6 if m else 0.0,
-        model_stats=dict(m.model.stats) if m else {},
+        model_stats=dict(m.model.stats) if m else {}, passes=m.changed_passes() if m else [],
     )
 
 

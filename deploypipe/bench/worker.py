@@ -132,7 +132,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         latency_ms=lat,
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
         peak_rss_mb=peak_rss_mb,
-        size_mb=model_bytes / 1e6, model_stats=dict(m.model.stats), throughput=throughput, energy=energy,
+        size_mb=model_bytes / 1e6, model_stats=dict(m.model.stats), passes=m.changed_passes(), throughput=throughput, energy=energy,
         temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
         loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
