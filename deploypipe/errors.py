@@ -57,9 +57,9 @@ class MissingBackendError(DeployPipeError):
 
     exit_code = 4
 
-    def __init__(self, backend: str, extra: str, detail: str = "") -> None:
+    def __init__(self, backend: str, extra: str, detail: str = "", install: str | None = None) -> None:
         self.backend, self.extra = backend, extra
-        msg = f"{backend} is not installed. Install it with: pip install 'deploypipe[{extra}]'"
+        msg = f"{backend} is not installed. Install it with: {install or f'pip install {chr(39)}deploypipe[{extra}]{chr(39)}'}"
         super().__init__(msg + (f" ({detail})" if detail else ""))
 
 

@@ -121,3 +121,46 @@ def test_armv7_library_matches_reference_under_qemu(tmp_path: Path, cli) -> None
     res = cli("device-app", "--target", "pynq-z1", "-o", str(tmp_path / "app"))  # same CPU family: cached
     assert res.returncode == 0, res.stderr
     assert library_arch(tmp_path / "app" / "deploypipe-run") == "armv7l"
+
+
+def test_device_app_refuses_bad_input_clearly(tmp_path: Path, cli) -> None:
+    """Wrong input size and a missing emulator are one clear error each (the runner is the
+    cached host build when it exists, else this compiles it once)."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ missing")
+    from deploypipe import native
+    from deploypipe.errors import DeployPipeError, MissingBackendError, UnsupportedError
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save_model(tiny_classifier(), str(model))
+    from deploypipe.api import BuildConfig, build
+
+    path = build(BuildConfig(model=str(model), target="host-cpu", compiler="tvm", output=tmp_path / "art",
+                             tuning_logs=tmp_path / "logs")).path
+    binary = native.build_runner("x86_64")
+    good = np.zeros((1, 3, 16, 16), np.float32)
+    run = native.run(binary, path / "model.so", [good], repeat=3)
+    assert run.outputs[0].shape == (1, 10) and len(run.latency_ms) == 3 and run.load_ms > 0
+    with pytest.raises(DeployPipeError, match="expect Tensor with dtype float32 but get float64"):
+        native.run(binary, path / "model.so", [good.astype(np.float64)])
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"\0" * 100)
+    import subprocess
+
+    proc = subprocess.run([str(binary), str(path / "model.so"), "--input", f"float32:1x3x16x16:{short}",
+                           "--output-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "holds 100 bytes, the input needs 3072" in proc.stderr
+    proc = subprocess.run([str(binary), str(path / "model.so"), "--bogus", "1"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2 and "unknown flag --bogus" in proc.stderr
+    with pytest.raises(UnsupportedError, match="no emulator known for riscv64"):
+        native.emulator("riscv64")
+    old = os.environ["PATH"]
+    os.environ["PATH"] = str(tmp_path)  # nothing on PATH
+    try:
+        with pytest.raises(MissingBackendError, match="apt-get install qemu-user-static"):
+            native.emulator("armv7l")
+    finally:
+        os.environ["PATH"] = old
+    res = cli("device-app", "--target", "jetson-nano-gpu-does-not-exist")
+    assert res.returncode == 2 and "unknown target" in res.stderr

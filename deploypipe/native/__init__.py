@@ -35,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deploypipe.errors import BuildError, MissingBackendError
+from deploypipe.errors import BuildError, DeployPipeError, MissingBackendError, UnsupportedError
 
 HERE = Path(__file__).resolve().parent
 RUNNER = "deploypipe-run"
 TIRX_WHEEL = "apache-tvm-tirx==0.1.0a4"  # its include/tvm/support matches TVM 0.27's executable format
 _TIRX_HEADERS = ("io.h", "serializer.h", "bytes_io.h")
 COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++", "armv7l": "arm-linux-gnueabihf-g++"}
+_APT = {"x86_64": "g++", "aarch64": "g++-aarch64-linux-gnu", "armv7l": "g++-arm-linux-gnueabihf"}
 # qemu user-mode emulator and the Debian cross sysroot it loads the dynamic linker and libc from
 EMULATORS = {"aarch64": ("qemu-aarch64-static", "/usr/aarch64-linux-gnu"),
              "armv7l": ("qemu-arm-static", "/usr/arm-linux-gnueabihf")}
@@ -98,6 +99,7 @@ def support_headers(progress: Callable[[str], None] = lambda _m: None) -> Path:
         found = sorted(wheels.glob("apache_tvm_tirx-*.whl")) if wheels.is_dir() else []
         if proc.returncode != 0 or not found:
             raise MissingBackendError("tvm", "tvm", f"could not download {TIRX_WHEEL}: {proc.stderr.strip()[-300:]}")
+    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent))
     with zipfile.ZipFile(found[-1]) as wheel:
         for header in _TIRX_HEADERS:
@@ -114,7 +116,7 @@ def compiler_for(arch: str, cross_compiler: str | None = None) -> str:
     if cxx is None:
         raise BuildError(f"no C++ compiler known for {arch}: pass the target's cross g++")
     if shutil.which(cxx) is None:
-        raise MissingBackendError("tvm", "tvm", f"{cxx} is not on PATH (scripts/install.sh installs the cross g++)")
+        raise MissingBackendError(cxx, "tvm", install=f"apt-get install {_APT.get(arch, 'g++')} (or scripts/install.sh)")
     return cxx
 
 
@@ -159,7 +161,7 @@ def build_runner(arch: str, cross_compiler: str | None = None,
         rel = src.relative_to(ffi_dir if src.is_relative_to(ffi_dir) else tvm_dir)
         obj = obj_dir / (str(rel).replace(os.sep, "_") + ".o")
         if not obj.is_file():
-            tmp = obj.with_suffix(".o.tmp")
+            tmp = obj.with_suffix(f".o.{os.getpid()}.tmp")  # two builds at once never share a half-written file
             proc = subprocess.run([cxx, *flags, "-c", str(src), "-o", str(tmp)], capture_output=True, text=True,
                                   check=False)
             if proc.returncode != 0:
@@ -172,7 +174,7 @@ def build_runner(arch: str, cross_compiler: str | None = None,
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         objects = list(pool.map(compile_one, sources))
     progress(f"linking {RUNNER} for {arch}")
-    tmp = binary.with_suffix(".tmp")
+    tmp = binary.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run([cxx, *flags, str(runner_src), *map(str, objects), "-o", str(tmp),
                            # model.so resolves the runtime's C API from the executable
                            "-rdynamic", "-ldl", "-pthread", "-static-libstdc++", "-static-libgcc"],
@@ -190,12 +192,13 @@ def emulator(arch: str) -> list[str] | None:
     if arch == platform.machine():
         return None
     if arch not in EMULATORS:
-        raise MissingBackendError("tvm", "tvm", f"no emulator known for {arch}")
+        raise UnsupportedError(f"no emulator known for {arch} libraries (known: {', '.join(EMULATORS)})")
     qemu, sysroot = EMULATORS[arch]
     if shutil.which(qemu) is None:
-        raise MissingBackendError("tvm", "tvm", f"{qemu} is not on PATH (apt-get install qemu-user-static)")
+        raise MissingBackendError(qemu, "tvm", install="apt-get install qemu-user-static (or scripts/install.sh)")
     if not Path(sysroot, "lib").is_dir():
-        raise MissingBackendError("tvm", "tvm", f"no {arch} sysroot at {sysroot} (installed with the cross g++)")
+        raise MissingBackendError(f"the {arch} sysroot {sysroot}", "tvm",
+                                  install=f"apt-get install {_APT[arch]} (it brings the sysroot)")
     return [qemu, "-L", sysroot]
 
 
@@ -233,7 +236,7 @@ def run(binary: Path, library: Path, inputs: list[np.ndarray], *, prefix: list[s
             args += ["--input", f"{arr.dtype.name}:{'x'.join(map(str, arr.shape)) or '1'}:{path}"]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
-            raise BuildError(f"{RUNNER} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+            raise DeployPipeError(f"{RUNNER} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         outputs = [np.fromfile(work / o["file"], dtype=np.dtype(o["dtype"])).reshape(o["shape"])
                    for o in report["outputs"]]
