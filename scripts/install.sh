@@ -46,4 +46,9 @@ if [ "$(id -u)" = 0 ]; then
   DEPLOYPIPE_VENV="$VENV" bash scripts/tvm_arm_root.sh || echo "note: arm64 root not built; the qemu test will skip" >&2
 fi
 
+# --- tvm: the serialization headers deploypipe-run (the no-Python device app, deploypipe/native)
+# compiles TVM's runtime with; fetched from PyPI here so later builds need no network
+"$VENV/bin/python" -c "from deploypipe import native; print('TVM support headers in', native.support_headers())" \
+  || echo "note: apache-tvm-tirx headers not fetched; the first deploypipe-run build will try again" >&2
+
 echo "deploypipe installed in $VENV: activate with 'source $VENV/bin/activate'"
