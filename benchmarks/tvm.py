@@ -8,7 +8,8 @@ at each model's time budget; the time actually spent is reported.
 With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
 activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, to measure what TVM's
 simulated quantization costs against the untuned FP32 build. --budget-s 0 0 skips tuning and
-uses the databases as they are.
+uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
+device app (TVM's runtime without Python), to show what a board app gets.
 
 Usage: nice -n 10 python benchmarks/tvm.py [--budget-s 420 300] [--trials 600 400] [--threads 2] [--qdq]
 Writes benchmarks/results/tvm.json.
@@ -45,6 +46,26 @@ def export(name: str, out: Path) -> Path:
 
         onnx.save_model(proto, str(path))
     return path
+
+
+def device_app(path: Path, threads: int) -> dict:
+    """The tuned library run by deploypipe-run (TVM's C++ runtime, no Python: the device app), in
+    the same run and with the same threads, on the artifact's golden input."""
+    import platform
+
+    import numpy as np
+
+    from deploypipe import native
+    from deploypipe.artifact import Artifact
+
+    art = Artifact(path)
+    inputs, reference, _ = art.golden()
+    binary = native.build_runner(platform.machine())
+    run = native.run(binary, art.file("model"), [inputs[n] for n in art.manifest.compiler_info["input_order"]],
+                     warmup=3, repeat=50, threads=threads)
+    names = [s.name for s in art.manifest.outputs]
+    err = max(float(np.abs(out - reference[n]).max()) for out, n in zip(run.outputs, names, strict=True))
+    return {"p50_ms": float(np.median(run.latency_ms)), "max_abs_err": err, "load_ms": run.load_ms}
 
 
 def main() -> None:
@@ -100,6 +121,8 @@ def main() -> None:
             "ratio_vs_ort": {v: (r.latency_ms.p50 / ort_ms if r.latency_ms and ort_ms else None)
                              for v, r in results.items()},
         }
+        app = device_app(paths["tvm-tuned"], args.threads)
+        rows[name]["device_app"] = app | {"ratio_vs_ort": app["p50_ms"] / ort_ms if ort_ms else None}
     where = next(iter(next(iter(rows.values()))["results"].values()))["where"]
     print(f"\nTVM vs ONNX Runtime FP32, {args.threads} threads, p50 latency ({where}; shared 2-core VM, noisy)")
     print(f"{'model':<14}{'variant':<13}{'p50 ms':>10}{'x ORT':>8}{'max abs err':>13}")
@@ -107,6 +130,9 @@ def main() -> None:
         for v, ms in row["p50_ms"].items():
             err = row["results"][v]["fidelity"].get("max_abs_err")
             print(f"{name:<14}{v:<13}{ms:>10.2f}{row['ratio_vs_ort'][v]:>8.2f}{err:>13.2e}")
+        app = row["device_app"]
+        print(f"{name:<14}{'deploypipe-run':<13}{app['p50_ms']:>10.2f}{app['ratio_vs_ort']:>8.2f}{app['max_abs_err']:>13.2e}"
+              "  (tuned library, C++ device app)")
         t = row["tuning"]
         if t:
             print(f"{'':<14}tuning: {t['records_after']} trials in db, {t['seconds']:.0f} s this run "
