@@ -212,3 +212,15 @@ def test_report_pairs_pruned_rows_by_their_passes_not_their_names() -> None:
     slim, base = row("my-slim-resnet", 20.0, ["simplify", "prune"]), row("resnet-ref", 40.0, ["simplify"])
     (pair,) = speedups([slim, base])
     assert pair[0] is slim and pair[1] is base and pair[2] == pytest.approx(2.0)
+
+
+def test_config_threads_and_affinity_hold_without_a_sweep(arts: Path) -> None:
+    """run_bench(paths, BenchConfig(threads=1)) measures with 1 thread: a sweep that names no
+    threads/cores must not reset the config's to the runtime default (it did, silently)."""
+    one = next(p for p in sorted(arts.iterdir()) if "host-cpu" in p.name)
+    (res,) = run_bench([one], BenchConfig(**FAST, threads=1, affinity=[0]))
+    assert res.ran and res.threads == 1 and res.affinity == [0]
+    (res,) = run_bench([one], BenchConfig(**FAST, threads=1), sweep=SweepConfig(repeats=1))
+    assert res.threads == 1
+    (res,) = run_bench([one], BenchConfig(**FAST, threads=1), sweep=SweepConfig(threads=[2]))
+    assert res.threads == 2  # a sweep that names threads wins

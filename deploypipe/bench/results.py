@@ -36,8 +36,9 @@ class SweepConfig(BaseModel):
     """What `run_bench` expands into one worker run per point (and per repeat)."""
 
     model_config = ConfigDict(extra="forbid")
-    threads: list[int | None] = Field(default_factory=lambda: [None])
-    affinity: list[list[int] | None] = Field(default_factory=lambda: [None])
+    # None: not swept, the BenchConfig's own threads / cores hold; [None] sweeps the runtime default
+    threads: list[int | None] | None = None
+    affinity: list[list[int] | None] | None = None
     repeats: int = Field(default=1, ge=1)  # fresh worker processes per point: run-to-run variation
     concurrency: int = Field(default=1, ge=1)  # K artifacts at once (seed 003), memory-bounded
     memory_limit_mb: float | None = None  # default: 80% of available memory

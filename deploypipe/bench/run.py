@@ -143,6 +143,8 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
 
     cfg = cfg or BenchConfig()
     sweep = sweep or SweepConfig()
+    thread_points = sweep.threads if sweep.threads is not None else [cfg.threads]
+    core_points = sweep.affinity if sweep.affinity is not None else [cfg.affinity]
     say = progress or (lambda _m: None)
     results: list[BenchResult] = []
     solo: list[BenchResult] = []
@@ -150,8 +152,8 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
         if remote:
             from deploypipe.bench.remote import bench_remote
 
-            for threads in sweep.threads:
-                for affinity in sweep.affinity:
+            for threads in thread_points:
+                for affinity in core_points:
                     say(f"bench {path.name} on {remote}")
                     point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
                     results.append(bench_remote(remote, path, point))
@@ -160,16 +162,16 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
         if skipped is not None:
             results.append(skipped)
             continue
-        for threads in sweep.threads:
-            for affinity in sweep.affinity:
+        for threads in thread_points:
+            for affinity in core_points:
                 say(f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}")
                 point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
                 res = _repeated(path, point, sweep.repeats)
                 results.append(res)
-                if res.ran and threads == sweep.threads[0] and affinity == sweep.affinity[0]:
+                if res.ran and threads == thread_points[0] and affinity == core_points[0]:
                     solo.append(res)
     if sweep.concurrency > 1 and len(solo) > 1:
-        point = cfg.model_copy(update={"threads": sweep.threads[0], "affinity": sweep.affinity[0], "scenario": None})
+        point = cfg.model_copy(update={"threads": thread_points[0], "affinity": core_points[0], "scenario": None})
         results.extend(_concurrent(solo, point, sweep, say))
     add_derived(results, calibration)
     return results
