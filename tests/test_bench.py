@@ -224,3 +224,34 @@ def test_config_threads_and_affinity_hold_without_a_sweep(arts: Path) -> None:
     assert res.threads == 1
     (res,) = run_bench([one], BenchConfig(**FAST, threads=1), sweep=SweepConfig(threads=[2]))
     assert res.threads == 2  # a sweep that names threads wins
+
+
+@pytest.mark.parametrize("use_filter", [True, False] if hasattr(__import__("tarfile"), "data_filter") else [False])
+def test_remote_upload_unpacks_safely_with_or_without_the_data_filter(tmp_path: Path, use_filter: bool) -> None:
+    """serve-runtime unpacks uploads; Pythons before 3.11.4 (Debian 12's 3.11.2) have no tarfile
+    "data" filter, and extractall(filter=...) raised TypeError there: the same rules apply either way."""
+    import io
+    import tarfile
+
+    from deploypipe.bench.remote import safe_extract
+    from deploypipe.errors import InputFileError
+
+    def archive(name: str, link: bool = False) -> tarfile.TarFile:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            if link:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"ok"))
+        buf.seek(0)
+        return tarfile.open(fileobj=buf, mode="r:gz")
+
+    safe_extract(archive("art/manifest.json"), tmp_path, use_filter=use_filter)
+    assert (tmp_path / "art" / "manifest.json").read_text() == "ok"
+    for bad, link in [("../escape.txt", False), ("/abs.txt", False), ("art/link", True)]:
+        with pytest.raises(InputFileError, match="unsafe archive member"):
+            safe_extract(archive(bad, link), tmp_path / "x", use_filter=use_filter)
+    assert not (tmp_path / "escape.txt").exists()

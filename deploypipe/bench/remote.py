@@ -7,8 +7,8 @@ worker process as a local bench, and the result comes back labelled with the rem
 Wire format, both ways: 8-byte big-endian length + payload. Request: JSON header, then the tar.
 Reply: JSON {"ok": true, "result": BenchResult} or {"ok": false, "error": "..."}.
 The server is for a trusted network (a lab bench): it runs only deploypipe's worker on what it
-receives, unpacks with tarfile's "data" filter (no absolute paths, links out or devices), and caps
-the upload size.
+receives, unpacks it refusing absolute paths, "..", links and devices (plus tarfile's "data"
+filter where Python has it), and caps the upload size.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _handle(conn: socket.socket, max_bytes: int) -> None:
         data = _recv(conn, max_bytes)
         with tempfile.TemporaryDirectory(prefix="deploypipe-remote-") as tmp:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(tmp, filter="data")
+                safe_extract(tar, Path(tmp))
             folders = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if len(folders) != 1:
                 raise InputFileError("upload must hold exactly one artifact folder")
@@ -103,6 +103,23 @@ def _handle(conn: socket.socket, max_bytes: int) -> None:
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the client as one line
         reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     _send(conn, json.dumps(reply).encode())
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path, use_filter: bool | None = None) -> None:
+    """Unpack an uploaded artifact without letting it write outside `dest`: plain files and folders
+    only, no absolute paths, no "..", no links; then tarfile's "data" filter on top where this
+    Python has it (3.11.4+; Debian 12's Python is 3.11.2, where `filter=` is a TypeError)."""
+    if use_filter is None:
+        use_filter = hasattr(tarfile, "data_filter")
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith(("/", "\\")) or ".." in parts or not (member.isfile() or member.isdir()):
+            raise InputFileError(f"upload refused: unsafe archive member {member.name!r}")
+        member.mode &= 0o755  # no set-uid/set-gid bits, as the data filter does
+    if use_filter:
+        tar.extractall(dest, filter="data")
+    else:
+        tar.extractall(dest)
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, max_requests: int | None = None,
