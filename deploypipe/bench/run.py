@@ -16,8 +16,8 @@ from pathlib import Path
 
 from deploypipe.artifact import Artifact, find_artifacts
 from deploypipe.bench.results import BenchConfig, BenchResult, RunToRun, SweepConfig
-from deploypipe.errors import DeployPipeError, UnsupportedError
-from deploypipe.runtime import runner_class, why_not_runnable
+from deploypipe.errors import DeployPipeError
+from deploypipe.runtime import RunOptions, runs_elsewhere, why_not_runnable
 
 Progress = Callable[[str], None]
 
@@ -44,18 +44,6 @@ def _parse(path: Path, art: Artifact, rc: int, stdout: str, stderr: str) -> Benc
     return BenchResult.model_validate_json(stdout)
 
 
-def _runs_elsewhere(art: Artifact, cfg: BenchConfig) -> bool:
-    """With --rpc/--tracker, a remote-capable runner runs the artifact on the device instead; with
-    --emulate, an emulatable one runs it here under qemu."""
-    if not (cfg.rpc or cfg.tracker or cfg.emulate):
-        return False
-    try:
-        cls = runner_class(art.manifest.kind)
-    except UnsupportedError:
-        return False
-    return (cls.remote and bool(cfg.rpc or cfg.tracker)) or (cls.emulatable and cfg.emulate)
-
-
 def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchResult | None]:
     """The artifact, or the 'not run' result saying why it cannot run here (or on the RPC device)."""
     try:
@@ -63,7 +51,8 @@ def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchR
     except DeployPipeError as exc:
         return None, _skipped(path, None, str(exc))
     reason = why_not_runnable(art)
-    if reason is not None and not _runs_elsewhere(art, cfg):
+    options = RunOptions(rpc=cfg.rpc, tracker=cfg.tracker, key=cfg.key, emulate=cfg.emulate)
+    if reason is not None and not runs_elsewhere(art.manifest.kind, options):
         return art, _skipped(path, art, reason)
     return art, None
 

@@ -37,6 +37,15 @@ def why_not_runnable(artifact: Artifact) -> str | None:
     return runner_class(artifact.manifest.kind).why_not_runnable(artifact)
 
 
+def runs_elsewhere(kind: str, options: RunOptions | None) -> bool:
+    """Whether `options` move the artifact's run off this host's own execution: an RPC server or
+    tracker for a remote-capable runner, or qemu (`emulate`) for an emulatable one."""
+    if options is None or kind not in _REGISTRY:
+        return False
+    cls = runner_class(kind)
+    return (cls.remote and bool(options.rpc or options.tracker)) or (cls.emulatable and options.emulate)
+
+
 def load(path: str | Path, options: RunOptions | None = None, host_check: bool = False) -> Runner:
     """A runner for the artifact at `path`. With `host_check`, an artifact that cannot run here
     is run through its host stand-in (e.g. the prepared ONNX of a TensorRT artifact). Options naming
@@ -44,10 +53,7 @@ def load(path: str | Path, options: RunOptions | None = None, host_check: bool =
     emulatable one for another CPU here under qemu."""
     artifact = Artifact(Path(path))
     reason = why_not_runnable(artifact)
-    kind = artifact.manifest.kind
-    remote = options is not None and bool(options.rpc or options.tracker) and kind in _REGISTRY
-    emulated = options is not None and options.emulate and kind in _REGISTRY
-    if reason is None or (remote and runner_class(kind).remote) or (emulated and runner_class(kind).emulatable):
+    if reason is None or runs_elsewhere(artifact.manifest.kind, options):
         return runner_class(artifact.manifest.kind)(artifact, options or RunOptions())
     hc = artifact.manifest.host_check
     if host_check and hc is not None:
@@ -55,4 +61,4 @@ def load(path: str | Path, options: RunOptions | None = None, host_check: bool =
     raise UnsupportedError(f"{path}: cannot run here: {reason}")
 
 
-__all__ = ["RunOptions", "Runner", "load", "why_not_runnable"]
+__all__ = ["RunOptions", "Runner", "load", "runs_elsewhere", "why_not_runnable"]
