@@ -59,8 +59,8 @@ class MissingBackendError(DeployPipeError):
 
     def __init__(self, backend: str, extra: str, detail: str = "", install: str | None = None) -> None:
         self.backend, self.extra = backend, extra
-        msg = f"{backend} is not installed. Install it with: {install or f'pip install {chr(39)}deploypipe[{extra}]{chr(39)}'}"
-        super().__init__(msg + (f" ({detail})" if detail else ""))
+        install = install or f"pip install 'deploypipe[{extra}]'"
+        super().__init__(f"{backend} is not installed. Install it with: {install}" + (f" ({detail})" if detail else ""))
 
 
 class FidelityError(DeployPipeError):

@@ -102,6 +102,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         if (len(samples) >= cfg.iterations and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
             break
     lat = latency(samples)
+    remote_where = runner.where()
     energy = None
     if meter:
         energy = en.measured(meter.stop(), elapsed, len(samples), meter, ctx["host"])
@@ -109,7 +110,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         from deploypipe import targets
 
         # latency measured here costs this host's power; measured on the device (RPC), the device's
-        energy = en.estimated(lat.mean, targets.get(m.target if runner.where() else "host-cpu"))
+        energy = en.estimated(lat.mean, targets.get(m.target if remote_where else "host-cpu"))
     temp_end = temperatures()
     layers = runner.layer_profile() or []
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners
@@ -121,7 +122,6 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         outdir = Path(cfg.loadgen_dir or "loadgen") / m.name / cfg.scenario
         loadgen = lgen.run(runner, inputs, cfg.scenario, outdir, min_queries=cfg.iterations,
                            min_seconds=cfg.min_seconds, expected_ms=lat.p50, server_qps=cfg.server_qps)
-    remote_where = runner.where()
     runner.deactivate()
     fid = compare([reference], [first], m.precision, {})
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")

@@ -67,6 +67,10 @@ class TvmRunner(Runner):
         self.spec = RemoteSpec(rpc=self.options.rpc, tracker=self.options.tracker, key=self.options.key)
         self.emulated: str | None = None
         self.native: tuple[Any, list[str] | None] | None = None
+        order = self.artifact.manifest.compiler_info.get("input_order")
+        self.input_order: list[str] = order or [s.name for s in self.artifact.manifest.inputs]
+        self.output_names = [s.name for s in self.artifact.manifest.outputs]
+        self._calls: dict[int, tuple[str, list[float]]] = {}
         arch = _library_arch(self.artifact)
         if self.options.emulate and not self.spec.enabled and arch != platform.machine():
             self._activate_native(arch)
@@ -83,10 +87,6 @@ class TvmRunner(Runner):
             self.dev = tvm.cpu()
         self.remote_run = self.session is not None
         self.vm = VirtualMachine(lib, self.dev)
-        order = self.artifact.manifest.compiler_info.get("input_order")
-        self.input_order: list[str] = order or [s.name for s in self.artifact.manifest.inputs]
-        self.output_names = [s.name for s in self.artifact.manifest.outputs]
-        self._calls: dict[int, tuple[str, list[float]]] = {}
         self._call_index = 0
         if self.options.profile and self.session is None:
             self._started: dict[int, float] = {}
@@ -103,9 +103,6 @@ class TvmRunner(Runner):
         self.emulated = f"qemu-user {arch}, deploypipe-run"
         self.session = None
         self.remote_run = True  # not this host's own execution: no local profile, labelled in where()
-        self.input_order = info.get("input_order") or [s.name for s in self.artifact.manifest.inputs]
-        self.output_names = [s.name for s in self.artifact.manifest.outputs]
-        self._calls = {}
 
     def _instrument(self, _func: Any, symbol: str, before_run: bool, _ret: Any, *_args: Any) -> int:
         """Times each VM call; calls are keyed by their position in the run, so two layers that
