@@ -89,12 +89,15 @@ def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_b
 
 
 def _armv7_missing() -> str | None:
-    if shutil.which("arm-linux-gnueabihf-g++") is None:
-        return "arm-linux-gnueabihf-g++ missing (scripts/install.sh installs g++-arm-linux-gnueabihf)"
-    if shutil.which("qemu-arm-static") is None:
-        return "qemu-arm-static missing (scripts/install.sh installs qemu-user-static)"
-    if not Path("/usr/arm-linux-gnueabihf/lib").is_dir():
-        return "no armhf sysroot at /usr/arm-linux-gnueabihf (comes with the cross g++)"
+    """Why deploypipe-run cannot be built and emulated for armv7 here (the checks the code runs)."""
+    from deploypipe import native
+    from deploypipe.errors import MissingBackendError
+
+    try:
+        native.compiler_for("armv7l")
+        native.emulator("armv7l")
+    except MissingBackendError as exc:
+        return str(exc)
     return None
 
 
