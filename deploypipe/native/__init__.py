@@ -27,9 +27,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,19 +211,11 @@ class NativeRun:
     latency_ms: list[float]
 
 
-@contextmanager
-def _workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="deploypipe-run-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def run(binary: Path, library: Path, inputs: list[np.ndarray], *, prefix: list[str] | None = None,
         warmup: int = 1, repeat: int = 1, threads: int | None = None, timeout: float = 600) -> NativeRun:
     """Run `library` through deploypipe-run (under `prefix`, e.g. qemu) on `inputs` in VM order."""
-    with _workdir() as work:
+    with tempfile.TemporaryDirectory(prefix="deploypipe-run-") as tmp:
+        work = Path(tmp)
         args = [*(prefix or []), str(binary), str(library), "--output-dir", str(work),
                 "--warmup", str(warmup), "--repeat", str(repeat)]
         if threads:
