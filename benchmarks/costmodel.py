@@ -31,7 +31,7 @@ from rich.table import Table
 
 from deploypipe import costmodel as cm
 from deploypipe import targets, zoo
-from deploypipe.analysis import analyze
+from deploypipe.analysis.stats import analyze
 from deploypipe.importers import import_model
 from deploypipe.partition.graph import node_names
 from deploypipe.partition.profile import measure_host

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploypipe import api, compilers, targets
-from deploypipe.compilers.base import CompileContext
+from deploypipe import api, backends, targets
+from deploypipe.backends.compiler import CompileContext
 from deploypipe.errors import DeployPipeError
 from deploypipe.importers import import_model
 
@@ -30,13 +30,13 @@ CHECK = ["digits-mlp", "digits-cnn", "mlp-mnist", "cifarnet", "squeezenet1.1", "
 def fits(name: str) -> dict[str, object]:
     """The compiler's own check (resource plan first, then graph support) without building."""
     spec = targets.get("pynq-z1")
-    comp = compilers.get("hls4ml")
+    comp = backends.get_compiler("hls4ml")
     try:
         model = import_model(name)
     except DeployPipeError as exc:
         return {"model": name, "fits": None, "reason": f"not imported: {exc}"}
     ctx = CompileContext(workdir=Path(tempfile.gettempdir()), target=spec, precision="int8",
-                         options=spec.compilers["hls4ml"].options, tuning_dir=Path("."))
+                         options=backends.compiler_options("hls4ml", spec), tuning_dir=Path("."))
     row: dict[str, object] = {"model": name, "params": sum(w.weights for w in _layers(model))}
     try:
         est = comp._plan(model, ctx)  # noqa: SLF001 - the same plan build() uses
@@ -48,7 +48,7 @@ def fits(name: str) -> dict[str, object]:
 
 
 def _layers(model: object) -> list:
-    from deploypipe.compilers.fpga_graph import weight_layers
+    from deploypipe.backends.hls4ml.graph import weight_layers
 
     return weight_layers(model.proto)  # type: ignore[attr-defined]
 

@@ -34,7 +34,7 @@ from deploypipe.bench.context import run_context  # noqa: E402
 from deploypipe.bench.results import BenchConfig  # noqa: E402
 from deploypipe.bench.run import bench_one  # noqa: E402
 from deploypipe.errors import FidelityError  # noqa: E402
-from deploypipe.fidelity import compare  # noqa: E402
+from deploypipe.analysis.fidelity import compare  # noqa: E402
 from deploypipe.importers import import_model  # noqa: E402
 
 def _source(name: str, work: Path) -> str:

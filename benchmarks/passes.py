@@ -124,11 +124,11 @@ def fidelity(ref: np.ndarray, proto: onnx.ModelProto, feeds: list[dict[str, np.n
 
 
 def run_pass(model: Model, steps: list[tuple[str, dict[str, Any]]]) -> tuple[Model, dict[str, Any], float]:
-    t0, details = time.perf_counter(), {}
-    for name, params in steps:
-        result = passes.create(name, params)(model, CTX)
-        model, details[name] = result.model, result.details
-    return model, details, time.perf_counter() - t0
+    """The build's own pass runner on an ad-hoc recipe, timed."""
+    t0 = time.perf_counter()
+    recipe = passes.Recipe(name="bench", passes=[passes.PassStep(name=n, params=p) for n, p in steps])
+    model, records = passes.run(recipe, model, CTX)
+    return model, {r.name: r.details for r in records}, time.perf_counter() - t0
 
 
 def bench_model(name: str, reps: int, sweep: bool, say: Any) -> dict[str, Any]:

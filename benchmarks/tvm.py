@@ -55,7 +55,7 @@ def device_app(path: Path, threads: int) -> dict:
 
     import numpy as np
 
-    from deploypipe import native
+    from deploypipe.backends.tvm import native
     from deploypipe.artifact import Artifact
 
     art = Artifact(path)
@@ -79,7 +79,8 @@ def main() -> None:
 
     from deploypipe.api import BuildConfig, build
     from deploypipe.bench import BenchConfig, run_bench
-    from deploypipe.compilers.tvm_tune import TuneConfig, tune_model
+    from deploypipe.api import TuneConfig
+    from deploypipe.api import tune as tune_model
 
     args.out.mkdir(parents=True, exist_ok=True)
     empty_logs = args.out / "no-tuning-logs"

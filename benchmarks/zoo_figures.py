@@ -1,4 +1,4 @@
-"""Export every zoo entry to ONNX, run deploypipe.analysis on it and print computed vs published.
+"""Export every zoo entry to ONNX, run deploypipe.analysis.stats on it and print computed vs published.
 
 Writes the markdown table kept in docs/zoo.md: python benchmarks/zoo_figures.py [names...]
 """
@@ -10,7 +10,7 @@ import sys
 import onnx
 
 from deploypipe import zoo
-from deploypipe.analysis import ModelStats, analyze
+from deploypipe.analysis.stats import ModelStats, analyze
 from deploypipe.importers.pytorch import export_module
 
 

@@ -14,6 +14,9 @@ _LAZY = {
     "build": "deploypipe.api",
     "load": "deploypipe.api",
     "BuildConfig": "deploypipe.api",
+    "tune": "deploypipe.api",
+    "TuneConfig": "deploypipe.api",
+    "self_check": "deploypipe.api",
     "bench": "deploypipe.bench",
 }
 
@@ -27,4 +30,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'deploypipe' has no attribute {name!r}")
 
 
-__all__ = ["BuildConfig", "__version__", "bench", "build", "load"]
+__all__ = ["BuildConfig", "TuneConfig", "__version__", "bench", "build", "load", "self_check", "tune"]

@@ -1,4 +1,5 @@
-"""The public Python API: `build()`, `load()`, `bench()`. The CLI is a thin layer over these."""
+"""The public Python API: `build()`, `load()`, `tune()`, `self_check()` (and `bench`/`partition`
+re-exported from their packages). The CLI is a thin layer over these."""
 
 from __future__ import annotations
 
@@ -9,34 +10,34 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploypipe import __version__, compilers, passes, targets
-from deploypipe.analysis import analyze
+from deploypipe import __version__, backends, passes, targets, zoo
+from deploypipe.analysis import reference
+from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
+from deploypipe.analysis.stats import analyze
 from deploypipe.artifact import (
     GOLDEN,
     Artifact,
     Fidelity,
     Manifest,
     ModelInfo,
-    PassRecord,
     existing_key,
     file_entry,
     staging,
     write_golden,
     write_manifest,
 )
-from deploypipe.compilers.base import CompileContext
-from deploypipe.errors import FidelityError, UnsupportedError
-from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
+from deploypipe.backends import load as load_runner
+from deploypipe.backends.compiler import CompileContext, TuneRequest, TuningReport
+from deploypipe.backends.runner import Runner, RunOptions
+from deploypipe.errors import FidelityError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
-from deploypipe.passes import PassContext, PassStep, Recipe
-from deploypipe.runtime import RunOptions, Runner
-from deploypipe.runtime import load as load_runner
+from deploypipe.passes import PassContext, Recipe
 
 Progress = Callable[[str], None]
 
@@ -85,29 +86,6 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def _recipe_for(config: BuildConfig, precision: str, native: frozenset[str]) -> Recipe:
-    """The recipe named by the user, else the one for the precision; precision passes are
-    dropped when the compiler quantizes itself, and pruning is prepended when asked."""
-    if config.recipe:
-        recipe = passes.load_recipe(config.recipe)
-    else:
-        base = precision if precision in passes.recipe_names() else "default"
-        recipe = passes.load_recipe(base)
-    steps = [s for s in recipe.passes if not (s.name in ("fp16", "int8") and s.name in native)]
-    if precision != "fp32" and precision not in native and precision not in (s.name for s in steps):
-        raise UnsupportedError(
-            f"recipe '{recipe.name}' has no {precision} pass and the compiler does not quantize itself: "
-            f"the artifact would not be {precision}"
-        )
-    if config.prune:
-        steps.insert(0, PassStep(name="prune", params={"ratio": config.prune}))
-    if "int8" in (s.name for s in steps) and config.tolerance:
-        for s in steps:
-            if s.name == "int8":
-                s.params = {**s.params, "tolerance": {**s.params.get("tolerance", {}), **config.tolerance}}
-    return Recipe(name=recipe.name, description=recipe.description, passes=steps)
-
-
 @functools.cache
 def code_hash() -> str:
     """Hash of deploypipe's own source and data files: a code change must invalidate cached
@@ -141,13 +119,7 @@ def _tuning_state(tuning_dir: Path, trials: int) -> dict[str, str]:
 
 def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """FP32 reference outputs: the imported model, before any pass, on ONNX Runtime."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, sess.run(names, f), strict=True)) for f in feeds]
+    return reference.run(model.proto, feeds)
 
 
 def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str]:
@@ -177,10 +149,10 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     say = progress or (lambda _m: None)
     spec = targets.get(config.target)
     res = spec.resolve(config.compiler, config.quantize, config.strict)
-    compiler = compilers.get(res.compiler)
+    compiler = backends.get_compiler(res.compiler)
     say(f"importing {config.model}")
     model = import_model(config.model, config.import_options)
-    recipe = _recipe_for(config, res.precision, compiler.native_precisions)
+    recipe = passes.recipe_for(res.precision, compiler.native_precisions, config.recipe, config.prune, config.tolerance)
     versions = {"deploypipe": __version__, **compiler.versions()}
     tuning_dir = config.tuning_logs / model.name / spec.name
     key = _key(model, config, res, recipe, {**versions, **_tuning_state(tuning_dir, config.tune_trials)})
@@ -193,17 +165,10 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     base = PRUNED_TOLERANCE if config.prune else DEFAULT_TOLERANCE[res.precision]
     tolerance = {**base, **config.tolerance}
     with staging(dest) as tmp:
-        pctx = PassContext(target=spec.name, precision=res.precision, progress=say)
-        records, current = [], model
-        for step in recipe.passes:
-            say(f"pass {step.name}")
-            result = passes.create(step.name, step.params)(current, pctx)
-            current = result.model
-            records.append(PassRecord(name=step.name, params=step.params, modified=result.modified,
-                                      details=result.details))
+        current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say))
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
-            options=spec.compilers[res.compiler].options,
+            options=backends.compiler_options(res.compiler, spec),
             tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
         )
         compiler.check(current, ctx)
@@ -239,10 +204,8 @@ def _stats(stats: object) -> dict[str, float]:
 
 
 def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[str, float], n: int) -> Fidelity:
-    from deploypipe.runtime import why_not_runnable
-
     art = Artifact(root)
-    reason = why_not_runnable(art)
+    reason = backends.why_not_runnable(art)
     if reason is not None and art.manifest.host_check is None:
         feeds, _, _ = _fidelity_inputs(model, 1)
         write_golden(root, feeds[0], _reference(model, feeds[:1])[0], None)
@@ -255,24 +218,89 @@ def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[st
     return fid
 
 
+class TuneConfig(BaseModel):
+    """Everything `deploypipe tvm tune` takes: the model and target, the compiler whose schedule
+    search runs (TVM is the one that tunes today), and the request."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    target: str = "host-cpu"
+    compiler: str = "tvm"
+    trials: int = Field(default=64, ge=1)
+    quantize: Literal["fp16", "int8"] | None = None
+    budget_s: float | None = Field(default=None, gt=0)
+    trials_per_iter: int = Field(default=16, ge=1)
+    device: str | None = None  # where candidates are measured: rpc://HOST:PORT, tracker://HOST:PORT/KEY
+    tuning_logs: Path = Path("tuning_logs")
+    import_options: ImportOptions = Field(default_factory=ImportOptions)
+
+
+def tune(cfg: TuneConfig, progress: Progress | None = None) -> TuningReport:
+    """Import the model and run the build's passes for the precision (so the tuned kernels are the
+    ones `build` compiles), then tune into tuning_logs/<model>/<target>/ (resuming)."""
+    say = progress or (lambda _m: None)
+    spec = targets.get(cfg.target)
+    res = spec.resolve(cfg.compiler, cfg.quantize)
+    compiler = backends.get_compiler(res.compiler)
+    request = TuneRequest(trials=cfg.trials, budget_s=cfg.budget_s, trials_per_iter=cfg.trials_per_iter, device=cfg.device)
+    say(f"importing {cfg.model}")
+    model = import_model(cfg.model, cfg.import_options)
+    recipe = passes.recipe_for(res.precision, compiler.native_precisions)
+    current, _ = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say))
+    work_dir = cfg.tuning_logs / model.name / spec.name
+    ctx = CompileContext(workdir=work_dir, target=spec, precision=res.precision,
+                         options=backends.compiler_options(res.compiler, spec), tuning_dir=work_dir, progress=say)
+    return compiler.tune(current, ctx, request)
+
+
 def load(path: str | Path, options: RunOptions | None = None) -> Runner:
     """A runner for a built artifact: `with deploypipe.load(p) as r: r.infer(feeds)`."""
     return load_runner(path, options)
 
 
-def self_check(path: str | Path) -> dict[str, object]:
+class SelfCheck(BaseModel):
+    """What `deploypipe check` found: the golden input through the artifact on this machine, against
+    the FP32 reference (judged by the build's own gate) and against what the build host got."""
+
+    passed: bool
+    detail: str
+    reasons: list[str]
+    vs_reference: Fidelity
+    vs_build_host: Fidelity | None
+
+
+def self_check(path: str | Path) -> SelfCheck:
     """Run the golden input through the artifact and compare with what the build host got
     (and with the FP32 reference), so a device can prove its runtime computes the same thing."""
     art = Artifact(Path(path))
-    inputs, reference, expected = art.golden()
+    inputs, ref_out, expected = art.golden()
     with load_runner(path, RunOptions()) as runner:
         outs = runner.infer(inputs)
     m = art.manifest
     tolerance = m.fidelity.tolerance or DEFAULT_TOLERANCE[m.precision]  # the build's own, complete gate
-    vs_ref = compare([reference], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"})
+    vs_ref = compare([ref_out], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"})
     vs_expected = compare([expected], [outs], m.precision, {}) if expected else None
     detail = f"vs FP32 reference: max abs err {vs_ref.max_abs_err:.3g}, cosine {vs_ref.cosine:.5f}"
     if vs_expected is not None:
         detail += f"; vs build host: max abs err {vs_expected.max_abs_err:.3g}"
-    return {"passed": bool(vs_ref.passed), "detail": detail, "reasons": vs_ref.reasons,
-            "vs_reference": vs_ref.model_dump(), "vs_build_host": vs_expected.model_dump() if vs_expected else None}
+    return SelfCheck(passed=bool(vs_ref.passed), detail=detail, reasons=vs_ref.reasons, vs_reference=vs_ref,
+                     vs_build_host=vs_expected)
+
+
+def zoo_rows(compute: bool) -> list[dict[str, Any]]:
+    """The zoo with its published figures, and with `compute` the figures of the exported ONNX."""
+
+    rows = []
+    for name in zoo.names():
+        e = zoo.get(name)
+        row: dict[str, Any] = {
+            "name": name, "family": e.family, "inputs": {k: list(v) for k, v in e.inputs.items()},
+            "trained": e.trained, "published_params": e.published.params if e.published else None,
+            "published_macs": e.published.macs if e.published else None,
+            "source": e.published.source if e.published else "", "note": e.published.note if e.published else "",
+        }
+        if compute:
+            stats = analyze(import_model(name).proto)
+            row |= {"params": stats.params, "macs": stats.macs}
+        rows.append(row)
+    return rows

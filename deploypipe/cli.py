@@ -9,53 +9,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from deploypipe.cliutil import JsonOpt, emit_json, err, out, parse_shapes, parse_tolerance
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
-# Piped output gets a wide fixed width so tables are not cut to 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped
 _state = {"debug": False}
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    from deploypipe.errors import UserError
-
-    shapes = {}
-    for v in values:
-        name, sep, dims = v.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224") from None
-    return shapes
-
-
-def _parse_tolerance(values: list[str]) -> dict[str, float]:
-    from deploypipe.errors import UserError
-
-    tol = {}
-    for v in values:
-        key, sep, num = v.partition("=")
-        try:
-            tol[key] = float(num) if sep else float("nan")
-        except ValueError:
-            raise UserError(f"--tolerance '{v}': expected KEY=NUMBER, e.g. min_top1_agreement=0.99") from None
-    return tol
 
 
 @app.callback()
@@ -94,9 +58,9 @@ def build(
 
     cfg = BuildConfig(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
-        output=output, name=name, strict=strict, force=force, tolerance=_parse_tolerance(tolerance),
+        output=output, name=name, strict=strict, force=force, tolerance=parse_tolerance(tolerance),
         tune_trials=trials if tune else 0,
-        import_options=ImportOptions(weights=weights, input_shapes=_parse_shapes(input_shape), allow_pickle=allow_pickle),
+        import_options=ImportOptions(weights=weights, input_shapes=parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     if split is not None:
         from deploypipe.partition.build import build_split
@@ -104,14 +68,14 @@ def build(
         with err.status("building split") as status:
             split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))
         if as_json:
-            _emit_json({"path": str(split_report.path), "plan": split_report.plan})
+            emit_json({"path": str(split_report.path), "plan": split_report.plan})
         else:
             out.print(split_report.summary(), highlight=False)
         return
     with err.status("building") as status:
         report = do_build(cfg, progress=lambda m: status.update(m))
     if as_json:
-        _emit_json({"path": str(report.path), "cached": report.cached, "manifest": report.manifest.model_dump()})
+        emit_json({"path": str(report.path), "cached": report.cached, "manifest": report.manifest.model_dump()})
     else:
         out.print(report.summary(), highlight=False)
 
@@ -150,6 +114,19 @@ def _parse_affinity(values: list[str]) -> list[list[int] | None]:
     return sets or [None]
 
 
+def _old_device_flags(rpc: str | None, tracker: str | None, key: str | None, emulate: bool) -> str | None:
+    """The device spec the pre-0.2 flags --rpc/--tracker/--key/--emulate spelled."""
+    from deploypipe.errors import UserError
+
+    if sum(map(bool, (rpc, tracker or key, emulate))) > 1:
+        raise UserError("give one of --rpc HOST:PORT, --tracker HOST:PORT --key KEY or --emulate (better: --device)")
+    if tracker or key:
+        if not (tracker and key):
+            raise UserError("--tracker and --key go together (better: --device tracker://HOST:PORT/KEY)")
+        return f"tracker://{tracker}/{key}"
+    return f"rpc://{rpc}" if rpc else ("qemu" if emulate else None)
+
+
 @app.command()
 def bench(
     paths: Annotated[list[Path], typer.Argument(help="Artifact folders or folders holding them.")],
@@ -172,29 +149,28 @@ def bench(
     calibration: Annotated[Path | None, typer.Option(help="Cost-model calibration JSON (default: fitted on this run).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Also save results to this CSV file.")] = None,
-    rpc: Annotated[str | None, typer.Option(help="Run TVM artifacts on this RPC server, HOST:PORT.")] = None,
-    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key, any free board.")] = None,
-    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
-    emulate: Annotated[bool, typer.Option(help="Run TVM libraries for ARM boards here under qemu (correctness only).")] = False,
+    device: Annotated[str | None, typer.Option(help="Run where the artifact's runner can reach: rpc://HOST:PORT, "
+                                                   "tracker://HOST:PORT/KEY (TVM RPC) or qemu (emulation, correctness only).")] = None,
+    rpc: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device rpc://HOST:PORT.")] = None,
+    tracker: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device tracker://HOST:PORT/KEY.")] = None,
+    key: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device tracker://HOST:PORT/KEY.")] = None,
+    emulate: Annotated[bool, typer.Option(hidden=True, help="Deprecated: --device qemu.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
     from deploypipe.bench import BenchConfig, SweepConfig, run_bench
     from deploypipe.bench.table import render, write_csv
 
-    if rpc or tracker or key:
-        from deploypipe.runtime.tvm_rpc import RemoteSpec
-
-        RemoteSpec(rpc=rpc, tracker=tracker, key=key)  # a wrong combination is one error before any run
     from pydantic import ValidationError
 
     from deploypipe.errors import UserError
 
+    device = device or _old_device_flags(rpc, tracker, key, emulate)
+
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
-                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, rpc=rpc, tracker=tracker, key=key,
-                          emulate=emulate)
+                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, device=device)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
@@ -209,7 +185,7 @@ def bench(
     if csv_file:
         write_csv(results, csv_file)
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         out.print(render(results))
 
@@ -222,14 +198,14 @@ def inspect(
     as_json: JsonOpt = False,
 ) -> None:
     """Params, MACs, FLOP/param, op histogram and per-layer output sizes of a model."""
-    from deploypipe.analysis import analyze
+    from deploypipe.analysis.stats import analyze
     from deploypipe.importers import ImportOptions, import_model
-    from deploypipe.inspect_view import render_stats
+    from deploypipe.analysis.views import render_stats
 
-    m = import_model(model, ImportOptions(input_shapes=_parse_shapes(input_shape)))
+    m = import_model(model, ImportOptions(input_shapes=parse_shapes(input_shape)))
     stats = analyze(m.proto)
     if as_json:
-        _emit_json({"model": m.name, "inputs": [i.model_dump() for i in m.inputs], **stats.to_dict()})
+        emit_json({"model": m.name, "inputs": [i.model_dump() for i in m.inputs], **stats.to_dict()})
     else:
         out.print(render_stats(m, stats, layers))
 
@@ -237,11 +213,12 @@ def inspect(
 @app.command()
 def models(as_json: JsonOpt = False, compute: Annotated[bool, typer.Option(help="Export each model and compute its figures (slow).")] = False) -> None:
     """List the zoo, with published params/MACs (and computed ones with --compute)."""
-    from deploypipe.inspect_view import zoo_rows, zoo_table
+    from deploypipe.analysis.views import zoo_table
+    from deploypipe.api import zoo_rows
 
     rows = zoo_rows(compute)
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
     else:
         out.print(zoo_table(rows))
 
@@ -249,12 +226,15 @@ def models(as_json: JsonOpt = False, compute: Annotated[bool, typer.Option(help=
 @app.command("targets")
 def list_targets(as_json: JsonOpt = False) -> None:
     """List devices with their compilers and the precisions each really supports."""
+    from deploypipe import backends
     from deploypipe import targets as tg
-    from deploypipe.inspect_view import targets_table
+    from deploypipe.analysis.views import targets_table
 
     specs = tg.all_targets()
+    for spec in specs.values():  # every compiler's options in every target file, typed
+        backends.check_target(spec)
     if as_json:
-        _emit_json({n: s.model_dump() for n, s in specs.items()})
+        emit_json({n: s.model_dump() for n, s in specs.items()})
     else:
         out.print(targets_table(list(specs.values())))
 
@@ -272,10 +252,10 @@ def check(
 
     result = self_check(artifact)
     if as_json:
-        _emit_json(result)
+        emit_json(result.model_dump())
     else:
-        out.print(f"{artifact}: {'OK' if result['passed'] else 'FAILED'} — {result['detail']}", highlight=False)
-    if not result["passed"]:
+        out.print(f"{artifact}: {'OK' if result.passed else 'FAILED'} — {result.detail}", highlight=False)
+    if not result.passed:
         raise typer.Exit(5)
 
 
@@ -291,7 +271,7 @@ def report(
 
     path = write_report(results, output, title)
     if as_json:
-        _emit_json({"report": str(path)})
+        emit_json({"report": str(path)})
     else:
         out.print(f"wrote {path}", highlight=False)
 
@@ -310,7 +290,7 @@ def serve_runtime(
 
     def ready(h: str, p: int) -> None:
         if as_json:
-            _emit_json({"listening": f"{h}:{p}"})
+            emit_json({"listening": f"{h}:{p}"})
         else:
             out.print(f"serving deploypipe bench on {h}:{p}", highlight=False)
         sys.stdout.flush()
@@ -318,59 +298,6 @@ def serve_runtime(
     served = serve(host, port, max_requests, idle_timeout, max_upload_mb, on_ready=ready)
     if not as_json:
         out.print(f"served {served} request(s)", highlight=False)
-
-
-@app.command("trt-build")
-def trt_build(
-    artifact: Annotated[Path, typer.Argument(help="A TensorRT artifact folder (from `build --target jetson-*/server-gpu`).")],
-    any_gpu: Annotated[bool, typer.Option(help="Build even if this GPU is not the target's architecture.")] = False,
-    implicit: Annotated[bool, typer.Option(help="INT8 only: implicit INT8 from the FP32 ONNX + calibration cache.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """On the device: build the TensorRT engine of an artifact and record GPU and TensorRT in its manifest."""
-    from deploypipe.compilers.trt_engine import trt_build as do_trt_build
-
-    with err.status("building the TensorRT engine"):
-        facts = do_trt_build(artifact, any_gpu=any_gpu, implicit=implicit)
-    if as_json:
-        _emit_json(facts)
-    else:
-        g = facts["golden_check"]
-        out.print(f"built {artifact}/model.engine on {facts['gpu']} (SM {facts['sm']}), TensorRT {facts['tensorrt']} "
-                  f"({facts['built_with']}); golden check: max abs err {g['max_abs_err']:.3g}, cosine {g['cosine']:.5f} "
-                  f"({g['where']})", highlight=False)
-
-
-@app.command("device-app")
-def device_app(
-    target: Annotated[str, typer.Option("--target", "-t", help="Device whose CPU the app is for (its TVM options).")] = "rpi3",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write deploypipe-run into.")] = Path("device-app"),
-    as_json: JsonOpt = False,
-) -> None:
-    """Build deploypipe-run, the no-Python app that runs a TVM artifact's model.so on the device."""
-    import shutil
-
-    from deploypipe import native, targets
-    from deploypipe.compilers.tvm import TvmOptions
-    from deploypipe.errors import UnsupportedError
-
-    spec = targets.get(target)
-    if "tvm" not in spec.compilers:
-        raise UnsupportedError(f"target {target} has no TVM compiler: deploypipe-run runs TVM artifacts only")
-    opts = TvmOptions(**spec.compilers["tvm"].options)
-    with err.status(f"building deploypipe-run for {target} ({opts.arch()})") as status:
-        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=status.update)
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = output / f".{native.RUNNER}.tmp"
-    shutil.copy2(binary, tmp)
-    tmp.replace(output / native.RUNNER)
-    facts = {"path": str(output / native.RUNNER), "arch": opts.arch(), "compiler": native.compiler_for(opts.arch(), opts.cross_compiler)}
-    if as_json:
-        _emit_json(facts)
-    else:
-        out.print(f"wrote {facts['path']} ({facts['arch']}, {facts['compiler']}); on the board: "
-                  f"{native.RUNNER} model.so --input float32:1x3x224x224:input.bin --output-dir out "
-                  "[--repeat N --threads T] (see docs/tvm.md)", highlight=False)
 
 
 @app.command("partition")
@@ -399,12 +326,12 @@ def partition_cmd(
     cfg = PartitionConfig(
         model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
         compression=compression, max_tensors=max_tensors, threads=threads,
-        import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)),
+        import_options=ImportOptions(input_shapes=parse_shapes(input_shape)),
     )
     with err.status("profiling cut points"):
         report = partition(cfg)
     if as_json:
-        _emit_json(report.model_dump())
+        emit_json(report.model_dump())
     else:
         out.print(render(report, all_rows=not best_only))
 
@@ -431,64 +358,6 @@ def serve(
             server.server_close()
 
 
-@app.command("edgetpu-report")
-def edgetpu_report(
-    path: Annotated[Path, typer.Argument(help="A .tflite file or a tflite/edgetpu artifact folder.")],
-    onchip_mib: Annotated[float, typer.Option(help="Edge TPU on-chip parameter memory, MiB.")] = 8.0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Which ops of an int8 TFLite model map to the Edge TPU and which fall back to the CPU, by node."""
-    from rich.table import Table
-
-    from deploypipe.compilers.edgetpu import report_for, report_table
-
-    report = report_for(path, onchip_mib)
-    if as_json:
-        _emit_json(report.model_dump())
-        return
-    table = Table(title=f"{report.summary()} (predicted offline from Coral's published rules)")
-    for col in ("#", "op", "v", "runs on", "node", "reason"):
-        table.add_column(col)
-    for row in report_table(report):
-        table.add_row(*row, style=None if row[3] == "TPU" else "yellow")
-    out.print(table)
-    for issue in report.model_issues:
-        out.print(f"model: {issue}")
-    out.print(f"TPU parameters {report.parameter_bytes / 2**20:.2f} MiB; on-chip {report.onchip_memory_bytes / 2**20:g} MiB; "
-              f"streamed off-chip {report.offchip_parameter_bytes / 2**20:.2f} MiB")
-
-
-@app.command()
-def tune(
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Device name.")] = "host-cpu",
-    trials: Annotated[int, typer.Option(help="Total measured schedules to reach (resumes the database).")] = 64,
-    quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).")] = None,
-    trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.")] = 16,
-    rpc: Annotated[str | None, typer.Option(help="Measure candidates on this RPC server, HOST:PORT.")] = None,
-    tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key.")] = None,
-    key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
-    tuning_logs: Annotated[Path, typer.Option(help="Root of the tuning databases.")] = Path("tuning_logs"),
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
-    as_json: JsonOpt = False,
-) -> None:
-    """Tune a model for a target with TVM MetaSchedule into tuning_logs/<model>/<target>/."""
-    from deploypipe.compilers.tvm_tune import TuneConfig, tune_model
-    from deploypipe.importers import ImportOptions
-    from deploypipe.runtime.tvm_rpc import RemoteSpec
-
-    cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
-                     trials_per_iter=trials_per_iter, remote=RemoteSpec(rpc=rpc, tracker=tracker, key=key),
-                     tuning_logs=tuning_logs, import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)))
-    with err.status("tuning") as status:
-        report = tune_model(cfg, progress=lambda m: status.update(m))
-    if as_json:
-        _emit_json(report.model_dump())
-    else:
-        out.print(report.summary(), highlight=False)
-
-
 @app.command()
 def diff(
     a: Annotated[Path, typer.Argument(help="Reference model: .onnx file or artifact folder (usually FP32).")],
@@ -500,13 +369,32 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Run two models layer by layer on the same input and name the first layer that diverges."""
-    from deploypipe.layerdiff import diff_paths, render
+    from deploypipe.analysis.layerdiff import diff_paths, render
 
     report = diff_paths(a, b, samples=samples, rtol=rtol, inputs=inputs)
     if as_json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     else:
         out.print(render(report, top), highlight=False)
+
+
+def _mount_backends() -> None:
+    """Each backend's sub-commands as `deploypipe <backend> ...`, plus the old top-level spellings
+    (`tune`, `device-app`, `trt-build`, `edgetpu-report`) as hidden aliases, kept for one release."""
+    from deploypipe.backends import CLI_APPS
+    from deploypipe.registry import resolve
+
+    for name in CLI_APPS:
+        app.add_typer(resolve(CLI_APPS, name), name=name)
+    aliases = {"tune": ("tvm", "tune"), "device-app": ("tvm", "device-app"),
+               "trt-build": ("tensorrt", "build-engine"), "edgetpu-report": ("edgetpu", "report")}
+    for old, (backend, new) in aliases.items():
+        sub = resolve(CLI_APPS, backend)
+        cmd = next(c for c in sub.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == new)
+        app.command(old, hidden=True, help=f"Old spelling of `deploypipe {backend} {new}`.")(cmd.callback)
+
+
+_mount_backends()
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ fi
 
 # --- tvm: the serialization headers deploypipe-run (the no-Python device app, deploypipe/native)
 # compiles TVM's runtime with; fetched from PyPI here so later builds need no network
-"$VENV/bin/python" -c "from deploypipe import native; print('TVM support headers in', native.support_headers())" \
+"$VENV/bin/python" -c "from deploypipe.backends.tvm import native; print('TVM support headers in', native.support_headers())" \
   || echo "note: apache-tvm-tirx headers not fetched; the first deploypipe-run build will try again" >&2
 
 echo "deploypipe installed in $VENV: activate with 'source $VENV/bin/activate'"

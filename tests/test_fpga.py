@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploypipe.compilers.fpga_graph import check_chain, estimate, plan_reuse, to_torch, weight_layers
+from deploypipe.backends.hls4ml.graph import check_chain, estimate, plan_reuse, to_torch, weight_layers
 from deploypipe.errors import UnsupportedError
 from tests.conftest import tiny_classifier
 
@@ -112,7 +112,7 @@ def test_digits_mlp_end_to_end(tmp_path: Path) -> None:
     """hls4ml project + g++ C simulation; fidelity and accuracy on the real held-out digits."""
     pytest.importorskip("hls4ml")
     from deploypipe import api
-    from deploypipe.compilers.fpga import NOT_BUILT
+    from deploypipe.backends.hls4ml.compiler import NOT_BUILT
 
     rep = api.build(api.BuildConfig(model="digits-mlp", target="pynq-z1", output=tmp_path))
     m = rep.manifest
@@ -147,4 +147,4 @@ def test_digits_mlp_end_to_end(tmp_path: Path) -> None:
         outs = runner.infer(inputs)
     for k, v in expected.items():
         np.testing.assert_array_equal(outs[k], v)
-    assert api.self_check(rep.path)["passed"]
+    assert api.self_check(rep.path).passed

@@ -15,9 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 from deploypipe import api
 from deploypipe.api import BuildConfig
 from deploypipe.artifact import Artifact
-from deploypipe.compilers.openvino_myriad import check_ir_layers, check_onnx_nodes
+from deploypipe.backends.openvino.myriad import check_ir_layers, check_onnx_nodes
 from deploypipe.errors import UnsupportedError
-from deploypipe.runtime import RunOptions, load, why_not_runnable
+from deploypipe.backends import load, why_not_runnable
+from deploypipe.backends.runner import RunOptions
 from tests.conftest import tiny_classifier
 
 pytest.importorskip("openvino")
@@ -186,7 +187,7 @@ def test_ir_opset_cap_names_the_layer() -> None:
 
 
 def test_runner_hint_threads_and_perf_counters(built: dict[str, api.BuildReport]) -> None:
-    from deploypipe.runtime.openvino import OpenVinoRunner
+    from deploypipe.backends.openvino.runner import OpenVinoRunner
 
     art = Artifact(built["int8"].path)
     feeds, ref, _ = art.golden()
@@ -220,14 +221,13 @@ def test_cli_unsupported_op_exit_code(cli, tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_option_in_target_file_is_a_user_error(tiny: Path) -> None:
-    from deploypipe.compilers.base import CompileContext
-    from deploypipe.compilers.openvino import OpenVinoCompiler
+def test_bad_option_in_target_file_is_a_user_error() -> None:
+    """Options are validated once, by the registry, into the compiler's typed Options."""
+    from deploypipe import backends
     from deploypipe.errors import InputFileError
-    from deploypipe.importers import import_model
     from deploypipe.targets import get
 
-    ctx = CompileContext(workdir=Path("."), target=get("ncs2"), precision="fp16",
-                         options={"device": "MYRIAD", "max_opset": 10, "bogus": 1}, tuning_dir=Path("."))
-    with pytest.raises(InputFileError, match="bogus"):
-        OpenVinoCompiler().check(import_model(tiny), ctx)
+    spec = get("ncs2")
+    bad = spec.compilers["openvino"].model_copy(update={"options": {**spec.compilers["openvino"].options, "bogus": 1}})
+    with pytest.raises(InputFileError, match=r"ncs2: \[compilers.openvino\] options: bogus: Extra inputs"):
+        backends.compiler_options("openvino", spec.model_copy(update={"compilers": {**spec.compilers, "openvino": bad}}))

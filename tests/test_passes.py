@@ -16,7 +16,8 @@ from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions
 from deploypipe.importers.common import finish
 from deploypipe.model import ArrayProvider, Model
-from deploypipe.passes import PassContext, _ort
+from deploypipe.analysis import reference as _ort
+from deploypipe.passes import PassContext
 
 CTX = PassContext(target="host-cpu", precision="int8")
 
@@ -136,7 +137,7 @@ def test_prune_must_run_first(digits: Model) -> None:
 
 
 def test_layer_diff_names_first_divergent_layer() -> None:
-    from deploypipe.layerdiff import compare_layers
+    from deploypipe.analysis.layerdiff import compare_layers
 
     model = tiny_model()
     int8 = passes.create("int8", {})(model, CTX).model
@@ -149,7 +150,7 @@ def test_layer_diff_names_first_divergent_layer() -> None:
 
 
 def test_layer_diff_matches_qoperator_graphs() -> None:
-    from deploypipe.layerdiff import compare_layers
+    from deploypipe.analysis.layerdiff import compare_layers
 
     model = passes.create("simplify", {})(tiny_model(), CTX).model  # BN folded: Conv..Flatten stay integer
     qop = passes.create("int8", {"format": "qoperator"})(model, CTX).model
@@ -174,11 +175,8 @@ def test_cli_diff_json(cli, tmp_path: Path) -> None:
 
 
 def test_recipes_and_tolerance_override() -> None:
-    from deploypipe.api import BuildConfig, _recipe_for
-
     assert {"fp16", "int8", "int8-mixed"} <= set(passes.recipe_names())
-    cfg = BuildConfig(model="x", quantize="int8", prune=0.3, tolerance={"min_top1_agreement": 0.9})
-    recipe = _recipe_for(cfg, "int8", frozenset())
+    recipe = passes.recipe_for("int8", frozenset(), prune=0.3, tolerance={"min_top1_agreement": 0.9})
     assert [s.name for s in recipe.passes] == ["prune", "simplify", "int8"]
     tol = recipe.passes[2].params["tolerance"]
     assert tol["min_top1_agreement"] == 0.9 and tol["max_accuracy_drop"] == 0.5

@@ -163,7 +163,7 @@ def test_runner_infers_and_rejects_wrong_shapes(tiny_onnx: Path, tmp_path: Path)
             runner.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})
         with pytest.raises(ShapeError, match="expects"):
             runner.infer({"x": inputs["input"]})
-    assert self_check(rep.path)["passed"]
+    assert self_check(rep.path).passed
 
 
 def test_corrupt_artifact_file_is_detected(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -273,4 +273,4 @@ def test_pruned_build_is_gated_on_accuracy_not_bitwise_equality(tmp_path: Path) 
     f = rep.manifest.fidelity
     assert f.passed and f.accuracy is not None and f.accuracy_fp32 - f.accuracy <= 1.0
     assert "max_accuracy_drop" in f.tolerance and "rel_max_abs_err" not in f.tolerance
-    assert self_check(rep.path)["passed"]  # the device check uses the build's own gate
+    assert self_check(rep.path).passed  # the device check uses the build's own gate

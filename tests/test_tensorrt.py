@@ -16,9 +16,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploypipe.api import BuildConfig, build
-from deploypipe.compilers import trt_engine, trt_int8, trt_ops, trt_prepare
+from deploypipe.backends.tensorrt import engine as trt_engine
+from deploypipe.backends.tensorrt import int8 as trt_int8
+from deploypipe.backends.tensorrt import ops as trt_ops
+from deploypipe.backends.tensorrt import prepare as trt_prepare
 from deploypipe.errors import UnsupportedError
-from deploypipe.runtime.tensorrt import GpuInfo, TensorRTRunner, engine_mismatch, tensorrt_version
+from deploypipe.backends.tensorrt.facts import GpuInfo, engine_mismatch, tensorrt_version
+from deploypipe.backends.tensorrt.runner import TensorRTRunner
 from tests.conftest import tiny_classifier
 
 TRT82 = trt_ops.table_for("8.2.1")
@@ -172,7 +176,7 @@ def test_nano_int8_is_built_as_fp16_with_the_reason(tiny_onnx: Path, tmp_path: P
     assert "calibration_cache" not in m.files and m.host_check is not None
     text = report.summary()
     assert "jetson-nano with tensorrt, fp16" in text and "built fp16 instead" in text
-    assert "FP16 rounding is not measured here" in text and "trt-build" in text
+    assert "FP16 rounding is not measured here" in text and "tensorrt build-engine" in text
     assert m.fidelity.checked and m.fidelity.passed
 
 
@@ -218,7 +222,7 @@ def test_runner_refuses_engine_of_another_gpu_or_tensorrt(tiny_onnx: Path, tmp_p
     msg = engine_mismatch(engine, GpuInfo(name="NVIDIA H100", sm="9.0"), "10.3.0")
     assert msg is not None
     assert "built for GPU SM 5.3 (NVIDIA Tegra X1)" in msg and "SM 9.0 (NVIDIA H100)" in msg
-    assert "built with TensorRT 8.2.1.8" in msg and "TensorRT 10.3.0" in msg and "trt-build" in msg
+    assert "built with TensorRT 8.2.1.8" in msg and "TensorRT 10.3.0" in msg and "tensorrt build-engine" in msg
     assert "TensorRT 8.3.0" in (engine_mismatch(engine, nano, "8.3.0") or "")
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from deploypipe.api import BuildConfig, build
 from deploypipe.artifact import Artifact
-from deploypipe.compilers.trt_engine import trt_build
-from deploypipe.runtime import load
-from deploypipe.runtime.tensorrt import TensorRTRunner, local_gpu, tensorrt_version
+from deploypipe.backends.tensorrt.ondevice import trt_build
+from deploypipe.backends import load
+from deploypipe.backends.tensorrt.runner import TensorRTRunner, local_gpu, tensorrt_version
 
 pytestmark = [
     pytest.mark.tensorrt,

@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_classifier
 from onnx import TensorProto, helper, numpy_helper
 
-from deploypipe.compilers.tflite import venv_dir
+from deploypipe.litert.convert import venv_dir
 
 pytestmark = [
     pytest.mark.tflite,
@@ -72,7 +72,7 @@ def test_int8_runner_quantizes_like_the_manifest_says(artifacts: dict[str, Path]
     from ai_edge_litert.interpreter import Interpreter
 
     from deploypipe.artifact import Artifact
-    from deploypipe.runtime import load
+    from deploypipe.backends import load
 
     art = Artifact(artifacts["int8"])
     inputs, reference, expected = art.golden()
@@ -93,7 +93,8 @@ def test_int8_runner_quantizes_like_the_manifest_says(artifacts: dict[str, Path]
 
 
 def test_per_op_profile(artifacts: dict[str, Path]) -> None:
-    from deploypipe.runtime import RunOptions, load
+    from deploypipe.backends import load
+    from deploypipe.backends.runner import RunOptions
 
     art = artifacts["int8"]
     from deploypipe.artifact import Artifact
@@ -158,7 +159,7 @@ def test_edgetpu_reports_cpu_fallback_by_node(exp_artifact, cli) -> None:
     assert m.host_check is not None and m.host_check.kind == "tflite"
     assert m.fidelity.checked and "host stand-in" in m.fidelity.where
     # the CLI prints the same report, by node
-    res = cli("edgetpu-report", str(rep.path))
+    res = cli("edgetpu", "report", str(rep.path))
     assert res.returncode == 0, res.stderr
     assert "EXP" in res.stdout and "CPU" in res.stdout
     res = cli("edgetpu-report", str(rep.path), "--json")
@@ -166,7 +167,7 @@ def test_edgetpu_reports_cpu_fallback_by_node(exp_artifact, cli) -> None:
 
 
 def test_edgetpu_refuses_fallback_when_asked(exp_artifact) -> None:
-    from deploypipe.compilers.edgetpu import refuse_fallback, report_for
+    from deploypipe.backends.edgetpu.compiler import refuse_fallback, report_for
     from deploypipe.errors import UnsupportedError
 
     rep = exp_artifact

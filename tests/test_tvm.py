@@ -12,8 +12,8 @@ import pytest
 from conftest import tiny_classifier
 from onnx import TensorProto, helper
 
-from deploypipe import targets
-from deploypipe.compilers.tvm import TvmOptions
+from deploypipe import backends, targets
+from deploypipe.backends.tvm.facts import TvmOptions
 
 pytestmark = pytest.mark.tvm
 tvm = pytest.importorskip("tvm")
@@ -53,7 +53,8 @@ def _build(tmp_path: Path, target: str = "host-cpu", model: Path | None = None, 
 
 
 def test_host_build_runs_matches_reference_and_profiles(tmp_path: Path) -> None:
-    from deploypipe.runtime import RunOptions, load
+    from deploypipe.backends import load
+    from deploypipe.backends.runner import RunOptions
 
     report = _build(tmp_path)
     m = report.manifest
@@ -76,8 +77,8 @@ def test_host_build_runs_matches_reference_and_profiles(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target, arch", [("rpi4", "aarch64"), ("rpi3", "armv7l")])
 def test_cross_build_carries_arm_library_and_host_stand_in(tmp_path: Path, target: str, arch: str) -> None:
     from deploypipe.artifact import Artifact
-    from deploypipe.compilers.tvm import library_arch
-    from deploypipe.runtime import why_not_runnable
+    from deploypipe.backends.tvm.facts import library_arch
+    from deploypipe.backends import why_not_runnable
 
     opts = TvmOptions(**targets.get(target).compilers["tvm"].options)
     if shutil.which(opts.cross_compiler or "") is None:
@@ -88,13 +89,13 @@ def test_cross_build_carries_arm_library_and_host_stand_in(tmp_path: Path, targe
     assert library_arch(art.file("host_stand_in")) == platform.machine()
     assert art.manifest.host_check is not None and "stands in" in art.manifest.host_check.why
     assert art.manifest.fidelity.passed and "host stand-in" in art.manifest.fidelity.where
-    assert why_not_runnable(art) == f"{arch} library: needs an {arch} device or `--rpc`"
+    assert why_not_runnable(art) == f"{arch} library: needs an {arch} device (--device rpc://HOST:PORT) or --device qemu"
     assert opts.target["mcpu"] in art.manifest.compiler_info["target"]
 
 
 def test_unsupported_op_is_named_before_work(tmp_path: Path) -> None:
-    from deploypipe.compilers.base import CompileContext
-    from deploypipe.compilers.tvm import TvmCompiler
+    from deploypipe.backends.compiler import CompileContext
+    from deploypipe.backends.tvm.compiler import TvmCompiler
     from deploypipe.errors import UnsupportedError
     from deploypipe.model import Model, Provenance, SyntheticProvider
 
@@ -103,7 +104,7 @@ def test_unsupported_op_is_named_before_work(tmp_path: Path) -> None:
     proto.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
     model = Model(proto=proto, name="bad", provenance=Provenance("bad", "onnx", ""), calibration=SyntheticProvider([]))
     spec = targets.get("host-cpu")
-    ctx = CompileContext(workdir=tmp_path, target=spec, precision="fp32", options=spec.compilers["tvm"].options,
+    ctx = CompileContext(workdir=tmp_path, target=spec, precision="fp32", options=backends.compiler_options("tvm", spec),
                          tuning_dir=tmp_path)
     with pytest.raises(UnsupportedError, match="node /head/col2im: op Col2Im"):
         TvmCompiler().check(model, ctx)
@@ -112,12 +113,12 @@ def test_unsupported_op_is_named_before_work(tmp_path: Path) -> None:
 def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     """Tiny tuning run via the CLI, an interrupted run's half-written line is repaired and counted,
     and a later build applies the database without tuning again."""
-    from deploypipe.compilers.tvm import tuning_records
+    from deploypipe.backends.tvm.relax import tuning_records
 
     model = tmp_path / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(model))
     logs = tmp_path / "tuning_logs"
-    res = cli("tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2", "--tuning-logs", str(logs))
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2", "--tuning-logs", str(logs))
     assert res.returncode == 0, res.stderr
     db = logs / "tiny" / "host-cpu"
     # MetaSchedule stops at the first round that reaches the total: evolutionary search may measure

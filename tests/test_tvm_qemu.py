@@ -4,7 +4,7 @@ model.so and checks its outputs against the FP32 reference. Emulated timings are
 and never taken as device timings.
 
 armv7 (rpi3, pynq-z1) libraries: PyPI has no armv7 TVM runtime, so they run through deploypipe-run,
-TVM's C++ runtime cross-compiled for armv7 (deploypipe.native), under qemu-arm with Debian's armhf
+TVM's C++ runtime cross-compiled for armv7 (deploypipe.backends.tvm.native), under qemu-arm with Debian's armhf
 cross sysroot.
 """
 
@@ -60,7 +60,8 @@ def _check_emulated(tmp_path: Path, target: str, arch: str, options: dict) -> Pa
     and check it against the FP32 reference and the label; returns the artifact folder."""
     from deploypipe.api import BuildConfig, build
     from deploypipe.artifact import Artifact
-    from deploypipe.runtime import RunOptions, load
+    from deploypipe.backends import load
+    from deploypipe.backends.runner import RunOptions
 
     model = tmp_path / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(model))
@@ -78,9 +79,9 @@ def _check_emulated(tmp_path: Path, target: str, arch: str, options: dict) -> Pa
 
 
 def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_board: str, cli) -> None:
-    path = _check_emulated(tmp_path, "rpi4", "aarch64", {"rpc": emulated_board})
+    path = _check_emulated(tmp_path, "rpi4", "aarch64", {"device": f"rpc://{emulated_board}"})
 
-    res = cli("bench", str(path), "--rpc", emulated_board, "--iterations", "2", "--warmup", "0", "--json")
+    res = cli("bench", str(path), "--device", f"rpc://{emulated_board}", "--iterations", "2", "--warmup", "0", "--json")
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(res.stdout)
     assert result["ran"] and "NOT a device timing" in result["where"]
@@ -90,7 +91,7 @@ def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_b
 
 def _armv7_missing() -> str | None:
     """Why deploypipe-run cannot be built and emulated for armv7 here (the checks the code runs)."""
-    from deploypipe import native
+    from deploypipe.backends.tvm import native
     from deploypipe.errors import MissingBackendError
 
     try:
@@ -107,11 +108,11 @@ def test_armv7_library_matches_reference_under_qemu(tmp_path: Path, cli) -> None
     reason = _armv7_missing()
     if reason:
         pytest.skip(reason)
-    from deploypipe.compilers.tvm import library_arch
+    from deploypipe.backends.tvm.facts import library_arch
 
-    path = _check_emulated(tmp_path, "rpi3", "armv7l", {"emulate": True})
+    path = _check_emulated(tmp_path, "rpi3", "armv7l", {"device": "qemu"})
 
-    res = cli("bench", str(path), "--emulate", "--iterations", "2", "--warmup", "0", "--json")
+    res = cli("bench", str(path), "--device", "qemu", "--iterations", "2", "--warmup", "0", "--json")
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(res.stdout)
     assert result["ran"] and "NOT a device timing" in result["where"]
@@ -121,7 +122,7 @@ def test_armv7_library_matches_reference_under_qemu(tmp_path: Path, cli) -> None
     (result,) = json.loads(res.stdout)
     assert not result["ran"] and "armv7l library" in result["reason"]
 
-    res = cli("device-app", "--target", "pynq-z1", "-o", str(tmp_path / "app"))  # same CPU family: cached
+    res = cli("tvm", "device-app", "--target", "pynq-z1", "-o", str(tmp_path / "app"))  # same CPU family: cached
     assert res.returncode == 0, res.stderr
     assert library_arch(tmp_path / "app" / "deploypipe-run") == "armv7l"
 
@@ -131,7 +132,7 @@ def test_device_app_refuses_bad_input_clearly(tmp_path: Path, cli) -> None:
     cached host build when it exists, else this compiles it once)."""
     if shutil.which("g++") is None:
         pytest.skip("g++ missing")
-    from deploypipe import native
+    from deploypipe.backends.tvm import native
     from deploypipe.errors import DeployPipeError, MissingBackendError, UnsupportedError
 
     model = tmp_path / "tiny.onnx"

@@ -54,8 +54,9 @@ def _bench(cli, artifact: Path, *remote: str) -> dict:
 def test_bench_over_rpc_direct_and_via_tracker(cli, artifact: Path, farm: tuple[str, str]) -> None:
     tracker_addr, server_addr = farm
     for remote, label in (
-        (("--rpc", server_addr), f"TVM RPC server {server_addr}"),
-        (("--tracker", tracker_addr, "--key", "loopback"), f"device key 'loopback' via tracker {tracker_addr}"),
+        (("--device", f"rpc://{server_addr}"), f"TVM RPC server {server_addr}"),
+        (("--device", f"tracker://{tracker_addr}/loopback"), f"device key 'loopback' via tracker {tracker_addr}"),
+        (("--rpc", server_addr), f"TVM RPC server {server_addr}"),  # the old spelling, kept for one release
     ):
         r = _bench(cli, artifact, *remote)
         assert r["ran"], r["reason"]
@@ -65,20 +66,22 @@ def test_bench_over_rpc_direct_and_via_tracker(cli, artifact: Path, farm: tuple[
 
 def test_bad_remote_is_one_clear_error(cli, artifact: Path) -> None:
     res = cli("bench", str(artifact), "--tracker", "127.0.0.1:1")
-    assert res.returncode == 2 and "--tracker needs --key" in res.stderr
-    res = cli("bench", str(artifact), "--rpc", "nohost")
+    assert res.returncode == 2 and "--tracker and --key go together" in res.stderr
+    res = cli("bench", str(artifact), "--device", "rpc://nohost")
     assert res.returncode == 2 and "expected HOST:PORT" in res.stderr
-    r = _bench(cli, artifact, "--rpc", f"127.0.0.1:{free_port()}")
+    res = cli("bench", str(artifact), "--device", "ftp://x")
+    assert res.returncode == 2 and "expected rpc://HOST:PORT" in res.stderr
+    r = _bench(cli, artifact, "--device", f"rpc://127.0.0.1:{free_port()}")
     assert not r["ran"] and "cannot reach the TVM RPC server" in r["reason"]
 
 
 def test_tune_measures_on_the_tracker_device(cli, tmp_path: Path, farm: tuple[str, str]) -> None:
-    from deploypipe.compilers.tvm import tuning_records
+    from deploypipe.backends.tvm.relax import tuning_records
 
     model = tmp_path / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(model))
-    res = cli("tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2", "--tracker", farm[0],
-              "--key", "loopback", "--tuning-logs", str(tmp_path / "logs"), "--json")
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2",
+              "--device", f"tracker://{farm[0]}/loopback", "--tuning-logs", str(tmp_path / "logs"), "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["measured_on"] == f"device key 'loopback' via tracker {farm[0]}"

@@ -1,7 +1,7 @@
 """The zoo: registry metadata, weight loading, models trained here, and figures vs the papers.
 
 Published-figure checks export each model to ONNX (legacy exporter, opset 17) and run
-deploypipe.analysis on the ModelProto: the ONNX figures are the deliverable. Where a paper's figure
+deploypipe.analysis.stats on the ModelProto: the ONNX figures are the deliverable. Where a paper's figure
 is not reproduced, the test asserts the documented discrepancy (see each entry's Published.note and
 docs/zoo.md) instead of skipping.
 """
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from deploypipe import zoo
-from deploypipe.analysis import ModelStats, analyze
+from deploypipe.analysis.stats import ModelStats, analyze
 from deploypipe.importers.pytorch import export_module
 from deploypipe.errors import InputFileError, UnknownNameError
 from deploypipe.zoo import datasets, trained

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from deploypipe.compilers.tvm_tune import stop_process_group
+from deploypipe.backends.tvm.tune import stop_process_group
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from deploypipe.backends.runner import Runner
 from deploypipe.errors import MissingBackendError
-from deploypipe.runtime.base import Runner
 
 
 def _summary(path: Path) -> dict[str, Any]:

@@ -26,10 +26,9 @@ class BenchConfig(BaseModel):
     loadgen_dir: str | None = None  # where LoadGen writes its logs
     server_qps: float = 10.0  # target QPS of the Server scenario
 
-    rpc: str | None = None  # run remote-capable artifacts on this RPC server (HOST:PORT)
-    tracker: str | None = None  # or on a free device with `key` from this RPC tracker
-    key: str | None = None
-    emulate: bool = False  # run foreign-CPU TVM libraries here under qemu (correctness, not device timing)
+    # run artifacts whose runner reaches devices itself there (e.g. TVM: rpc://HOST:PORT,
+    # tracker://HOST:PORT/KEY) or under emulation ("qemu": correctness, never a device timing)
+    device: str | None = Field(default=None, pattern=r"^(qemu|[a-z][a-z0-9+.-]*://\S+)$")
 
 
 class SweepConfig(BaseModel):

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deploypipe.artifact import Artifact, find_artifacts
+from deploypipe.backends import runs_elsewhere, why_not_runnable
+from deploypipe.backends.runner import RunOptions
 from deploypipe.bench.results import BenchConfig, BenchResult, RunToRun, SweepConfig
 from deploypipe.errors import DeployPipeError
-from deploypipe.runtime import RunOptions, runs_elsewhere, why_not_runnable
 
 Progress = Callable[[str], None]
 
@@ -50,9 +51,9 @@ def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchR
         art = Artifact(path)
     except DeployPipeError as exc:
         return None, _skipped(path, None, str(exc))
+    elsewhere = runs_elsewhere(art.manifest.kind, RunOptions(device=cfg.device))  # a bad --device: one error
     reason = why_not_runnable(art)
-    options = RunOptions(rpc=cfg.rpc, tracker=cfg.tracker, key=cfg.key, emulate=cfg.emulate)
-    if reason is not None and not runs_elsewhere(art.manifest.kind, options):
+    if reason is not None and not elsewhere:
         return art, _skipped(path, art, reason)
     return art, None
 

@@ -15,19 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from deploypipe.analysis.fidelity import compare
 from deploypipe.artifact import Artifact
+from deploypipe.backends import runner_class
+from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import energy as en
 from deploypipe.bench.context import run_context, temperatures
 from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throughput
 from deploypipe.bench.stats import latency
-from deploypipe.fidelity import compare
-from deploypipe.runtime import RunOptions, runner_class
-from deploypipe.runtime.base import Runner
-
-
-def _on_gpu(art: Artifact) -> bool:
-    providers = art.manifest.compiler_info.get("providers", [])
-    return any("CUDA" in p or "Tensorrt" in p for p in providers) or art.manifest.kind in ("tensorrt", "cuda")
 
 
 def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runner,
@@ -77,8 +72,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     importlib.import_module(cls.library)
     t_lib = time.perf_counter() - t0
     inputs, reference, _ = art.golden()
-    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, rpc=cfg.rpc, tracker=cfg.tracker,
-                                 key=cfg.key, emulate=cfg.emulate))
+    runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, device=cfg.device))
     t0 = time.perf_counter()
     runner.activate()
     t_load = time.perf_counter() - t0
@@ -89,7 +83,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         runner.infer(inputs, check=False)
     ctx = run_context()
     temp_start = temperatures()
-    meter = en.find_meter(cfg.energy, _on_gpu(art))
+    meter = en.find_meter(cfg.energy, cls.on_gpu(art))
     if meter:
         meter.start()
     samples: list[float] = []

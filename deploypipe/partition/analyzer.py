@@ -16,6 +16,7 @@ import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe import targets
+from deploypipe.analysis import reference
 from deploypipe.errors import UserError
 from deploypipe.partition import compress
 from deploypipe.partition.graph import CutPoint, enumerate_cuts
@@ -96,8 +97,6 @@ class PartitionReport(BaseModel):
 
 def crossing_values(proto: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One real sample of every tensor in `names` (the model run once here with them as outputs)."""
-    import onnxruntime as ort
-
     values = {n: feeds[n] for n in names if n in feeds}
     wanted = [n for n in names if n not in values]
     if wanted:
@@ -105,10 +104,7 @@ def crossing_values(proto: onnx.ModelProto, names: list[str], feeds: dict[str, n
         probe.CopyFrom(proto)
         existing = {o.name for o in probe.graph.output}
         probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in existing)
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = reference.session(probe, level="basic")
         values.update(zip(wanted, sess.run(wanted, feeds), strict=True))
     return values
 

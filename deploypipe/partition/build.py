@@ -136,8 +136,8 @@ def _back_to_back(model: Any, edge_dir: Path | None, cloud_dir: Path | None) -> 
     import platform
 
     from deploypipe.partition.server import ort_executor
-    from deploypipe.runtime import RunOptions
-    from deploypipe.runtime import load as load_runner
+    from deploypipe.backends.runner import RunOptions
+    from deploypipe.backends import load as load_runner
 
     feeds = next(model.calibration.samples(1, seed=10_000))
     ref = ort_executor(model.proto.SerializeToString())(feeds)

@@ -169,8 +169,8 @@ def plan_client(path: Path, link: Link, host: str = "127.0.0.1", port: int = 0, 
                 timeout_s: float = 5.0, threads: int | None = None) -> EdgeClient:
     """An edge client for a split build folder: its edge half and its whole-model fallback."""
     from deploypipe.partition.build import load_plan
-    from deploypipe.runtime import RunOptions
-    from deploypipe.runtime import load as load_runner
+    from deploypipe.backends.runner import RunOptions
+    from deploypipe.backends import load as load_runner
 
     plan = load_plan(path)
     stack = ExitStack()

@@ -1,5 +1,5 @@
 """Per-layer costs of a model on one side of the link: measured where the target is this host,
-predicted by `deploypipe.costmodel` where it is not. Every vector carries the label that says which.
+predicted by `deploypipe.costmodel.model` where it is not. Every vector carries the label that says which.
 
 Host measurement: ONNX Runtime's profiler at the *basic* optimization level, where every ONNX node
 keeps its name (at the full level, fusions and the NCHWc layout rename nodes after their output
@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from deploypipe import targets
+from deploypipe.analysis import reference
 from deploypipe.partition.graph import node_names
 
 
@@ -50,18 +51,8 @@ class LayerCosts:
 
 
 def _session(proto: onnx.ModelProto, threads: int, basic: bool, profile_dir: Path | None = None):  # noqa: ANN202
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if basic:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    if profile_dir is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = str(profile_dir / "prof")
-    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return reference.session(proto, threads, level="basic" if basic else "all",
+                             profile_prefix=profile_dir / "prof" if profile_dir is not None else None)
 
 
 def time_model(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 1, runs: int = 10,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploypipe.analysis import reference
 from deploypipe.errors import InputFileError
 from deploypipe.partition import wire
 
@@ -24,14 +25,7 @@ Executor = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 def ort_executor(model: str | Path | bytes, threads: int = 1) -> Executor:
     """Run an ONNX file (or serialized model) with ONNX Runtime, fully optimized."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    src = model if isinstance(model, bytes) else str(model)
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    sess = reference.session(model, threads)
     names = [o.name for o in sess.get_outputs()]
     return lambda feeds: dict(zip(names, sess.run(names, feeds), strict=True))
 
@@ -39,8 +33,8 @@ def ort_executor(model: str | Path | bytes, threads: int = 1) -> Executor:
 def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> dict[str, Executor]:
     """Executors keyed by name: an artifact folder runs with its own runner, an .onnx file with ORT,
     a split build folder serves its cloud artifact (as 'cloud', the name its plan gives edges)."""
-    from deploypipe.runtime import RunOptions
-    from deploypipe.runtime import load as load_runner
+    from deploypipe.backends.runner import RunOptions
+    from deploypipe.backends import load as load_runner
 
     out: dict[str, Executor] = {}
     for path in paths:

@@ -1,4 +1,5 @@
-"""Pass registry and recipes. Listing passes imports nothing heavy."""
+"""Pass registry, recipes and the one pass runner (`run`) that build, tune and the benchmarks
+share. Listing passes imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deploypipe.errors import InputFileError, UnknownNameError
+from deploypipe.artifact import PassRecord
+from deploypipe.errors import InputFileError, UnknownNameError, UnsupportedError
+from deploypipe.model import Model
 from deploypipe.registry import resolve
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
@@ -74,4 +77,36 @@ def load_recipe(name_or_path: str) -> Recipe:
         raise InputFileError(f"recipe {path}: {exc}") from exc
 
 
-__all__ = ["Pass", "PassContext", "PassResult", "Recipe", "create", "load_recipe", "names", "recipe_names"]
+def recipe_for(precision: str, native: frozenset[str], recipe: str | None = None, prune: float | None = None,
+               tolerance: dict[str, float] | None = None) -> Recipe:
+    """The recipe named by the user, else the one for the precision; precision passes are dropped
+    when the compiler quantizes itself, pruning is prepended when asked, and gate overrides are
+    handed to the int8 pass."""
+    base = load_recipe(recipe) if recipe else load_recipe(precision if precision in recipe_names() else "default")
+    steps = [s for s in base.passes if not (s.name in ("fp16", "int8") and s.name in native)]
+    if precision != "fp32" and precision not in native and precision not in (s.name for s in steps):
+        raise UnsupportedError(
+            f"recipe '{base.name}' has no {precision} pass and the compiler does not quantize itself: "
+            f"the artifact would not be {precision}"
+        )
+    if prune:
+        steps.insert(0, PassStep(name="prune", params={"ratio": prune}))
+    if tolerance:
+        steps = [s.model_copy(update={"params": {**s.params, "tolerance": {**s.params.get("tolerance", {}), **tolerance}}})
+                 if s.name == "int8" else s for s in steps]
+    return Recipe(name=base.name, description=base.description, passes=steps)
+
+
+def run(recipe: Recipe, model: Model, ctx: PassContext) -> tuple[Model, list[PassRecord]]:
+    """Run a recipe's passes in order; returns the final model and what each pass did."""
+    records: list[PassRecord] = []
+    for step in recipe.passes:
+        ctx.progress(f"pass {step.name}")
+        result = create(step.name, step.params)(model, ctx)
+        model = result.model
+        records.append(PassRecord(name=step.name, params=step.params, modified=result.modified, details=result.details))
+    return model, records
+
+
+__all__ = ["Pass", "PassContext", "PassResult", "PassStep", "Recipe", "create", "load_recipe", "names", "recipe_for",
+           "recipe_names", "run"]

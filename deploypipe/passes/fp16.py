@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe.errors import BuildError, FidelityError
 from deploypipe.model import Model
-from deploypipe.passes import _ort
+from deploypipe.analysis import reference as _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
 _CHECK_SEED = 10_000

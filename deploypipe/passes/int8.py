@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deploypipe.artifact import Fidelity
 from deploypipe.errors import BuildError, FidelityError, UnsupportedError
 from deploypipe.model import Model
-from deploypipe.passes import _ort
+from deploypipe.analysis import reference as _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
 _EVAL_SEED = 10_000  # apart from the calibration seeds, so the gate sees data the calibration did not
@@ -153,7 +153,7 @@ def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
 
 def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], cfg: Int8Config,
           labels: np.ndarray | None) -> Fidelity:
-    from deploypipe.fidelity import compare
+    from deploypipe.analysis.fidelity import compare
 
     return compare(refs, outs, "int8", cfg.tolerance, labels)
 
@@ -200,7 +200,7 @@ def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: I
 def _rank_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto,
                  feeds: list[dict[str, np.ndarray]]) -> list[dict[str, object]]:
     """Quantizable nodes ordered by the relative error their output adds over their inputs'."""
-    from deploypipe.layerdiff import compare_layers
+    from deploypipe.analysis.layerdiff import compare_layers
 
     report = compare_layers(fp32, int8, feeds)
     ranked = [layer for layer in report.most_harmful(len(report.layers)) if layer.op in _QUANTIZABLE]

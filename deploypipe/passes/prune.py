@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe.errors import BuildError, UnsupportedError
 from deploypipe.model import Model
-from deploypipe.passes import _ort
+from deploypipe.analysis import reference as _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from typing import Literal
 import onnx
 from pydantic import BaseModel, ConfigDict
 
+from deploypipe.analysis import reference
 from deploypipe.errors import BuildError
 from deploypipe.model import Model
 from deploypipe.passes.base import Pass, PassContext, PassResult
@@ -66,16 +67,9 @@ def _onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _ort(level: str):  # noqa: ANN202 - returns a tool function
     def run(proto: onnx.ModelProto) -> onnx.ModelProto:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
         with tempfile.TemporaryDirectory(prefix="deploypipe-ortopt-") as tmp:
             path = Path(tmp, "opt.onnx")
-            so.optimized_model_filepath = str(path)
-            ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            reference.session(proto, level=level, optimized_path=path)
             return onnx.load_model(str(path))
 
     return run

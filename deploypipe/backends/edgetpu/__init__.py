@@ -1,0 +1,1 @@
+"""The edgetpu backend: compiler, runner, facts."""

@@ -1,0 +1,1 @@
+"""The hls4ml backend: compiler, runner, facts."""

@@ -1,0 +1,1 @@
+"""The openvino backend: compiler, runner, facts."""

@@ -1,0 +1,1 @@
+"""The tflite backend: compiler, runner, facts."""

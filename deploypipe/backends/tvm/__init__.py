@@ -1,0 +1,1 @@
+"""The tvm backend: compiler, runner, facts."""

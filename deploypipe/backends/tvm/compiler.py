@@ -1,0 +1,173 @@
+"""Apache TVM (Relax + MetaSchedule) as a compiler: ONNX -> Relax -> one shared library.
+
+The ONNX graph is imported with `tvm.relax.frontend.onnx` with the weights bound as constants (so
+BatchNorm and other constant work folds at compile time and the weights travel inside the
+library), lowered with Relax's "zero" pipeline, given the tuned schedules of the MetaSchedule
+database in `tuning_logs/<model>/<target>/` when there are any, and compiled to `model.so` for the
+target's LLVM triple (cross-linked with Debian's cross g++ for ARM boards).
+
+An artifact whose library is not for this host's CPU also carries `host_stand_in.so`, the same
+Relax module compiled for the host, so its fidelity can be checked here; the ARM library itself is
+checked under qemu by the tests (`tests/test_tvm_qemu.py`) or on a board over RPC.
+
+QDQ models (the generic int8 pass's output) import as `relax.op.quantize`/`dequantize` pairs
+around FP32 operators: TVM's CPU path keeps them as simulated quantization in float arithmetic,
+so an int8 build is as accurate as the QDQ graph but brings no int8 kernels and no speed-up.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from typing import Any
+
+from deploypipe.artifact import HostCheck
+from deploypipe.backends.compiler import (
+    CompileContext,
+    Compiler,
+    CompileResult,
+    TuneRequest,
+    TuningReport,
+)
+from deploypipe.backends.tvm import tune as tvm_tune
+from deploypipe.backends.tvm.facts import (
+    LIBRARY,
+    STAND_IN,
+    TvmOptions,
+    host_target,
+    library_arch,
+)
+from deploypipe.backends.tvm.relax import (
+    apply_database,
+    compile_module,
+    export,
+    import_relax,
+    lower,
+    repair_database,
+    target_string,
+    tuned_for,
+    tuning_records,
+    tvm_target,
+)
+from deploypipe.backends.tvm.rpc import RemoteSpec
+from deploypipe.errors import BuildError, MissingBackendError, UnsupportedError
+from deploypipe.model import Model
+
+
+class TvmCompiler(Compiler):
+    name = "tvm"
+    extra = "tvm"
+
+    Options = TvmOptions
+
+    def check(self, model: Model, ctx: CompileContext) -> None:
+        opts: TvmOptions = ctx.options
+        _require_tvm()
+        if opts.cross_compiler and shutil.which(opts.cross_compiler) is None:
+            raise MissingBackendError(
+                "tvm", self.extra,
+                f"cross compiler {opts.cross_compiler} for {ctx.target.name} is not on PATH "
+                "(apt-get install g++-aarch64-linux-gnu g++-arm-linux-gnueabihf, or run scripts/install.sh)",
+            )
+        if opts.arch() != platform.machine() and not opts.cross_compiler:
+            raise UnsupportedError(f"target {ctx.target.name} is {opts.arch()}: its options need a cross_compiler")
+        from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+        known = _get_convert_map()
+        bad = [f"node {n.name or '(unnamed)'}: op {n.op_type}" for n in model.proto.graph.node
+               if n.domain in ("", "ai.onnx") and n.op_type not in known]
+        bad += [f"node {n.name or '(unnamed)'}: op {n.domain}.{n.op_type}" for n in model.proto.graph.node
+                if n.domain not in ("", "ai.onnx")]
+        if bad:
+            raise UnsupportedError(f"TVM's ONNX frontend cannot import {model.name}: " + "; ".join(bad[:10]))
+
+    def compile(self, model: Model, ctx: CompileContext) -> CompileResult:
+        opts: TvmOptions = ctx.options
+        target = tvm_target(opts)
+        ctx.progress("TVM: importing ONNX into Relax")
+        relax_mod = import_relax(model)
+        lowered = lower(relax_mod, target)
+        notes: list[str] = []
+        tuning: dict[str, Any] = {"database": None, "records": 0}
+        if ctx.tune_trials > 0:
+            report = tvm_tune.tune(model, opts, ctx.tuning_dir, ctx.tune_trials, progress=ctx.progress)
+            tuning["session"] = report.model_dump()
+        repair_database(ctx.tuning_dir)
+        records = tuning_records(ctx.tuning_dir)
+        if records:
+            ctx.progress(f"TVM: applying {records} tuning records from {ctx.tuning_dir}")
+            lowered = apply_database(lowered, target, ctx.tuning_dir)
+            cpus = tuned_for(ctx.tuning_dir)
+            tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus}
+            mcpu = str(target.mcpu) if target.mcpu else "generic"
+            if cpus and cpus != [mcpu]:
+                notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
+                             f"is for -mcpu={mcpu}: they are applied (correct either way) but their speed was "
+                             f"not measured on this CPU; retune into a new tuning_logs directory for it")
+        else:
+            notes.append(f"untuned: no MetaSchedule database in {ctx.tuning_dir} "
+                         f"(run `deploypipe tvm tune --model {model.name} --target {ctx.target.name}`); "
+                         "untuned TVM kernels are far slower than ONNX Runtime on CPUs")
+        ctx.progress(f"TVM: compiling for {target_string(target)}")
+        try:
+            executable = compile_module(lowered, target)
+            export(executable, ctx.workdir / LIBRARY, opts.cross_compiler)
+        except Exception as exc:  # TVM raises its own error types from C++; keep the message
+            raise BuildError(f"TVM failed to compile {model.name} for {ctx.target.name}: {type(exc).__name__}: {exc}") from exc
+        arch = library_arch(ctx.workdir / LIBRARY)
+        files = {"model": LIBRARY}
+        host_check = None
+        if arch != platform.machine():
+            ctx.progress("TVM: compiling the host stand-in for the fidelity check")
+            stand_in_target = tvm_target(TvmOptions(target=host_target()))
+            stand_in = compile_module(lower(relax_mod, stand_in_target), stand_in_target)
+            export(stand_in, ctx.workdir / STAND_IN, None)
+            files["host_stand_in"] = STAND_IN
+            host_check = HostCheck(
+                kind="tvm", file=STAND_IN,
+                why=(f"{arch} library cannot run on this {platform.machine()} host: the same Relax module "
+                     f"compiled for the host ({target_string(stand_in_target)}, untuned) stands in. "
+                     "The ARM library itself is checked under qemu (tests/test_tvm_qemu.py) or over --device rpc://HOST:PORT."),
+            )
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.proto.graph.node):
+            notes.append("QDQ graph: TVM keeps quantize/dequantize as simulated quantization around FP32 "
+                         "kernels on CPU (no int8 kernels): int8 accuracy, FP32 speed or slower")
+        return CompileResult(
+            kind="tvm", files=files, inputs=model.inputs, outputs=model.outputs,
+            toolchain=self.versions() | ({"cross_compiler": _gcc_version(opts.cross_compiler)} if opts.cross_compiler else {}),
+            info={"target": target_string(target), "target_dict": opts.resolved_target(),
+                  "target_as_written": opts.target, "library_arch": arch,
+                  "cross_compiler": opts.cross_compiler, "params": "bound as constants inside model.so",
+                  "input_order": [s.name for s in model.inputs], "tuning": tuning},
+            notes=notes, host_check=host_check,
+        )
+
+    def tune(self, model: Model, ctx: CompileContext, request: TuneRequest) -> TuningReport:
+        """MetaSchedule tuning into ctx.tuning_dir, measured here or on the RPC device."""
+        opts: TvmOptions = ctx.options
+        remote = RemoteSpec.from_device(request.device)
+        tvm_tune.check_measurable(opts, remote)
+        self.check(model, ctx)
+        return tvm_tune.tune(model, opts, ctx.tuning_dir, request.trials, remote=remote, budget_s=request.budget_s,
+                             trials_per_iter=request.trials_per_iter, progress=ctx.progress)
+
+    def versions(self) -> dict[str, str]:
+        try:
+            import tvm
+        except ImportError:
+            return {}
+        return {"apache-tvm": tvm.__version__}
+
+
+def _require_tvm() -> None:
+    try:
+        import tvm  # noqa: F401
+    except ImportError as exc:
+        raise MissingBackendError("tvm", "tvm", str(exc)) from exc
+
+
+def _gcc_version(compiler: str) -> str:
+    import subprocess
+
+    proc = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True, check=False)
+    return f"{compiler} {proc.stdout.strip()}"

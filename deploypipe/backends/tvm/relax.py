@@ -1,0 +1,125 @@
+"""TVM Relax helpers shared by the compiler and the tuner: ONNX import, lowering, tuning
+databases, compilation and export."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deploypipe.backends.tvm.facts import TvmOptions
+from deploypipe.errors import UnsupportedError
+from deploypipe.model import Model
+
+if TYPE_CHECKING:
+    import tvm
+
+def tvm_target(opts: TvmOptions) -> tvm.target.Target:
+    import tvm
+
+    return tvm.target.Target(opts.resolved_target())
+
+
+def import_relax(model: Model) -> tvm.IRModule:
+    """ONNX -> Relax with static input shapes and the weights bound as constants."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shapes = {s.name: list(s.concrete_shape()) for s in model.inputs}
+    dtypes = {s.name: s.dtype for s in model.inputs}
+    try:
+        return from_onnx(model.proto, shape_dict=shapes, dtype_dict=dtypes)
+    except Exception as exc:  # the frontend raises bare Python errors naming the op
+        raise UnsupportedError(f"TVM's ONNX frontend could not import {model.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """The graph-level passes that come before tuning: inference decompositions, the "zero"
+    pipeline (legalize, fold constants, fuse). Tuning tasks are extracted from this module."""
+    import tvm
+    from tvm import relax
+
+    with target, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.get_pipeline("zero"),
+        ])
+        return seq(mod)
+
+
+def tuning_records(work_dir: Path) -> int:
+    """Number of measured schedules in a MetaSchedule JSON database (0 if none)."""
+    path = work_dir / "database_tuning_record.json"
+    if not path.is_file():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def tuned_for(work_dir: Path) -> list[str]:
+    """The distinct `mcpu`s the database's schedules were measured for (the target each record
+    carries), so a build for another CPU can say its schedules were tuned elsewhere."""
+    path = work_dir / "database_tuning_record.json"
+    if not path.is_file():
+        return []
+    cpus: set[str] = set()
+    with path.open() as fh:
+        for line in fh:
+            try:
+                target = json.loads(line)[1][2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            cpus.add(str(target.get("mcpu", "generic")) if isinstance(target, dict) else "unknown")
+    return sorted(cpus)
+
+
+def repair_database(work_dir: Path) -> None:
+    """Drop a half-written last line left by a stopped run, so the JSON database loads again."""
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        path = work_dir / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        good = []
+        for line in lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                continue
+            good.append(line)
+        if len(good) != len(lines) or (lines and not path.read_text().endswith("\n")):
+            path.write_text("".join(f"{line}\n" for line in good))
+
+
+def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tvm.IRModule:
+    """Replace the fused kernels that have a tuned schedule in the database; others stay untuned."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))  # opened here, the pass stays quiet
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase()(mod)
+
+
+def export(executable: Any, path: Path, cross_compiler: str | None) -> None:
+    """Write the executable as a shared library, linked by the cross g++ when there is one."""
+    if cross_compiler:
+        from tvm.support import cc
+
+        executable.export_library(str(path), fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        executable.export_library(str(path))
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
+    import tvm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tvm.compile(mod, target=target)
+
+
+def target_string(target: tvm.target.Target) -> str:
+    return str(target)

@@ -1,0 +1,221 @@
+"""MetaSchedule tuning for the TVM compiler, resumable and bounded in time.
+
+The database is MetaSchedule's JSON database in `tuning_logs/<model>/<target>/`; MetaSchedule
+appends every measured schedule to it as it goes. Tuning runs in a child process (its own
+process group) that the parent watches: progress is the record count of the database, a time
+budget is enforced by stopping the child, and a run that was stopped or interrupted resumes
+from the database: a request for N trials tunes only N minus what is already recorded.
+
+Usage of the child: python -m deploypipe.backends.tvm.tune JOB_JSON
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import deploypipe
+from deploypipe.backends.compiler import TuningReport
+from deploypipe.backends.tvm.facts import TvmOptions
+from deploypipe.backends.tvm.relax import (
+    import_relax,
+    lower,
+    repair_database,
+    target_string,
+    tuning_records,
+    tvm_target,
+)
+from deploypipe.backends.tvm.rpc import RemoteSpec
+from deploypipe.errors import BuildError, UserError
+from deploypipe.model import Model
+
+if TYPE_CHECKING:
+    import tvm
+
+_MODEL_FILE = ".tune_model.onnx"
+_LOG = "deploypipe_tune.log"
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_file: str
+    options: TvmOptions
+    work_dir: str
+    trials: int
+    trials_per_iter: int
+    remote: RemoteSpec = Field(default_factory=RemoteSpec)
+
+
+def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
+         remote: RemoteSpec | None = None, budget_s: float | None = None, trials_per_iter: int = 16,
+         progress: Callable[[str], None] = lambda _m: None) -> TuningReport:
+    """Bring the database in `work_dir` to `trials` measured schedules (resuming), within `budget_s`."""
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, got {trials}")
+    check_measurable(opts, remote)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    repair_database(work_dir)
+    before = tuning_records(work_dir)
+    where = remote.describe() if remote and remote.enabled else "this host (MetaSchedule LocalRunner)"
+    target = target_string(tvm_target(opts))
+    if before >= trials:
+        return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
+                            records_after=before, seconds=0.0, stopped="already tuned", measured_on=where)
+    model_file = work_dir / _MODEL_FILE
+    model.save(model_file)
+    job = _Job(model_file=str(model_file), options=opts, work_dir=str(work_dir), trials=trials - before,
+               trials_per_iter=trials_per_iter, remote=remote or RemoteSpec())
+    env = dict(os.environ)
+    # The child and MetaSchedule's worker processes must import this same deploypipe. They need no
+    # torch, but tvm_ffi imports it eagerly when it can (seconds per worker process): hide it.
+    root = str(Path(deploypipe.__file__).resolve().parent.parent)
+    no_torch = Path(tempfile.mkdtemp(prefix="deploypipe-tune-"))
+    (no_torch / "torch.py").write_text('raise ImportError("hidden from TVM tuning processes by deploypipe")\n')
+    env["PYTHONPATH"] = os.pathsep.join([str(no_torch), root, *filter(None, [env.get("PYTHONPATH")])])
+    log = (work_dir / "logs")
+    log.mkdir(exist_ok=True)
+    start = time.monotonic()
+    stopped: Literal["done", "budget"] = "done"
+    with (log / _LOG).open("a") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-m", "deploypipe.backends.tvm.tune", job.model_dump_json()],
+                                stdout=log_fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                time.sleep(1.0)
+                elapsed = time.monotonic() - start
+                done = tuning_records(work_dir)
+                budget = f" of {budget_s:.0f} s budget" if budget_s else ""
+                progress(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}")
+                if budget_s is not None and elapsed > budget_s:
+                    stopped = "budget"
+                    stop_process_group(proc)
+        except BaseException:  # Ctrl-C: stop the child, keep what it measured, let the interrupt through
+            stop_process_group(proc)
+            raise
+        finally:
+            model_file.unlink(missing_ok=True)
+            shutil.rmtree(no_torch, ignore_errors=True)
+    repair_database(work_dir)
+    if stopped == "done" and proc.returncode != 0:
+        tail = (log / _LOG).read_text().strip().splitlines()[-1:] or ["no output"]
+        raise BuildError(f"MetaSchedule tuning failed (exit {proc.returncode}): {tail[0]} (log: {log / _LOG})")
+    return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
+                        records_after=tuning_records(work_dir), seconds=time.monotonic() - start,
+                        stopped=stopped, measured_on=where)
+
+
+def check_measurable(opts: TvmOptions, remote: RemoteSpec | None) -> None:
+    if opts.arch() != platform.machine() and not (remote and remote.enabled):
+        raise UserError(f"tuning for {opts.arch()} measures candidates on the device: give --device rpc://HOST:PORT "
+                        "or --device tracker://HOST:PORT/KEY")
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop a child started with start_new_session=True and every worker it started (its process
+    group): SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# --- the child process ---------------------------------------------------------------------------
+
+def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params: dict[str, Any] | None) -> Any:
+    """MetaSchedule's default build minus `import tvm.s_tir.tensor_intrin` (tens of seconds per
+    worker process on a small machine, and not needed for LLVM CPU kernels)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def cross_export(cross_compiler: str, mod: Any) -> str:
+    """Export a candidate as a shared library linked for the device (for the RPC runner)."""
+    import tempfile
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(), "candidate.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    return path
+
+
+def direct_session(host: str, port: int, timeout: int, _config: Any) -> Any:
+    """RPCRunner session straight to one server, for `--rpc host:port` without a tracker."""
+    from tvm import rpc
+
+    return rpc.connect(host, port, session_timeout=timeout)
+
+
+def _runner(job: _Job) -> Any:
+    import functools
+
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
+    if not job.remote.enabled:
+        return ms.runner.LocalRunner(evaluator_config=evaluator)
+    from deploypipe.backends.tvm.rpc import parse_addr
+
+    if job.remote.rpc:
+        host, port = parse_addr(job.remote.rpc, "--rpc")
+        return ms.runner.RPCRunner(
+            rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key="direct",
+                                           session_timeout_sec=job.remote.timeout_s),
+            evaluator_config=evaluator, max_workers=1,
+            f_create_session=functools.partial(direct_session, host, port, job.remote.timeout_s))
+    host, port = parse_addr(job.remote.tracker or "", "--tracker")
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=job.remote.key,
+                                       session_timeout_sec=job.remote.timeout_s),
+        evaluator_config=evaluator)
+
+
+def _child(job: _Job) -> None:
+    import functools
+
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tvm_target(job.options)
+    import onnx
+
+    from deploypipe.model import Provenance, SyntheticProvider
+
+    proto = onnx.load(job.model_file)
+    model = Model(proto=proto, name=Path(job.model_file).stem, provenance=Provenance(job.model_file, "onnx", ""),
+                  calibration=SyntheticProvider([]))
+    lowered = lower(import_relax(model), target)
+    export = (functools.partial(cross_export, job.options.cross_compiler)
+              if job.options.cross_compiler and job.remote.enabled else None)
+    builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
+    strategy, cost_model = job.options.search()
+    ms.relax_integration.tune_relax(
+        lowered, {}, target, job.work_dir, max_trials_global=job.trials,
+        num_trials_per_iter=min(job.trials_per_iter, job.trials),
+        builder=builder, runner=_runner(job), cost_model=cost_model,
+        # round-robin commits each task's results as they come; the gradient scheduler holds them
+        # all until every task has had a first round, so a stopped run would lose them
+        task_scheduler="round-robin",
+        strategy=strategy,
+    )
+
+
+if __name__ == "__main__":
+    _child(_Job.model_validate_json(sys.argv[1]))
