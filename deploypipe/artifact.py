@@ -5,8 +5,9 @@ Replacement has no window: `OUT/NAME` is a symlink to a complete version folder 
 `OUT/.deploypipe/NAME/`; a build stages a new version there and flips the symlink with one atomic
 rename, so a reader sees the old artifact or the new one, never a gap or a mix of files, and
 concurrent builders of one name each commit whole (under a lock on OUT) without failing. Versions
-no link points to are collected (the one just replaced is kept for readers still inside it), and
-so are temp folders of builders that died. An interrupted or failed build leaves nothing behind.
+no link points to are collected at the next build once replaced for GRACE_S (readers that resolved
+the link just before a flip keep their files; the one just replaced is always kept), and so are
+temp folders of builders that died. An interrupted or failed build leaves nothing behind.
 A folder that is not deploypipe's (no manifest.json / plan.json) is never replaced.
 """
 
@@ -38,6 +39,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 SPLIT_PLAN = "plan.json"  # the top file of a `build --split` folder
+GRACE_S = 60.0  # a replaced version stays this long for readers already inside it
 VERSIONS = ".deploypipe"  # OUT/.deploypipe/NAME/{v-*, tmp-PID-*}: versions and stagings of OUT/NAME
 
 
@@ -291,11 +293,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def collect(store: Path, keep: set[str]) -> None:
-    """Remove versions not in `keep` and the stagings/links of builders that are no longer alive."""
+def collect(store: Path, keep: set[str], grace_s: float | None = None) -> None:
+    """Remove versions not in `keep` that were replaced more than `grace_s` ago (a reader that
+    resolved the link just before a flip keeps its files), and the stagings/links of builders
+    that are no longer alive."""
+    cutoff = time.time() - (GRACE_S if grace_s is None else grace_s)
     for entry in store.iterdir() if store.is_dir() else []:
         kind, _, rest = entry.name.partition("-")
-        stale = (kind == "v" and entry.name not in keep) or (
+        stale = (kind == "v" and entry.name not in keep and entry.lstat().st_mtime < cutoff) or (
             kind in ("tmp", "link") and rest.split("-")[0].isdigit() and not _alive(int(rest.split("-")[0])))
         if stale:
             if entry.is_dir() and not entry.is_symlink():
@@ -317,6 +322,8 @@ def _commit(dest: Path, store: Path, tmp: Path) -> None:
             shutil.rmtree(link)  # it now holds the old real folder
         else:
             os.replace(link, dest)  # the atomic flip
+        if previous and (store / previous).is_dir():
+            os.utime(store / previous)  # its replacement time starts its grace period
         collect(store, keep={version.name, previous})
 
 

@@ -167,9 +167,12 @@ def _parse_threads(value: str | None) -> list[int | None]:
     if not value:
         return [None]
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        threads = [int(v) for v in value.split(",") if v.strip()]
+        if not all(t >= 1 for t in threads):
+            raise ValueError
     except ValueError:
-        raise UserError(f"--threads '{value}': expected a number or a list like 1,2,4") from None
+        raise UserError(f"--threads '{value}': expected a positive number or a list like 1,2,4") from None
+    return threads
 
 
 def _parse_affinity(values: list[str]) -> list[list[int] | None]:

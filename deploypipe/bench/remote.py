@@ -268,11 +268,15 @@ def serve(host: str = "127.0.0.1", port: int = 0, max_requests: int | None = Non
     or `idle_timeout_s` without a client. Returns the number of requests served."""
     if max_upload_mb <= 0 or (max_unpacked_mb is not None and max_unpacked_mb <= 0):
         raise UserError("--max-upload-mb and --max-unpacked-mb must be positive")
-    runtime = RuntimeServer(workdir, int(max_upload_mb * 2**20), int((max_unpacked_mb or max_upload_mb) * 2**20),
-                            trust_uploads)
-    token = net.server_auth(token_file, insecure_no_auth, host)
-    server = net.BoundedServer(host, port, runtime.handle, token=token, max_clients=max_clients,
+    server = net.BoundedServer(host, port, lambda channel, peer: runtime.handle(channel, peer), token_file=token_file,
+                               insecure_no_auth=insecure_no_auth, max_clients=max_clients,
                                client_timeout=client_timeout, name="serve-runtime")
+    try:  # the work folder only once the port is ours: a refused start leaves nothing behind
+        runtime = RuntimeServer(workdir, int(max_upload_mb * 2**20),
+                                int((max_unpacked_mb or max_upload_mb) * 2**20), trust_uploads)
+    except BaseException:
+        server.sock.close()
+        raise
     if on_ready:
         on_ready(*server.sock.getsockname()[:2])
     return server.serve(max_requests, idle_timeout_s)

@@ -7,8 +7,8 @@ Each protocol keeps only its own payload format (`bench/remote.py`, `partition/w
 
 from deploypipe.net.channel import AuthError, Busy, Channel, Closed, ProtocolError, connect
 from deploypipe.net.limits import inflate
-from deploypipe.net.server import BoundedServer, check_insecure_host, log_line, server_auth
+from deploypipe.net.server import BoundedServer, check_insecure_host, log_line
 from deploypipe.net.token import TOKEN_ENV, client_token, server_token, token_path
 
 __all__ = ["TOKEN_ENV", "AuthError", "BoundedServer", "Busy", "Channel", "Closed", "ProtocolError", "check_insecure_host",
-           "client_token", "connect", "inflate", "log_line", "server_auth", "server_token", "token_path"]
+           "client_token", "connect", "inflate", "log_line", "server_token", "token_path"]

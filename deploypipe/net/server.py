@@ -40,9 +40,11 @@ def check_insecure_host(host: str) -> None:
 class BoundedServer:
     """Listens on host:port and runs `handler` for each authenticated client in its own thread."""
 
-    def __init__(self, host: str, port: int, handler: Handler, *, token: bytes | None, max_clients: int = 8,
-                 client_timeout: float = 60.0, name: str = "deploypipe",
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, host: str, port: int, handler: Handler, *, token_file: Path | None = None,
+                 insecure_no_auth: bool = False, max_clients: int = 8, client_timeout: float = 60.0,
+                 name: str = "deploypipe", log: Callable[[str], None] | None = None) -> None:
+        if insecure_no_auth:
+            check_insecure_host(host)
         if max_clients < 1:
             raise UserError(f"--max-clients {max_clients}: must be at least 1")
         if client_timeout <= 0:
@@ -51,9 +53,14 @@ class BoundedServer:
             self.sock = socket.create_server((host, port))
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self.handler, self.token = handler, token
+        self.handler = handler
         self.client_timeout, self.name = client_timeout, name
         self.log = log or log_line
+        try:
+            self.token = None if insecure_no_auth else self._token(token_file)  # after the bind: a busy port creates nothing
+        except BaseException:
+            self.sock.close()
+            raise
         self._slots = threading.BoundedSemaphore(max_clients)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -117,18 +124,12 @@ class BoundedServer:
                 self.active -= 1
             self._slots.release()
 
+    def _token(self, token_file: Path | None) -> bytes:
+        """The token clients must hold, created on first start; its path is logged for the operator."""
+        token, path, created = server_token(token_file)
+        self.log(f"{self.name}: token file {path}{' (created now)' if created else ''}; clients need a copy "
+                 "(--token-file or DEPLOYPIPE_TOKEN_FILE)")
+        return token
+
     def shutdown(self) -> None:
         self._stop.set()
-
-
-def server_auth(token_file: Path | None, insecure_no_auth: bool, host: str,
-                log: Callable[[str], None] | None = None) -> bytes | None:
-    """The token a server requires (created on first start and its path logged), or None with
-    `insecure_no_auth`, which only a loopback address may use."""
-    if insecure_no_auth:
-        check_insecure_host(host)
-        return None
-    token, path, created = server_token(token_file)
-    (log or log_line)(f"token file: {path}{' (created now)' if created else ''}; clients need a copy "
-                     "(--token-file or DEPLOYPIPE_TOKEN_FILE)")
-    return token

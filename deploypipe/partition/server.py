@@ -113,8 +113,8 @@ class CloudServer:
         self.max_decoded = {k: _static_bytes(m.inputs) or max_frame_bytes for k, m in self.models.items()}
         top = max(self.max_decoded.values())
         self.frame_limit = top + top // 100 + (64 << 10) + wire.MAX_HEADER  # + codec and header overhead
-        token = net.server_auth(token_file, insecure_no_auth, host, log)
-        self.server = net.BoundedServer(host, port, self._handle, token=token, max_clients=max_clients,
+        self.server = net.BoundedServer(host, port, self._handle, token_file=token_file,
+                                        insecure_no_auth=insecure_no_auth, max_clients=max_clients,
                                         client_timeout=client_timeout, name="serve", log=log)
 
     @property
