@@ -51,7 +51,8 @@ def _check_meta(t: Any) -> dict[str, Any]:
     if not isinstance(t, dict):
         raise ProtocolError("malformed frame: a tensor entry is not an object")
     name, dtype, shape, codec, nbytes = (t.get(k) for k in ("name", "dtype", "shape", "codec", "nbytes"))
-    if not isinstance(name, str) or dtype not in DTYPES or codec not in compress.CODECS:
+    if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(codec, str)) or dtype not in DTYPES \
+            or codec not in compress.CODECS:
         raise ProtocolError(f"malformed frame: tensor {str(name)[:40]!r} has dtype {str(dtype)[:20]!r}, "
                             f"codec {str(codec)[:20]!r}")
     if (not isinstance(shape, list) or len(shape) > MAX_RANK
