@@ -48,9 +48,7 @@ def _parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 def _parse_tolerance(values: list[str]) -> dict[str, float]:
-    from deploypipe.errors import UserError
-
-    from deploypipe.errors import UnknownNameError
+    from deploypipe.errors import UnknownNameError, UserError
     from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE
 
     known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t}

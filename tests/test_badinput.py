@@ -227,7 +227,7 @@ def test_bad_input(case: tuple[str, list[str], int, str], data: Path, ports: dic
     if case_id in SUBPROCESS:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's deploypipe, whatever the cwd
         proc = subprocess.run([sys.executable, "-m", "deploypipe", *args], capture_output=True, text=True,
-                              timeout=120, env=env)
+                              timeout=120, env=env, check=False)
         rc, stderr = proc.returncode, proc.stderr
     else:
         capfd.readouterr()

@@ -25,7 +25,12 @@ from conftest import tiny_classifier
 
 from deploypipe import net
 from deploypipe.artifact import MANIFEST, VERSIONS, staging
-from deploypipe.bench.remote import RuntimeServer, bench_remote, native_code, unpack_upload
+from deploypipe.bench.remote import (
+    RuntimeServer,
+    bench_remote,
+    native_code,
+    unpack_upload,
+)
 from deploypipe.bench.results import BenchConfig
 from deploypipe.errors import InputFileError, UserError
 from deploypipe.partition import graph, wire
@@ -52,7 +57,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build(BuildConfig(model=str(root / "tiny.onnx"), output=root / "out", name="tiny")).path
 
 
-def _deploypipe(*args: str, **kw) -> subprocess.Popen[str]:  # noqa: ANN003
+def _deploypipe(*args: str, **kw) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "deploypipe", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -74,7 +79,8 @@ def test_check_exits_5_when_outputs_stray(artifact: Path, tmp_path: Path) -> Non
              **{f"expected/{k}": v + 5.0 for k, v in expected.items()})
     art.manifest.files["golden"] = file_entry(bad, "golden.npz")
     write_manifest(bad, art.manifest)
-    proc = subprocess.run([sys.executable, "-m", "deploypipe", "check", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "deploypipe", "check", str(bad)], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "FAILED" in proc.stdout
 
@@ -188,6 +194,22 @@ def test_name_is_one_component_and_foreign_folders_are_never_touched(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "tiny.onnx"]
 
 
+def test_staging_of_a_builder_that_died_is_collected(tmp_path: Path) -> None:
+    """A build killed hard (SIGKILL, or a native abort no finally survives) leaves its staging
+    folder; the next build of that name removes it, as the folder names its dead process."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    dest = tmp_path / "a"
+    _write_version(dest, "first")
+    store = tmp_path / VERSIONS / "a"
+    (store / f"tmp-{dead.pid}-xyz").mkdir()
+    (store / f"tmp-{dead.pid}-xyz" / "half.bin").write_bytes(b"x")
+    (store / f"tmp-{os.getpid()}-live").mkdir()  # a live builder's staging is not touched
+    _write_version(dest, "second")
+    names = sorted(p.name for p in store.iterdir())
+    assert f"tmp-{dead.pid}-xyz" not in names and f"tmp-{os.getpid()}-live" in names
+
+
 def test_real_folder_from_an_older_deploypipe_is_replaced_atomically(tmp_path: Path) -> None:
     dest = tmp_path / "a"
     dest.mkdir()
@@ -224,7 +246,7 @@ def test_bench_discovery_and_load_work_through_the_link(artifact: Path) -> None:
 
 # --- serve-runtime -----------------------------------------------------------------------------
 
-def _serve_runtime(tmp_path: Path, **kw) -> tuple[threading.Thread, str]:  # noqa: ANN003
+def _serve_runtime(tmp_path: Path, **kw) -> tuple[threading.Thread, str]:
     from deploypipe.bench.remote import serve
 
     ready = threading.Event()
@@ -351,7 +373,7 @@ def _cloud(tmp_path: Path, client_timeout: float = 0.5) -> tuple[CloudServer, li
 
 
 @pytest.fixture
-def cloud(tmp_path: Path):  # noqa: ANN201
+def cloud(tmp_path: Path):
     server, lines, thread = _cloud(tmp_path)
     yield server, lines
     server.shutdown()
@@ -375,7 +397,7 @@ def _raw_request(port: int, payload: bytes) -> dict:
         ch.close()
 
 
-def test_split_server_caps_frames_by_the_model_shapes(cloud, capfd: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_split_server_caps_frames_by_the_model_shapes(cloud, capfd: pytest.CaptureFixture[str]) -> None:
     """A 398 KB zlib frame decompressed to 400 MB; lz4 and corrupt frames printed tracebacks."""
     import resource
 
