@@ -240,7 +240,7 @@ def _check_replaceable(dest: Path) -> None:
 def os_error(exc: OSError, path: Path) -> DeployPipeError:
     """A file-system failure as the error a user can act on, naming the path."""
     where = exc.filename or path
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
         return BuildError(f"{where}: {exc.strerror} (the artifact was not written)")
     return UserError(f"{where}: {exc.strerror or exc}")
 

@@ -108,6 +108,25 @@ def test_interrupt_exits_nonzero_and_leaves_previous_artifact(tmp_path: Path, si
     assert not [p for p in store.iterdir() if not p.name.startswith("v-")]
 
 
+def test_full_disk_is_one_line_exit_6_and_keeps_the_previous_artifact(tmp_path: Path, tiny_onnx: Path) -> None:
+    """A full output disk was exit 70 with a traceback. RLIMIT_FSIZE makes writes fail for real
+    (EFBIG, as ENOSPC would) without needing a small file system."""
+    import resource
+
+    from deploypipe.api import BuildConfig, build
+
+    old = build(BuildConfig(model=str(tiny_onnx), output=tmp_path / "out", name="a"))
+    before = os.readlink(old.path)
+    proc = subprocess.run([sys.executable, "-m", "deploypipe", "build", "-m", str(tiny_onnx), "-o",
+                           str(tmp_path / "out"), "--name", "a", "--force"], capture_output=True, text=True,
+                          check=False, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 6 and len(lines) == 1 and "File too large" in lines[0], proc.stderr
+    assert str(tmp_path / "out") in lines[0]
+    assert os.readlink(old.path) == before
+    assert [p.name for p in (tmp_path / "out" / VERSIONS / "a").iterdir()] == [before.rpartition("/")[2]]
+
+
 # --- artifact replacement ----------------------------------------------------------------------
 
 def _write_version(dest: Path, tag: str) -> None:
