@@ -286,8 +286,8 @@ def test_serve_runtime_requires_the_token_and_creates_it_0600(tmp_path: Path, ar
 def test_insecure_no_auth_only_on_loopback() -> None:
     with pytest.raises(UserError, match="loopback only"):
         net.check_insecure_host("0.0.0.0")
-    net.check_insecure_host("127.0.0.1")
-    net.check_insecure_host("localhost")
+    for host in ("127.0.0.1", "::1", "localhost"):
+        net.check_insecure_host(host)
 
 
 def test_uploaded_native_code_is_refused_without_trust(tmp_path: Path, artifact: Path) -> None:

@@ -29,9 +29,12 @@ def log_line(line: str) -> None:
 def check_insecure_host(host: str) -> None:
     """--insecure-no-auth is for loopback only: refuse any address another machine can reach."""
     try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as exc:
-        raise UserError(f"--host {host}: {exc.strerror or exc}") from None
+        addrs = {str(ipaddress.ip_address(host))}  # a literal address needs no resolver
+    except ValueError:
+        try:
+            addrs = {"127.0.0.1"} if host == "localhost" else {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except OSError as exc:
+            raise UserError(f"--host {host}: {exc.strerror or exc}") from None
     if not addrs or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
         raise UserError(f"--insecure-no-auth is allowed on loopback only (127.0.0.1, ::1); {host} is reachable "
                         "from the network: drop the flag and give clients the token file")
