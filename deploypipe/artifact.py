@@ -1,18 +1,29 @@
 """Artifact folders: the files a device app loads plus `manifest.json`, which says everything the
 build decided (versioned schema), and `golden.npz`, an input/output pair for on-device self-checks.
 
-Folders are written to a temp sibling and renamed into place, so an interrupted or failed build
-never leaves a half-written artifact, and a previous good artifact survives until the new one is whole.
+Replacement has no window: `OUT/NAME` is a symlink to a complete version folder under
+`OUT/.deploypipe/NAME/`; a build stages a new version there and flips the symlink with one atomic
+rename, so a reader sees the old artifact or the new one, never a gap or a mix of files, and
+concurrent builders of one name each commit whole (under a lock on OUT) without failing. Versions
+no link points to are collected at the next build once replaced for GRACE_S (readers that resolved
+the link just before a flip keep their files; the one just replaced is always kept), and so are
+temp folders of builders that died. An interrupted or failed build leaves nothing behind.
+A folder that is not deploypipe's (no manifest.json / plan.json) is never replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +32,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deploypipe.errors import InputFileError
+from deploypipe.errors import BuildError, DeployPipeError, InputFileError, UserError
 from deploypipe.model import TensorSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
+SPLIT_PLAN = "plan.json"  # the top file of a `build --split` folder
+GRACE_S = 60.0  # a replaced version stays this long for readers already inside it
+VERSIONS = ".deploypipe"  # OUT/.deploypipe/NAME/{v-*, tmp-PID-*}: versions and stagings of OUT/NAME
 
 
 class FileEntry(BaseModel):
@@ -174,14 +188,21 @@ class Artifact:
 
 
 def find_artifacts(paths: list[Path]) -> list[Path]:
-    """Artifact folders at or below the given paths, in a stable order."""
+    """Artifact folders at or below the given paths (through their symlinks, skipping hidden
+    folders such as the version store), in a stable order."""
     found: set[Path] = set()
     for p in paths:
         if not p.exists():
             raise InputFileError(f"{p}: no such file or directory")
         if (p / MANIFEST).is_file():
             found.add(p)
-        found |= {m.parent for m in p.rglob(MANIFEST) if not m.parent.name.startswith(".")}
+        seen: set[str] = set()
+        for root, dirs, files in os.walk(p, followlinks=True):
+            real = os.path.realpath(root)
+            dirs[:] = [] if real in seen else sorted(d for d in dirs if not d.startswith("."))
+            seen.add(real)
+            if MANIFEST in files:
+                found.add(Path(root))
     return sorted(found)
 
 
@@ -193,27 +214,148 @@ def existing_key(dest: Path) -> str | None:
         return None
 
 
+def check_name(name: str, what: str = "--name") -> str:
+    """An artifact name is one visible folder name: it can never reach outside OUT."""
+    if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+            or len(name.encode()) > 200):
+        raise UserError(f"{what} {name!r}: must be one folder name (no '/', not empty, not hidden, not '..')")
+    return name
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` is a deploypipe artifact or split build (the only folders a build replaces)."""
+    return (path / MANIFEST).is_file() or (path / SPLIT_PLAN).is_file()
+
+
+def _check_replaceable(dest: Path) -> None:
+    if dest.is_symlink() and not dest.exists():
+        if os.readlink(dest).startswith(f"{VERSIONS}/"):
+            return  # our link whose version is gone: safe to point it at a new one
+        raise UserError(f"{dest} is a broken link that deploypipe did not make; refusing to replace it")
+    if dest.exists() and not (dest.is_dir() and _ours(dest)):
+        raise UserError(f"{dest} exists and is not a deploypipe artifact (no {MANIFEST}); refusing to replace "
+                        "it: pick another --name or --output")
+
+
+def os_error(exc: OSError, path: Path) -> DeployPipeError:
+    """A file-system failure as the error a user can act on, naming the path."""
+    where = exc.filename or path
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return BuildError(f"{where}: {exc.strerror} (the artifact was not written)")
+    return UserError(f"{where}: {exc.strerror or exc}")
+
+
+def _stage_dir(dest: Path, store: Path) -> Path:
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise UserError(f"--output {dest.parent}: is a file, not a folder")
+    retries = 2  # a concurrent builder may remove the empty store between our mkdir and mkdtemp
+    while True:
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f"tmp-{os.getpid()}-", dir=store))
+        except FileNotFoundError as exc:
+            if not retries:
+                raise os_error(exc, store) from None
+            retries -= 1
+        except OSError as exc:
+            raise os_error(exc, store) from None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder (flock on its descriptor: no lock file is left behind)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); used to turn a real artifact folder
+    from an older deploypipe into a link without a moment where the name is missing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "renameat2") and libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:
+        return
+    os.replace(b, a.with_name(a.name + ".old"))  # no renameat2 (old libc / file system): a brief gap
+    os.replace(a, b)
+    os.replace(a.with_name(a.name + ".old"), a)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect(store: Path, keep: set[str], grace_s: float | None = None) -> None:
+    """Remove versions not in `keep` that were replaced more than `grace_s` ago (a reader that
+    resolved the link just before a flip keeps its files), and the stagings/links of builders
+    that are no longer alive."""
+    cutoff = time.time() - (GRACE_S if grace_s is None else grace_s)
+    for entry in store.iterdir() if store.is_dir() else []:
+        kind, _, rest = entry.name.partition("-")
+        stale = (kind == "v" and entry.name not in keep and entry.lstat().st_mtime < cutoff) or (
+            kind in ("tmp", "link") and rest.split("-")[0].isdigit() and not _alive(int(rest.split("-")[0])))
+        if stale:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _commit(dest: Path, store: Path, tmp: Path) -> None:
+    with _locked(dest.parent):
+        _check_replaceable(dest)  # again, under the lock: someone may have put a folder there
+        version = store / f"v-{time.time_ns():x}-{secrets.token_hex(3)}"
+        os.rename(tmp, version)
+        link = store / f"link-{os.getpid()}-{secrets.token_hex(3)}"
+        os.symlink(f"{VERSIONS}/{dest.name}/{version.name}", link)
+        previous = os.readlink(dest).rpartition("/")[2] if dest.is_symlink() else ""
+        if dest.is_dir() and not dest.is_symlink():
+            _exchange(link, dest)
+            shutil.rmtree(link)  # it now holds the old real folder
+        else:
+            os.replace(link, dest)  # the atomic flip
+        if previous and (store / previous).is_dir():
+            os.utime(store / previous)  # its replacement time starts its grace period
+        collect(store, keep={version.name, previous})
+
+
+def _drop_empty(store: Path) -> None:
+    for folder in (store, store.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: another builder may be staging there
+
+
 @contextlib.contextmanager
 def staging(dest: Path) -> Iterator[Path]:
-    """Yield a temp folder beside `dest`; on clean exit it replaces `dest` atomically, on any
-    exception (KeyboardInterrupt included) it is removed and `dest` is left untouched."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    """Yield an empty folder to build in; on clean exit it becomes `dest` atomically (see the module
+    docstring), on any exception (KeyboardInterrupt included) it is removed and `dest` is untouched."""
+    dest = Path(dest)
+    check_name(dest.name, "artifact name")
+    if ".." in dest.parts:
+        raise UserError(f"{dest}: an artifact path may not contain '..'")
+    _check_replaceable(dest)  # refuse before the work, not after
+    store = dest.parent / VERSIONS / dest.name
+    tmp = _stage_dir(dest, store)
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
-        if not (tmp / MANIFEST).is_file():
+        if not _ours(tmp):
             raise InputFileError(f"internal: staged artifact {tmp} has no manifest")
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / "a")
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _commit(dest, store, tmp)
+    except OSError as exc:
+        raise os_error(exc, dest) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _drop_empty(store)
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

@@ -9,17 +9,39 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, emit_json, err, out, parse_shapes, parse_tolerance
+from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes, parse_tolerance
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "signal": None}
+
+
+def _check_prune(value: float | None) -> float | None:
+    from deploypipe.errors import UserError
+
+    if value is not None and not 0 < value < 1:
+        raise UserError(f"--prune {value:g}: the pruning ratio must be between 0 and 1 (exclusive), e.g. 0.3")
+    return value
+
+
+def _check_name(value: str | None) -> str | None:
+    from deploypipe.artifact import check_name
+
+    return None if value is None else check_name(value)
+
+
+def _check_output_folder(value: Path) -> Path:
+    from deploypipe.errors import UserError
+
+    if value.exists() and not value.is_dir():
+        raise UserError(f"--output {value}: is a file, not a folder")
+    return value
 
 
 @app.callback()
@@ -32,11 +54,11 @@ def build(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file (.onnx, .pt, .pt2, ...).")],
     target: Annotated[str, typer.Option("--target", "-t", help="Device name (see `deploypipe targets`).")] = "host-cpu",
     compiler: Annotated[str | None, typer.Option(help="Compiler; default: the target's.")] = None,
-    quantize: Annotated[str | None, typer.Option(help="fp16 or int8.")] = None,
-    prune: Annotated[float | None, typer.Option(help="Structured channel-pruning ratio, 0-1.")] = None,
+    quantize: Annotated[str | None, typer.Option(help="fp16 or int8.", callback=choice("--quantize", ("fp16", "int8")))] = None,
+    prune: Annotated[float | None, typer.Option(help="Structured channel-pruning ratio, 0-1.", callback=_check_prune)] = None,
     passes: Annotated[str | None, typer.Option("--passes", help="Pass recipe name or .toml file.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder.")] = Path("artifacts"),
-    name: Annotated[str | None, typer.Option(help="Artifact folder name.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder.", callback=_check_output_folder)] = Path("artifacts"),
+    name: Annotated[str | None, typer.Option(help="Artifact folder name (one name, no '/').", callback=_check_name)] = None,
     weights: Annotated[Path | None, typer.Option(help="Real pretrained weights (state_dict) for a zoo model.")] = None,
     input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
     tolerance: Annotated[list[str], typer.Option(help="Fidelity gate override KEY=VALUE; repeatable.")] = [],  # noqa: B006
@@ -48,7 +70,7 @@ def build(
     cloud_target: Annotated[str, typer.Option(help="Cloud target of a --split build.")] = "server-gpu",
     network: Annotated[str, typer.Option(help="Network for --split auto: wifi, 4g, 3g, ethernet or BW,RTT.")] = "wifi",
     tune: Annotated[bool, typer.Option("--tune", help="Tune first (TVM MetaSchedule), resuming tuning_logs/.")] = False,
-    trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.")] = 64,
+    trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.", min=1)] = 64,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an artifact for a target (or, with --split, an edge and a cloud artifact plus a plan)."""
@@ -86,9 +108,12 @@ def _parse_threads(value: str | None) -> list[int | None]:
     if not value:
         return [None]
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        threads = [int(v) for v in value.split(",") if v.strip()]
+        if not all(t >= 1 for t in threads):
+            raise ValueError
     except ValueError:
-        raise UserError(f"--threads '{value}': expected a number or a list like 1,2,4") from None
+        raise UserError(f"--threads '{value}': expected a positive number or a list like 1,2,4") from None
+    return threads
 
 
 def _parse_affinity(values: list[str]) -> list[list[int] | None]:
@@ -130,22 +155,24 @@ def _old_device_flags(rpc: str | None, tracker: str | None, key: str | None, emu
 @app.command()
 def bench(
     paths: Annotated[list[Path], typer.Argument(help="Artifact folders or folders holding them.")],
-    iterations: Annotated[int, typer.Option(help="Timed runs per artifact (at least).")] = 30,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
-    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 1.0,
+    iterations: Annotated[int, typer.Option(help="Timed runs per artifact (at least).", min=1)] = 30,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.", min=0)] = 5,
+    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.", min=0)] = 1.0,
     threads: Annotated[str | None, typer.Option(help="Runtime threads, or a sweep: 1,2,4.")] = None,
     affinity: Annotated[list[str], typer.Option(help="Core set(s) to pin to: '0' or a sweep '0/0,1'; repeatable.")] = [],  # noqa: B006
-    repeats: Annotated[int, typer.Option(help="Fresh-process runs per point; reports the spread of medians.")] = 1,
-    batch: Annotated[int, typer.Option(help="Throughput: time N back-to-back batch-1 runs (0: skip).")] = 0,
-    workers: Annotated[int, typer.Option(help="Throughput with K runner instances at once.")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Also run K artifacts at once (memory-bounded).")] = 1,
+    repeats: Annotated[int, typer.Option(help="Fresh-process runs per point; reports the spread of medians.", min=1)] = 1,
+    batch: Annotated[int, typer.Option(help="Throughput: time N back-to-back batch-1 runs (0: skip).", min=0)] = 0,
+    workers: Annotated[int, typer.Option(help="Throughput with K runner instances at once.", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option(help="Also run K artifacts at once (memory-bounded).", min=1)] = 1,
     memory_limit_mb: Annotated[float | None, typer.Option(help="Memory bound for --concurrency (default: 80% of free).")] = None,
     energy: Annotated[str, typer.Option(help="auto, rapl, rails, nvidia-smi, estimate or off.")] = "auto",
     scenario: Annotated[str | None, typer.Option(help="Also run an MLPerf LoadGen scenario: singlestream, offline or server.")] = None,
     loadgen_dir: Annotated[Path, typer.Option(help="Where LoadGen logs go.")] = Path("loadgen"),
-    server_qps: Annotated[float, typer.Option(help="Target QPS of the Server scenario.")] = 10.0,
+    server_qps: Annotated[float, typer.Option(help="Target QPS of the Server scenario.", min=0.001)] = 10.0,
     profile: Annotated[bool, typer.Option(help="Collect per-layer times.")] = False,
     remote: Annotated[str | None, typer.Option(help="HOST:PORT of a `deploypipe serve-runtime` to run on.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="--remote: the server's token file (default: $DEPLOYPIPE_TOKEN_FILE, then ~/.config/deploypipe/token).")] = None,
+    remote_timeout: Annotated[float | None, typer.Option(help="--remote: give up after this many seconds without a sign of life (default 30).", min=0.1)] = None,
     calibration: Annotated[Path | None, typer.Option(help="Cost-model calibration JSON (default: fitted on this run).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Also save results to this CSV file.")] = None,
@@ -176,6 +203,17 @@ def bench(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+    if remote:
+        import os
+
+        from deploypipe import net
+        from deploypipe.bench.remote import TIMEOUT_ENV, parse_address
+
+        parse_address(remote)
+        if token_file is not None:  # bench_remote reads these; run_bench passes only the address
+            os.environ[net.TOKEN_ENV] = str(token_file)
+        if remote_timeout is not None:
+            os.environ[TIMEOUT_ENV] = str(remote_timeout)
     with err.status("benchmarking") as status:
         results = run_bench(paths, cfg, progress=lambda m: status.update(m), sweep=sweep, remote=remote,
                             calibration=calibration)
@@ -188,6 +226,13 @@ def bench(
         emit_json(data)
     else:
         out.print(render(results))
+    if not any(r.ran for r in results):
+        from deploypipe.errors import UnsupportedError
+
+        if not results:
+            raise UserError(f"no artifacts (folders with manifest.json) under {', '.join(map(str, paths))}")
+        raise UnsupportedError(f"nothing was measured: none of the {len(results)} artifact(s) can run here "
+                               "(the table says why)")
 
 
 @app.command()
@@ -276,13 +321,26 @@ def report(
         out.print(f"wrote {path}", highlight=False)
 
 
+TokenFileOpt = Annotated[Path | None, typer.Option(
+    help="Shared-token file (created 0600 on first start; default: $DEPLOYPIPE_TOKEN_FILE, then ~/.config/deploypipe/token).")]
+InsecureOpt = Annotated[bool, typer.Option(help="No authentication (allowed on a loopback --host only).")]
+ClientTimeoutOpt = Annotated[float, typer.Option(help="Drop a client silent for this many seconds (also the time a started frame may take).", min=0.1)]
+
+
 @app.command("serve-runtime")
 def serve_runtime(
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).")] = 9190,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed).", min=0, max=65535)] = 9190,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the network).")] = "127.0.0.1",
-    max_requests: Annotated[int | None, typer.Option(help="Stop after this many artifacts.")] = None,
-    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without a request.")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Refuse artifacts larger than this.")] = 2048,
+    max_requests: Annotated[int | None, typer.Option(help="Stop after this many artifacts.", min=1)] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without a request.", min=0.1)] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Refuse artifacts larger than this (compressed).", min=0.001)] = 2048,
+    max_unpacked_mb: Annotated[float | None, typer.Option(help="Refuse uploads that unpack to more than this (default: --max-upload-mb).", min=0.001)] = None,
+    workdir: Annotated[Path, typer.Option(help="Work folder: uploads are unpacked and LoadGen logs written only here.")] = Path("serve-runtime"),
+    trust_uploads: Annotated[bool, typer.Option(help="Run uploaded native code (TVM model.so, hls4ml csim libraries); refused otherwise.")] = False,
+    token_file: TokenFileOpt = None,
+    insecure_no_auth: InsecureOpt = False,
+    max_clients: Annotated[int, typer.Option(help="Clients served at once (measurements still run one at a time).", min=1)] = 4,
+    client_timeout: ClientTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts sent by `deploypipe bench --remote HOST:PORT` on this machine."""
@@ -295,7 +353,9 @@ def serve_runtime(
             out.print(f"serving deploypipe bench on {h}:{p}", highlight=False)
         sys.stdout.flush()
 
-    served = serve(host, port, max_requests, idle_timeout, max_upload_mb, on_ready=ready)
+    served = serve(host, port, max_requests, idle_timeout, max_upload_mb, on_ready=ready, token_file=token_file,
+                   insecure_no_auth=insecure_no_auth, trust_uploads=trust_uploads, workdir=workdir,
+                   max_unpacked_mb=max_unpacked_mb, max_clients=max_clients, client_timeout=client_timeout)
     if not as_json:
         out.print(f"served {served} request(s)", highlight=False)
 
@@ -339,9 +399,15 @@ def partition_cmd(
 @app.command()
 def serve(
     paths: Annotated[list[Path], typer.Argument(help="Cloud artifact folders, split build folders or .onnx files.")],
-    host: Annotated[str, typer.Option(help="Address to bind (no authentication: keep it local).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (printed).")] = 8765,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads per model.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for the network; clients need the token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (printed).", min=0, max=65535)] = 8765,
+    threads: Annotated[int | None, typer.Option(help="Runtime threads per model.", min=1)] = None,
+    token_file: TokenFileOpt = None,
+    insecure_no_auth: InsecureOpt = False,
+    max_clients: Annotated[int, typer.Option(help="Edge clients connected at once; more are told 'busy'.", min=1)] = 16,
+    client_timeout: ClientTimeoutOpt = 60.0,
+    max_frame_mb: Annotated[float, typer.Option(help="Cap on a request's decoded tensors for models with dynamic dims "
+                                                     "(static ones are capped by their shapes).", min=0.001)] = 256,
 ) -> None:
     """Serve cloud halves of split models over TCP for `deploypipe.partition.client` edges."""
     from contextlib import ExitStack
@@ -349,23 +415,22 @@ def serve(
     from deploypipe.partition.server import CloudServer, load_executors
 
     with ExitStack() as stack:
-        server = CloudServer(load_executors(paths, threads, stack), host, port)
+        server = CloudServer(load_executors(paths, threads, stack), host, port, token_file=token_file,
+                             insecure_no_auth=insecure_no_auth, max_clients=max_clients,
+                             client_timeout=client_timeout, max_frame_bytes=int(max_frame_mb * 2**20))
         sys.stdout.write(f"serving {', '.join(server.executors)} on {host}:{server.port}\n")
         sys.stdout.flush()
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
+        server.serve_forever()
 
 
 @app.command()
 def diff(
     a: Annotated[Path, typer.Argument(help="Reference model: .onnx file or artifact folder (usually FP32).")],
     b: Annotated[Path, typer.Argument(help="Model to check: .onnx file or artifact folder (e.g. FP16/INT8).")],
-    samples: Annotated[int, typer.Option(help="Synthetic input samples (ignored with --inputs).")] = 4,
+    samples: Annotated[int, typer.Option(help="Synthetic input samples (ignored with --inputs).", min=1)] = 4,
     inputs: Annotated[Path | None, typer.Option(help=".npz with one array per input name.")] = None,
-    rtol: Annotated[float, typer.Option(help="Relative L2 error beyond which a layer diverges.")] = 0.05,
-    top: Annotated[int, typer.Option(help="How many most-harmful layers to name.")] = 5,
+    rtol: Annotated[float, typer.Option(help="Relative L2 error beyond which a layer diverges.", min=1e-9)] = 0.05,
+    top: Annotated[int, typer.Option(help="How many most-harmful layers to name.", min=1)] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Run two models layer by layer on the same input and name the first layer that diverges."""
@@ -397,31 +462,67 @@ def _mount_backends() -> None:
 _mount_backends()
 
 
-def main() -> None:
-    """Entry point: run the app, turning deploypipe errors into one line and an exit code."""
+def _fail(message: str, code: int) -> int:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # '[extra]' is not markup
+    return code
+
+
+def _interrupted() -> int:
+    sig = _state.get("signal") or "SIGINT"
+    err.print(f"interrupted ({sig}): stopped; nothing half-written was left", highlight=False)
+    return 143 if sig == "SIGTERM" else 130
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the app and map every outcome to an exit code, each failure to one line on stderr.
+
+    typer (standalone_mode=False) *returns* the code of `typer.Exit` and of an interrupt (130)
+    instead of exiting, so the code is taken from its return value too. Tests call this in-process.
+    """
     from deploypipe.errors import DeployPipeError, InternalError
 
+    _state["debug"] = False
     try:
-        app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except DeployPipeError as exc:
         if _state["debug"]:
             raise
-        from rich.markup import escape
-
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # '[extra]' is not markup
-        sys.exit(exc.exit_code)
+        return _fail(str(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted: nothing was written")
-        sys.exit(130)
+        return _interrupted()
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except OSError as exc:  # disk full, read-only, permissions, a busy port: the environment, not a bug
+        if _state["debug"]:
+            raise
+        from deploypipe.artifact import os_error
+
+        mapped = os_error(exc, Path(exc.filename or "?"))
+        return _fail(str(mapped), mapped.exit_code)
     except Exception as exc:  # click usage errors carry their own exit code
         # typer >= 0.20 raises its vendored copy of click's exceptions (typer._click), not click's
         if any(cls.__name__ == "ClickException" for cls in type(exc).__mro__):
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)
+            return _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
         if _state["debug"]:
             raise
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
-                  highlight=False)
-        sys.exit(InternalError.exit_code)
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+                     InternalError.exit_code)
+    if code == 130:
+        return _interrupted()
+    return code if isinstance(code, int) else 0
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so staging folders are removed and the exit code says why."""
+    _state["signal"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Entry point: `run()` with SIGTERM handled like an interrupt."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.exit(run())

@@ -28,22 +28,43 @@ def parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
     for v in values:
         name, sep, dims = v.partition("=")
         try:
-            if not sep:
+            if not sep or not name:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
             raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224") from None
+        if not all(0 < d <= 1 << 20 for d in shapes[name]):
+            raise UserError(f"--input-shape '{v}': every dimension must be between 1 and {1 << 20}")
     return shapes
 
 
 def parse_tolerance(values: list[str]) -> dict[str, float]:
-    from deploypipe.errors import UserError
+    from deploypipe.errors import UnknownNameError, UserError
+    from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE
 
+    known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t}
     tol = {}
     for v in values:
         key, sep, num = v.partition("=")
         try:
-            tol[key] = float(num) if sep else float("nan")
+            if not sep:
+                raise ValueError
+            tol[key] = float(num)
         except ValueError:
             raise UserError(f"--tolerance '{v}': expected KEY=NUMBER, e.g. min_top1_agreement=0.99") from None
+        if key not in known:
+            raise UnknownNameError("--tolerance key", key, known)
+        if tol[key] != tol[key] or tol[key] < 0:
+            raise UserError(f"--tolerance '{v}': must be a number >= 0")
     return tol
+
+
+def choice(option: str, allowed: tuple[str, ...]) -> Any:
+    """A typer callback refusing values outside `allowed` (None passes: the option was not given)."""
+    from deploypipe.errors import UnknownNameError
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise UnknownNameError(option, value, allowed)
+        return value
+    return check

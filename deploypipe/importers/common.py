@@ -29,6 +29,9 @@ def finish(
 ) -> Model:
     """Pin dynamic input dims (batch 1 unless `input_shapes` says otherwise) and wrap as a Model."""
     inits = {i.name for i in proto.graph.initializer}
+    inputs = [vi.name for vi in proto.graph.input if vi.name not in inits]
+    for unknown in sorted(set(options.input_shapes) - set(inputs)):
+        raise ShapeError(f"--input-shape {unknown}: the model has no input '{unknown}'; its inputs: {', '.join(inputs)}")
     for vi in proto.graph.input:
         if vi.name in inits:
             continue

@@ -5,8 +5,12 @@ Also holds `export_module`, the one torch -> ONNX export every torch-based sourc
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +67,23 @@ def export_module(
     return onnx.load_model_from_string(buf.getvalue())
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0] if text else ''}"[:200]
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Silence a library logger that prints tracebacks for errors we report in one line."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -74,10 +95,13 @@ def load(path: Path, options: ImportOptions) -> Model:
     import torch
 
     if path.suffix == ".pt2":
+        if not zipfile.is_zipfile(path):  # torch would log a long traceback before failing
+            raise InputFileError(f"{path}: not an ExportedProgram (a .pt2 is a zip archive; this file is not, or is truncated)")
         try:
-            program = torch.export.load(str(path))
+            with _quiet("torch.export"):
+                program = torch.export.load(str(path))
         except Exception as exc:
-            raise InputFileError(f"{path}: not a readable ExportedProgram ({exc})") from exc
+            raise InputFileError(f"{path}: not a readable ExportedProgram ({_first_line(exc)})") from exc
         module = program.module()
         example = program.example_inputs[0] if program.example_inputs else ()
         names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -109,7 +133,7 @@ def _load_pickled(path: Path, options: ImportOptions) -> torch.nn.Module:
 
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as safe_exc:
+    except pickle.UnpicklingError as safe_exc:  # a well-formed pickle that needs code to load
         if not options.allow_pickle:
             raise UnsafeInputError(
                 f"{path} is a pickle that would run code when loaded; re-run with --allow-pickle "
@@ -118,7 +142,9 @@ def _load_pickled(path: Path, options: ImportOptions) -> torch.nn.Module:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise InputFileError(f"{path}: cannot be loaded by torch ({exc})") from exc
+            raise InputFileError(f"{path}: cannot be loaded by torch ({_first_line(exc)})") from exc
+    except Exception as exc:  # truncated zip, garbage bytes: torch's own errors say nothing useful
+        raise InputFileError(f"{path}: corrupt or truncated PyTorch file ({_first_line(exc)})") from exc
     if isinstance(obj, dict):
         raise InputFileError(
             f"{path} holds a state_dict (weights only); pass the architecture as a zoo name with "

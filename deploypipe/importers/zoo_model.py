@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from deploypipe.errors import ShapeError
 from deploypipe.importers.common import finish
 from deploypipe.importers.pytorch import export_module
 
@@ -20,6 +21,8 @@ def load(name: str, options: ImportOptions) -> Model:
     entry = zoo.get(name)
     torch.manual_seed(0)  # random weights are deterministic, so rebuilds are cache hits
     module = entry.module(options.weights)
+    for unknown in sorted(set(options.input_shapes) - set(entry.inputs)):
+        raise ShapeError(f"--input-shape {unknown}: {name} has no input '{unknown}'; its inputs: {', '.join(entry.inputs)}")
     shapes = {**entry.inputs, **options.input_shapes}
     proto = export_module(module, shapes, entry.input_dtypes, opset=options.opset)
     calibration, evaluation = zoo.data_providers(entry)

@@ -4,15 +4,14 @@ The model is cut (at the analyzer's best point, or after the named node), each h
 ONNX file and built by `api.build` for its own target (so each is compiled, quantized and
 fidelity-checked like any artifact); the edge also gets the whole model for its fallback. The two
 halves are then run back to back here against the whole FP32 model, and `plan.json` records the
-cut, the crossing tensors, the predicted figures and that check. The folder appears atomically.
+cut, the crossing tensors, the predicted figures and that check. The folder appears atomically,
+through the same versioned staging as a single artifact (`artifact.staging`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from deploypipe.api import BuildConfig, BuildReport, Progress, build
+from deploypipe.artifact import SPLIT_PLAN, staging
 from deploypipe.importers import import_model
 from deploypipe.partition import graph
 from deploypipe.partition.analyzer import CutCost, PartitionReport
 from deploypipe.partition.api import PartitionConfig, partition_model
 
-PLAN = "plan.json"
+PLAN = SPLIT_PLAN
 
 
 @dataclass
@@ -79,9 +79,7 @@ def build_split(base: BuildConfig, split: str, edge_target: str, cloud_target: s
     edge_proto, cloud_proto = graph.split(model.proto, cut)
     name = base.name or f"{model.name}-split-{edge_target}-{cloud_target}"
     dest = base.output / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=dest.parent))
-    try:
+    with staging(dest) as tmp:
         src = tmp / "src"
         src.mkdir()
         model.save(src / f"{model.name}.onnx")
@@ -117,13 +115,6 @@ def build_split(base: BuildConfig, split: str, edge_target: str, cloud_target: s
         }
         shutil.rmtree(src)
         (tmp / PLAN).write_text(json.dumps(plan, indent=2))
-        tmp.chmod(0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def moved(rep: BuildReport | None) -> BuildReport | None:
         return None if rep is None else BuildReport(dest / rep.path.name, rep.manifest, rep.cached)

@@ -3,7 +3,10 @@
 The link is emulated on the sending side: a token bucket paces the bytes at the uplink rate and a
 one-way delay of RTT/2 is added each way (no root or network namespace needed, so it works on any
 host). On a refused connection, a dropped one or a timeout the edge runs the *whole* model locally
-(the fallback), so every request is answered; counters say how often that happened.
+(the fallback), so every request is answered; counters say how often that happened. The client
+authenticates with the server's token (deploypipe.net: `token_file`, else DEPLOYPIPE_TOKEN_FILE,
+else the default path a server on this machine writes); a persistent connection the server closed
+while idle is reopened once before a request falls back.
 
 An edge device slower than this host can be emulated with `edge_slowdown`: each local compute is
 padded with sleep to `slowdown x` its measured time (the edge half and the fallback alike).
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploypipe import net
 from deploypipe.partition import wire
 from deploypipe.partition.server import Executor
 
@@ -96,13 +100,15 @@ class EdgeClient:
 
     def __init__(self, full: Executor, edge: Executor | None, link: Link, host: str = "127.0.0.1",
                  port: int = 0, model: str | None = None, codec: str = "none", timeout_s: float = 5.0,
-                 edge_slowdown: float = 1.0, remote: bool = True) -> None:
+                 edge_slowdown: float = 1.0, remote: bool = True, token_file: Path | None = None,
+                 max_reply_bytes: int = 1 << 30) -> None:
         self.full, self.edge, self.link = full, edge, link
         self.addr = (host, port)
         self.model, self.codec, self.timeout = model, codec, timeout_s
         self.slowdown = edge_slowdown
         self.remote = remote  # False: edge-only, nothing is sent
-        self.sock: socket.socket | None = None
+        self.channel: net.Channel | None = None
+        self.token_file, self.max_reply = token_file, max_reply_bytes
         self.ids = itertools.count()
         self.stats = ClientStats()
         self.resources: ExitStack | None = None  # runners kept active for the client's lifetime
@@ -115,17 +121,38 @@ class EdgeClient:
             time.sleep(spent * (self.slowdown - 1.0))
         return out, (time.perf_counter() - t0) * 1e3
 
-    def _connect(self) -> socket.socket:
-        if self.sock is None:
-            sock = socket.create_connection(self.addr, timeout=self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = sock
-        return self.sock
+    def _connect(self) -> net.Channel:
+        if self.channel is None:
+            token = net.client_token(self.token_file)  # read at connect: the server may have created it just now
+            self.channel = net.connect(*self.addr, token, timeout=self.timeout, connect_timeout=self.timeout)
+        return self.channel
 
     def _drop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def _exchange(self, payload: bytes, rid: int) -> dict[str, np.ndarray]:
+        """Send one request and read its reply; a reused connection found closed is reopened once."""
+        retry = self.channel is not None
+        while True:
+            channel = self._connect()
+            try:
+                self.link.send(channel.sock, channel.seal(payload))
+                reply = channel.recv(self.max_reply + wire.MAX_HEADER)
+                break
+            except (net.Closed, ConnectionResetError, BrokenPipeError):
+                self._drop()
+                if not retry:
+                    raise
+                retry = False  # the server closed an idle connection: not a failure of this request
+        header, outputs = wire.unpack(reply, self.max_reply)
+        self.link.delay_reply()
+        if header.get("id") != rid:
+            raise net.ProtocolError(f"reply for request {header.get('id')}, expected {rid}")
+        if "error" in header:
+            raise RuntimeError(f"cloud error: {header['error']}")
+        return outputs
 
     def infer(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], RequestRecord]:
         """Answer one request: split if the server answers in time, else the whole model here."""
@@ -139,14 +166,7 @@ class EdgeClient:
         t1 = time.perf_counter()
         frame = wire.pack({"id": rid, "model": self.model}, mid, self.codec)
         try:
-            sock = self._connect()
-            self.link.send(sock, frame)
-            header, outputs = wire.recv(sock)
-            self.link.delay_reply()
-            if header.get("id") != rid:
-                raise wire.ProtocolError(f"reply for request {header.get('id')}, expected {rid}")
-            if "error" in header:
-                raise RuntimeError(f"cloud error: {header['error']}")
+            outputs = self._exchange(frame, rid)
         except (OSError, RuntimeError) as exc:  # refused, reset, timeout, protocol, cloud-side error
             wasted = (time.perf_counter() - t1) * 1e3
             self._drop()
@@ -166,7 +186,7 @@ class EdgeClient:
 
 
 def plan_client(path: Path, link: Link, host: str = "127.0.0.1", port: int = 0, codec: str = "none",
-                timeout_s: float = 5.0, threads: int | None = None) -> EdgeClient:
+                timeout_s: float = 5.0, threads: int | None = None, token_file: Path | None = None) -> EdgeClient:
     """An edge client for a split build folder: its edge half and its whole-model fallback."""
     from deploypipe.partition.build import load_plan
     from deploypipe.backends.runner import RunOptions
@@ -186,6 +206,6 @@ def plan_client(path: Path, link: Link, host: str = "127.0.0.1", port: int = 0, 
         stack.close()
         raise
     client = EdgeClient(full, edge, link, host, port, model=plan["cloud"], codec=codec, timeout_s=timeout_s,
-                        remote=plan["cloud"] is not None)
+                        remote=plan["cloud"] is not None, token_file=token_file)
     client.resources = stack
     return client

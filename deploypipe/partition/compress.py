@@ -7,6 +7,7 @@ real crossing tensors, never assumed from the ratio of dtypes.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 import zlib
@@ -41,14 +42,8 @@ def _lossless(codec: str, data: bytes) -> bytes:
     return data
 
 
-def _unlossless(codec: str, data: bytes) -> bytes:
-    if codec.endswith("zlib"):
-        return zlib.decompress(data)
-    if codec.endswith("lz4"):
-        import lz4.frame
-
-        return lz4.frame.decompress(data)
-    return data
+def _lossless_part(codec: str) -> str:
+    return "zlib" if codec.endswith("zlib") else "lz4" if codec.endswith("lz4") else "none"
 
 
 def encode(arr: np.ndarray, codec: str) -> bytes:
@@ -63,11 +58,19 @@ def encode(arr: np.ndarray, codec: str) -> bytes:
 
 
 def decode(payload: bytes, codec: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The tensor back; a payload may not inflate past what `shape` and `dtype` say (it came
+    off the network: see deploypipe.net.inflate)."""
+    from deploypipe.net import inflate
+
+    n = math.prod(shape)
     if payload[:1] == b"Q":
         scale, zero = struct.unpack("<fi", payload[1:9])
-        q = np.frombuffer(_unlossless(codec, payload[9:]), dtype=np.uint8).reshape(shape)
+        q = np.frombuffer(inflate(payload[9:], _lossless_part(codec), n), dtype=np.uint8).reshape(shape)
         return ((q.astype(np.float32) - zero) * scale).astype(dtype)
-    return np.frombuffer(_unlossless(codec, payload[1:]), dtype=dtype).reshape(shape).copy()
+    if payload[:1] != b"R":
+        raise ValueError(f"unknown tensor encoding {payload[:1]!r}")
+    raw = inflate(payload[1:], _lossless_part(codec), n * np.dtype(dtype).itemsize)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
 @dataclass(frozen=True)

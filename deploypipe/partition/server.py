@@ -1,21 +1,24 @@
 """The cloud half as a real TCP server (`deploypipe serve CLOUD_ARTIFACT`).
 
-One thread per connection; each request names the cloud model to run (a server may hold several,
-e.g. the cloud halves of every cut in a sweep) and carries the crossing tensors. Inference is
-serialized per model with a lock, as one accelerator would serialize it. Binds 127.0.0.1 unless
-told otherwise: the protocol has no authentication.
+One thread per connection, up to `max_clients`; each request names the cloud model to run (a server
+may hold several, e.g. the cloud halves of every cut in a sweep) and carries the crossing tensors.
+Inference is serialized per model with a lock, as one accelerator would serialize it. Clients
+authenticate with the shared token (deploypipe.net) unless the server runs `--insecure-no-auth` on
+loopback; each tensor must have the shape and dtype its model takes, so a frame can never inflate
+past the size the model's inputs fix (dynamic dims are bounded by `max_frame_bytes`).
 """
 
 from __future__ import annotations
 
-import socketserver
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from deploypipe import net
 from deploypipe.analysis import reference
 from deploypipe.errors import InputFileError
 from deploypipe.partition import wire
@@ -30,13 +33,42 @@ def ort_executor(model: str | Path | bytes, threads: int = 1) -> Executor:
     return lambda feeds: dict(zip(names, sess.run(names, feeds), strict=True))
 
 
-def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> dict[str, Executor]:
-    """Executors keyed by name: an artifact folder runs with its own runner, an .onnx file with ORT,
+@dataclass(frozen=True)
+class Served:
+    """A model the server runs, with the inputs it takes (None: not known, only the byte cap holds)."""
+
+    run: Executor
+    inputs: wire.Expect | None = None
+
+
+def _expect(specs: list) -> wire.Expect:  # list[TensorSpec]
+    return {s.name: (tuple(s.shape), s.dtype) for s in specs}
+
+
+def onnx_inputs(model: str | Path | bytes) -> wire.Expect:
+    """The graph inputs (initializers excluded) of an ONNX model, as the server checks them."""
+    import onnx
+
+    from deploypipe.model import specs_of
+
+    proto = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load_model(str(model), load_external_data=False)
+    return _expect(specs_of(list(proto.graph.input), skip={i.name for i in proto.graph.initializer}))
+
+
+def _static_bytes(inputs: wire.Expect | None) -> int | None:
+    """Bytes the inputs take when every dim is fixed, else None."""
+    if inputs is None or any(d is None for shape, _ in inputs.values() for d in shape):
+        return None
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in inputs.values())
+
+
+def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> dict[str, Served]:
+    """Models keyed by name: an artifact folder runs with its own runner, an .onnx file with ORT,
     a split build folder serves its cloud artifact (as 'cloud', the name its plan gives edges)."""
     from deploypipe.backends.runner import RunOptions
     from deploypipe.backends import load as load_runner
 
-    out: dict[str, Executor] = {}
+    out: dict[str, Served] = {}
     for path in paths:
         key = path.stem if path.suffix == ".onnx" else path.name
         if (path / "plan.json").is_file():
@@ -48,57 +80,82 @@ def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> 
             key, path = cloud, path / cloud
         if path.is_dir():
             runner = stack.enter_context(load_runner(path, RunOptions(threads=threads), host_check=True))
-            out[key] = lambda feeds, r=runner: r.infer(feeds)
+            out[key] = Served(lambda feeds, r=runner: r.infer(feeds), _expect(runner.artifact.manifest.inputs))
         elif path.suffix == ".onnx" and path.is_file():
-            out[key] = ort_executor(path, threads or 0)
+            out[key] = Served(ort_executor(path, threads or 0), onnx_inputs(path))
         else:
             raise InputFileError(f"{path}: not an artifact folder or .onnx file")
     return out
 
 
-class _Handler(socketserver.BaseRequestHandler):
-    server: CloudServer
+class CloudServer:
+    """Serves `models` on host:port; `serve_forever()` until `shutdown()` (from another thread)."""
 
-    def handle(self) -> None:
-        while True:
-            try:
-                header, tensors = wire.recv(self.request)
-            except (ConnectionError, OSError):
-                return
-            reply: dict[str, object] = {"id": header.get("id")}
-            outputs: dict[str, np.ndarray] = {}
-            name = header.get("model") or self.server.default
-            ex = self.server.executors.get(name)
-            if ex is None:
-                reply["error"] = f"no model '{name}' on this server; it holds {', '.join(self.server.executors)}"
-            else:
-                try:
-                    with self.server.locks[name]:
-                        outputs = ex(tensors)
-                except Exception as exc:  # noqa: BLE001 - the error goes back to the client, the server lives on
-                    reply["error"] = f"{type(exc).__name__}: {exc}"
-            with self.server.stats_lock:
-                self.server.served += 1
-            try:
-                self.request.sendall(wire.pack(reply, outputs))
-            except OSError:
-                return
-
-
-class CloudServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, executors: dict[str, Executor], host: str = "127.0.0.1", port: int = 0) -> None:
-        if not executors:
+    def __init__(self, models: dict[str, Served | Executor], host: str = "127.0.0.1", port: int = 0, *,
+                 token_file: Path | None = None, insecure_no_auth: bool = False, max_clients: int = 16,
+                 client_timeout: float = 60.0,
+                 max_frame_bytes: int = 256 << 20, log: Callable[[str], None] | None = None) -> None:
+        if not models:
             raise InputFileError("serve needs at least one cloud model")
-        self.executors = executors
-        self.default = next(iter(executors))
-        self.locks = {k: threading.Lock() for k in executors}
+        self.models = {k: m if isinstance(m, Served) else Served(m) for k, m in models.items()}
+        self.executors = {k: m.run for k, m in self.models.items()}
+        self.default = next(iter(models))
+        self.locks = {k: threading.Lock() for k in models}
         self.stats_lock = threading.Lock()
-        self.served = 0
-        super().__init__((host, port), _Handler)
+        self.served = self.rejected = 0
+        # what each model's inputs decode to at most: fixed by their shapes, else the option's cap
+        self.max_decoded = {k: _static_bytes(m.inputs) or max_frame_bytes for k, m in self.models.items()}
+        top = max(self.max_decoded.values())
+        self.frame_limit = top + top // 100 + (64 << 10) + wire.MAX_HEADER  # + codec and header overhead
+        self.server = net.BoundedServer(host, port, self._handle, token_file=token_file,
+                                        insecure_no_auth=insecure_no_auth, max_clients=max_clients,
+                                        client_timeout=client_timeout, name="serve", log=log)
 
     @property
     def port(self) -> int:
-        return self.server_address[1]
+        return self.server.port
+
+    def _handle(self, channel: net.Channel, peer: str) -> int:
+        """Requests of one connection until it closes; a bad frame gets an error reply (the edge
+        falls back) and one log line; a broken connection ends the loop."""
+        n = 0
+        while True:
+            try:
+                payload = channel.recv(self.frame_limit, wait=self.server.client_timeout)
+            except net.Closed:
+                return n
+            header, outputs, error = self._answer(payload)
+            if error is not None:
+                with self.stats_lock:
+                    self.rejected += 1
+                self.server.log(f"serve: {peer}: request refused: {error}")
+            with self.stats_lock:
+                self.served += 1
+            n += 1
+            channel.send(wire.pack({"id": header.get("id"), **({"error": error} if error else {})}, outputs))
+
+    def _answer(self, payload: bytes) -> tuple[dict, dict[str, np.ndarray], str | None]:
+        header: dict = {}
+        try:
+            header, _ = wire.parse(payload)
+            name = header.get("model") or self.default
+            model = self.models.get(name) if isinstance(name, str) else None
+            if model is None:
+                return header, {}, f"no model '{str(name)[:60]}' on this server; it holds {', '.join(self.models)}"
+            _, tensors = wire.unpack(payload, self.max_decoded[name], model.inputs)
+        except net.ProtocolError as exc:
+            return header, {}, str(exc)
+        try:
+            with self.locks[name]:
+                return header, model.run(tensors), None
+        except Exception as exc:  # noqa: BLE001 - the error goes back to the client, the server lives on
+            return header, {}, f"{type(exc).__name__}: {exc}"
+
+    def serve_forever(self) -> None:
+        self.server.serve()
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+    def server_close(self) -> None:
+        self.server.shutdown()

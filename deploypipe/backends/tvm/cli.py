@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, emit_json, err, out, parse_shapes
+from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes
 
 app = typer.Typer(no_args_is_help=True, help="Apache TVM: tune schedules, build the device app.")
 
@@ -20,10 +20,11 @@ app = typer.Typer(no_args_is_help=True, help="Apache TVM: tune schedules, build 
 def tune(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Device name.")] = "host-cpu",
-    trials: Annotated[int, typer.Option(help="Total measured schedules to reach (resumes the database).")] = 64,
-    quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).")] = None,
-    trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.")] = 16,
+    trials: Annotated[int, typer.Option(help="Total measured schedules to reach (resumes the database).", min=1)] = 64,
+    quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.",
+                                                 callback=choice("--quantize", ("fp16", "int8")))] = None,
+    budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).", min=0.1)] = None,
+    trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.", min=1)] = 16,
     device: Annotated[str | None, typer.Option(help="Measure on a board: rpc://HOST:PORT or tracker://HOST:PORT/KEY.")] = None,
     rpc: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device rpc://HOST:PORT.")] = None,
     tracker: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device tracker://HOST:PORT/KEY.")] = None,
