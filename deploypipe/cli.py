@@ -90,7 +90,7 @@ def build(
         with err.status("building split") as status:
             split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))
         if as_json:
-            emit_json({"path": str(split_report.path), "plan": split_report.plan})
+            emit_json({"path": str(split_report.path), "plan": split_report.plan.model_dump()})
         else:
             out.print(split_report.summary(), highlight=False)
         return
@@ -202,7 +202,7 @@ def bench(
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+        raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
     if remote:
         import os
 
@@ -344,7 +344,7 @@ def serve_runtime(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure artifacts sent by `deploypipe bench --remote HOST:PORT` on this machine."""
-    from deploypipe.bench.remote import serve
+    from deploypipe.bench.serve import serve
 
     def ready(h: str, p: int) -> None:
         if as_json:

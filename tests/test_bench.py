@@ -19,7 +19,8 @@ import pytest
 from deploypipe.api import BuildConfig, build
 from deploypipe.bench import BenchConfig, SweepConfig, run_bench
 from deploypipe.bench import energy as en
-from deploypipe.bench.remote import bench_remote, serve
+from deploypipe.bench.remote import bench_remote
+from deploypipe.bench.serve import serve
 from deploypipe.bench.report import render_html, speedups, write_report
 from deploypipe.bench.table import render, write_csv
 from tests.conftest import tiny_classifier
@@ -233,7 +234,7 @@ def test_remote_upload_unpacks_safely_with_or_without_the_data_filter(tmp_path: 
     import io
     import tarfile
 
-    from deploypipe.bench.remote import safe_extract
+    from deploypipe.bench.serve import safe_extract
     from deploypipe.errors import InputFileError
 
     def archive(name: str, link: bool = False) -> tarfile.TarFile:

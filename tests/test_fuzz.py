@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deploypipe import net
-from deploypipe.bench.remote import RuntimeServer, unpack_upload
+from deploypipe.bench.serve import RuntimeServer, unpack_upload
 from deploypipe.errors import InputFileError, UserError
 from deploypipe.net.channel import server_hello
 from deploypipe.partition import compress, wire

@@ -21,7 +21,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "registry"),
     ("model", "targets"),
     ("artifact",),
-    ("analysis", "costmodel", "zoo", "data"),
+    ("analysis", "costmodel", "zoo", "data", "net"),
     ("importers", "passes", "backends", "litert"),
     ("api", "bench", "partition", "campaign", "doctor"),
     ("cli", "cliutil", "__main__"),

@@ -25,12 +25,8 @@ from conftest import tiny_classifier
 
 from deploypipe import net
 from deploypipe.artifact import MANIFEST, VERSIONS, staging
-from deploypipe.bench.remote import (
-    RuntimeServer,
-    bench_remote,
-    native_code,
-    unpack_upload,
-)
+from deploypipe.bench.remote import bench_remote
+from deploypipe.bench.serve import RuntimeServer, native_code, unpack_upload
 from deploypipe.bench.results import BenchConfig
 from deploypipe.errors import InputFileError, UserError
 from deploypipe.partition import graph, wire
@@ -245,7 +241,7 @@ def test_bench_discovery_and_load_work_through_the_link(artifact: Path) -> None:
 # --- serve-runtime -----------------------------------------------------------------------------
 
 def _serve_runtime(tmp_path: Path, **kw) -> tuple[threading.Thread, str]:
-    from deploypipe.bench.remote import serve
+    from deploypipe.bench.serve import serve
 
     ready = threading.Event()
     addr: list[str] = []

@@ -68,9 +68,9 @@ def test_bad_remote_is_one_clear_error(cli, artifact: Path) -> None:
     res = cli("bench", str(artifact), "--tracker", "127.0.0.1:1")
     assert res.returncode == 2 and "--tracker and --key go together" in res.stderr
     res = cli("bench", str(artifact), "--device", "rpc://nohost")
-    assert res.returncode == 2 and "expected HOST:PORT" in res.stderr
-    res = cli("bench", str(artifact), "--device", "ftp://x")
-    assert res.returncode == 2 and "expected rpc://HOST:PORT" in res.stderr
+    assert res.returncode == 2 and "expected SCHEME://HOST:PORT" in res.stderr
+    res = cli("bench", str(artifact), "--device", "ftp://x:1")  # well formed, but no runner speaks ftp
+    assert res.returncode == 2 and "expected rpc://HOST:PORT, tracker://HOST:PORT/KEY or qemu" in res.stderr
     r = _bench(cli, artifact, "--device", f"rpc://127.0.0.1:{free_port()}")
     assert not r["ran"] and "cannot reach the TVM RPC server" in r["reason"]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deploypipe.bench.energy import Energy
 
@@ -28,7 +30,15 @@ class BenchConfig(BaseModel):
 
     # run artifacts whose runner reaches devices itself there (e.g. TVM: rpc://HOST:PORT,
     # tracker://HOST:PORT/KEY) or under emulation ("qemu": correctness, never a device timing)
-    device: str | None = Field(default=None, pattern=r"^(qemu|[a-z][a-z0-9+.-]*://\S+)$")
+    device: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str | None) -> str | None:
+        """The generic shape of a device spec; which schemes exist is each runner's to say."""
+        if v is not None and not re.fullmatch(r"qemu|[a-z][a-z0-9+.-]*://[^\s/:]+:\d{1,5}(/\S+)?", v):
+            raise ValueError(f"'{v}': expected SCHEME://HOST:PORT[/KEY] (rpc://HOST:PORT, tracker://HOST:PORT/KEY) or qemu")
+        return v
 
 
 class SweepConfig(BaseModel):

@@ -10,7 +10,7 @@ through the same versioned staging as a single artifact (`artifact.staging`).
 
 from __future__ import annotations
 
-import json
+import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,39 +19,41 @@ from typing import Any
 import numpy as np
 
 from deploypipe.api import BuildConfig, BuildReport, Progress, build
-from deploypipe.artifact import SPLIT_PLAN, staging
+from deploypipe.analysis import reference
+from deploypipe.artifact import staging
+from deploypipe.backends import load as load_runner
+from deploypipe.backends.runner import RunOptions
 from deploypipe.importers import import_model
 from deploypipe.partition import graph
 from deploypipe.partition.analyzer import CutCost, PartitionReport
 from deploypipe.partition.api import PartitionConfig, partition_model
+from deploypipe.partition.plan import BackToBack, CrossingTensor, Cut, Predicted, SplitPlan
 
-PLAN = SPLIT_PLAN
 
 
 @dataclass
 class SplitReport:
     path: Path
-    plan: dict[str, Any]
+    plan: SplitPlan
     edge: BuildReport | None
     cloud: BuildReport | None
     full: BuildReport
 
     def summary(self) -> str:
         p = self.plan
-        where = ("edge-only (nothing crosses)" if p["cloud"] is None else "cloud-only (the input crosses)"
-                 if p["edge"] is None else f"cut after {p['cut']['after']}")
-        lines = [f"built split {self.path}: {p['model']} {where}: "
-                 f"{len(p['cut']['tensors'])} tensor(s), {p['cut']['bytes']} bytes cross"]
+        where = ("edge-only (nothing crosses)" if p.cloud is None else "cloud-only (the input crosses)"
+                 if p.edge is None else f"cut after {p.cut.after}")
+        lines = [f"built split {self.path}: {p.model} {where}: {len(p.cut.tensors)} tensor(s), {p.cut.bytes} bytes cross"]
         for role, rep in (("edge", self.edge), ("cloud", self.cloud), ("edge fallback (whole model)", self.full)):
             if rep is not None:
                 lines.append(f"  {role}: {rep.path} ({rep.manifest.target}, {rep.manifest.compiler}, "
                              f"{rep.manifest.precision}; fidelity {'passed' if rep.manifest.fidelity.passed else rep.manifest.fidelity.where})")
-        chk = p["back_to_back"]
-        lines.append(f"  halves back to back vs whole FP32 model: max abs err {chk['max_abs_err']:.3g} ({chk['where']})")
-        if p.get("predicted"):
-            pr = p["predicted"]
-            lines.append(f"  predicted: {pr['total_ms']:.2f} ms over {p['network']} (edge {pr['edge_ms']:.2f}, "
-                         f"transfer {pr['transfer_ms']:.2f}, cloud {pr['cloud_ms']:.2f}); {pr['edge_label']}")
+        chk = p.back_to_back
+        lines.append(f"  halves back to back vs whole FP32 model: max abs err {chk.max_abs_err:.3g} ({chk.where})")
+        if p.predicted:
+            pr = p.predicted
+            lines.append(f"  predicted: {pr.total_ms:.2f} ms over {p.network} (edge {pr.edge_ms:.2f}, "
+                         f"transfer {pr.transfer_ms:.2f}, cloud {pr.cloud_ms:.2f}); {pr.edge_label}")
         return "\n".join(lines)
 
 
@@ -99,22 +101,21 @@ def build_split(base: BuildConfig, split: str, edge_target: str, cloud_target: s
             say("building the cloud half")
             cloud = build(_sub(base, src / f"{model.name}-cloud.onnx", cloud_target, "cloud", tmp), progress)
         check = _back_to_back(model, tmp if edge else None, tmp if cloud else None)
-        plan = {
-            "model": model.name, "source": base.model, "nodes": len(model.proto.graph.node),
-            "split": split, "network": network, "edge_target": edge_target, "cloud_target": cloud_target,
-            "cut": {"index": cut.index, "after": cut.after, "bytes": cut.nbytes,
-                    "tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes}
-                                for t in cut.tensors]},
-            "edge": "edge" if edge else None, "cloud": "cloud" if cloud else None, "edge_full": "edge-full",
-            "inputs": [i.model_dump() for i in model.inputs], "outputs": [o.model_dump() for o in model.outputs],
-            "back_to_back": check,
-            "predicted": None if chosen is None or analysis is None else {
-                "total_ms": chosen.total_ms, "edge_ms": chosen.edge_ms, "transfer_ms": chosen.transfer_ms,
-                "cloud_ms": chosen.cloud_ms, "energy_mj": chosen.energy_mj,
-                "edge_label": analysis.edge_label, "cloud_label": analysis.cloud_label},
-        }
+        plan = SplitPlan(
+            model=model.name, source=base.model, nodes=len(model.proto.graph.node), split=split, network=network,
+            edge_target=edge_target, cloud_target=cloud_target,
+            cut=Cut(index=cut.index, after=cut.after, bytes=cut.nbytes,
+                    tensors=[CrossingTensor(name=t.name, shape=list(t.shape), dtype=t.dtype, bytes=t.nbytes)
+                             for t in cut.tensors]),
+            edge="edge" if edge else None, cloud="cloud" if cloud else None, edge_full="edge-full",
+            inputs=model.inputs, outputs=model.outputs, back_to_back=check,
+            predicted=None if chosen is None or analysis is None else Predicted(
+                total_ms=chosen.total_ms, edge_ms=chosen.edge_ms, transfer_ms=chosen.transfer_ms,
+                cloud_ms=chosen.cloud_ms, energy_mj=chosen.energy_mj,
+                edge_label=analysis.edge_label, cloud_label=analysis.cloud_label),
+        )
         shutil.rmtree(src)
-        (tmp / PLAN).write_text(json.dumps(plan, indent=2))
+        plan.write(tmp)
 
     def moved(rep: BuildReport | None) -> BuildReport | None:
         return None if rep is None else BuildReport(dest / rep.path.name, rep.manifest, rep.cached)
@@ -122,16 +123,10 @@ def build_split(base: BuildConfig, split: str, edge_target: str, cloud_target: s
     return SplitReport(dest, plan, moved(edge), moved(cloud), moved(full))  # type: ignore[arg-type]
 
 
-def _back_to_back(model: Any, edge_dir: Path | None, cloud_dir: Path | None) -> dict[str, Any]:
+def _back_to_back(model: Any, edge_dir: Path | None, cloud_dir: Path | None) -> BackToBack:
     """Edge artifact then cloud artifact on the same input vs the whole model on ONNX Runtime."""
-    import platform
-
-    from deploypipe.partition.server import ort_executor
-    from deploypipe.backends.runner import RunOptions
-    from deploypipe.backends import load as load_runner
-
     feeds = next(model.calibration.samples(1, seed=10_000))
-    ref = ort_executor(model.proto.SerializeToString())(feeds)
+    ref = reference.run(model.proto, [feeds])[0]
     mid = feeds
     kinds = []
     for folder, role in ((edge_dir, "edge"), (cloud_dir, "cloud")):
@@ -141,14 +136,5 @@ def _back_to_back(model: Any, edge_dir: Path | None, cloud_dir: Path | None) -> 
             mid = runner.infer(mid, check=False)
             kinds.append(runner.kind)
     err = max(float(np.abs(mid[k].astype(np.float64) - v).max()) for k, v in ref.items())
-    return {"max_abs_err": err, "where": f"measured on {platform.node()} with {' then '.join(kinds)}; "
-                                          f"input: {model.calibration.description}"}
-
-
-def load_plan(path: Path) -> dict[str, Any]:
-    from deploypipe.errors import InputFileError
-
-    try:
-        return json.loads((Path(path) / PLAN).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputFileError(f"{path}: not a split build folder ({PLAN}: {exc})") from exc
+    return BackToBack(max_abs_err=err, where=f"measured on {platform.node()} with {' then '.join(kinds)}; "
+                                             f"input: {model.calibration.description}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from deploypipe import net
 from deploypipe.partition import wire
+from deploypipe.partition.plan import load_plan
 from deploypipe.partition.server import Executor
 
 _CHUNK = 16 * 1024
@@ -188,7 +189,6 @@ class EdgeClient:
 def plan_client(path: Path, link: Link, host: str = "127.0.0.1", port: int = 0, codec: str = "none",
                 timeout_s: float = 5.0, threads: int | None = None, token_file: Path | None = None) -> EdgeClient:
     """An edge client for a split build folder: its edge half and its whole-model fallback."""
-    from deploypipe.partition.build import load_plan
     from deploypipe.backends.runner import RunOptions
     from deploypipe.backends import load as load_runner
 
@@ -200,12 +200,12 @@ def plan_client(path: Path, link: Link, host: str = "127.0.0.1", port: int = 0, 
         return lambda feeds: runner.infer(feeds, check=False)
 
     try:
-        full = executor(plan["edge_full"])
-        edge = executor(plan["edge"]) if plan["edge"] else None
+        full = executor(plan.edge_full)
+        edge = executor(plan.edge) if plan.edge else None
     except BaseException:
         stack.close()
         raise
-    client = EdgeClient(full, edge, link, host, port, model=plan["cloud"], codec=codec, timeout_s=timeout_s,
-                        remote=plan["cloud"] is not None, token_file=token_file)
+    client = EdgeClient(full, edge, link, host, port, model=plan.cloud, codec=codec, timeout_s=timeout_s,
+                        remote=plan.cloud is not None, token_file=token_file)
     client.resources = stack
     return client

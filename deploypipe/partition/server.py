@@ -22,6 +22,7 @@ from deploypipe import net
 from deploypipe.analysis import reference
 from deploypipe.errors import InputFileError
 from deploypipe.partition import wire
+from deploypipe.partition.plan import load_plan
 
 Executor = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -72,9 +73,8 @@ def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> 
     for path in paths:
         key = path.stem if path.suffix == ".onnx" else path.name
         if (path / "plan.json").is_file():
-            from deploypipe.partition.build import load_plan
 
-            cloud = load_plan(path)["cloud"]
+            cloud = load_plan(path).cloud
             if cloud is None:
                 raise InputFileError(f"{path}: this split runs entirely on the edge; there is nothing to serve")
             key, path = cloud, path / cloud
