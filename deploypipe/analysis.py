@@ -72,7 +72,7 @@ def analyze(model: onnx.ModelProto) -> ModelStats:
     layers: list[LayerStat] = []
     incomplete: list[str] = []
     claimed: set[str] = set()
-    for i, node in enumerate(_topological(graph)):
+    for i, node in enumerate(topological(graph)):
         name = node.name or f"{node.op_type}_{i}"
         own = [t for t in node.input if t in param_sizes and t not in claimed]
         claimed.update(own)
@@ -160,7 +160,7 @@ def _fold_integer_constants(
 
     folded: dict[str, Any] = {}
     opsets = [helper.make_opsetid("", opset)]
-    for node in _topological(graph):
+    for node in topological(graph):
         if node.op_type == "Constant":
             tensor = _constant_tensor(node)
             if tensor is not None and tensor.data_type in _NOT_PARAM_DTYPES:
@@ -227,7 +227,7 @@ def _param_tensors(graph: onnx.GraphProto, shapes: dict[str, Shape | None]) -> d
     return sizes
 
 
-def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+def topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Nodes in dependency order, keeping the file's order among ready nodes (stable Kahn)."""
     produced_by = {out: i for i, n in enumerate(graph.node) for out in n.output if out}
     deps = [{produced_by[t] for t in n.input if t in produced_by} for n in graph.node]

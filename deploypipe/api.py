@@ -35,6 +35,7 @@ from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, PassStep, Recipe
+from deploypipe.passes.base import refusing
 from deploypipe.runtime import RunOptions, Runner
 from deploypipe.runtime import load as load_runner
 
@@ -193,7 +194,7 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     base = PRUNED_TOLERANCE if config.prune else DEFAULT_TOLERANCE[res.precision]
     tolerance = {**base, **config.tolerance}
     with staging(dest) as tmp:
-        pctx = PassContext(target=spec.name, precision=res.precision, progress=say)
+        pctx = PassContext(target=spec.name, precision=res.precision, progress=say, compiler=res.compiler)
         records, current = [], model
         for step in recipe.passes:
             say(f"pass {step.name}")
@@ -208,7 +209,8 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         )
         compiler.check(current, ctx)
         say(f"compiling with {res.compiler}")
-        out = compiler.compile(current, ctx)
+        with refusing(f"{res.compiler} cannot compile {model.name} for {spec.name}", current.proto):
+            out = compiler.compile(current, ctx)
         manifest = Manifest(
             name=name, kind=out.kind, build_key=key,
             model=ModelInfo(name=model.name, source=model.provenance.source,

@@ -30,19 +30,29 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    from deploypipe.errors import UserError
+def _parse_shapes(values: list[str]) -> dict[str, dict[str, Any]]:
+    """ImportOptions fields from `NAME=1x3x224x224` or `NAME=1x32:int64` (a dtype where the source
+    does not record one, e.g. TorchScript token ids)."""
+    from typing import get_args
 
-    shapes = {}
+    from deploypipe.errors import UserError
+    from deploypipe.importers import InputDtype
+
+    shapes, dtypes = {}, {}
     for v in values:
-        name, sep, dims = v.partition("=")
+        name, sep, spec = v.partition("=")
+        dims, _, dtype = spec.partition(":")
         try:
             if not sep:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224") from None
-    return shapes
+            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224 or NAME=1x32:int64") from None
+        if dtype:
+            if dtype not in get_args(InputDtype):
+                raise UserError(f"--input-shape '{v}': unknown dtype '{dtype}'; known: {', '.join(get_args(InputDtype))}")
+            dtypes[name] = dtype
+    return {"input_shapes": shapes, "input_dtypes": dtypes}
 
 
 def _parse_tolerance(values: list[str]) -> dict[str, float]:
@@ -74,7 +84,7 @@ def build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder.")] = Path("artifacts"),
     name: Annotated[str | None, typer.Option(help="Artifact folder name.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Real pretrained weights (state_dict) for a zoo model.")] = None,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     tolerance: Annotated[list[str], typer.Option(help="Fidelity gate override KEY=VALUE; repeatable.")] = [],  # noqa: B006
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickled modules (runs their code).")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse instead of adapting an impossible precision.")] = False,
@@ -96,7 +106,7 @@ def build(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
         output=output, name=name, strict=strict, force=force, tolerance=_parse_tolerance(tolerance),
         tune_trials=trials if tune else 0,
-        import_options=ImportOptions(weights=weights, input_shapes=_parse_shapes(input_shape), allow_pickle=allow_pickle),
+        import_options=ImportOptions(weights=weights, **_parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     if split is not None:
         from deploypipe.partition.build import build_split
@@ -218,7 +228,7 @@ def bench(
 def inspect(
     model: Annotated[str, typer.Argument(help="Zoo name or model file.")],
     layers: Annotated[bool, typer.Option(help="Print the per-layer table.")] = True,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Params, MACs, FLOP/param, op histogram and per-layer output sizes of a model."""
@@ -226,7 +236,7 @@ def inspect(
     from deploypipe.importers import ImportOptions, import_model
     from deploypipe.inspect_view import render_stats
 
-    m = import_model(model, ImportOptions(input_shapes=_parse_shapes(input_shape)))
+    m = import_model(model, ImportOptions(**_parse_shapes(input_shape)))
     stats = analyze(m.proto)
     if as_json:
         _emit_json({"model": m.name, "inputs": [i.model_dump() for i in m.inputs], **stats.to_dict()})
@@ -385,7 +395,7 @@ def partition_cmd(
     max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
     best_only: Annotated[bool, typer.Option(help="Print only the best, edge-only and cloud-only rows.")] = False,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Cost every edge/cloud cut point of a model over a network and pick the best (Neurosurgeon)."""
@@ -399,7 +409,7 @@ def partition_cmd(
     cfg = PartitionConfig(
         model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
         compression=compression, max_tensors=max_tensors, threads=threads,
-        import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)),
+        import_options=ImportOptions(**_parse_shapes(input_shape)),
     )
     with err.status("profiling cut points"):
         report = partition(cfg)
@@ -470,7 +480,7 @@ def tune(
     tracker: Annotated[str | None, typer.Option(help="RPC tracker HOST:PORT; with --key.")] = None,
     key: Annotated[str | None, typer.Option(help="Device key registered with the tracker.")] = None,
     tuning_logs: Annotated[Path, typer.Option(help="Root of the tuning databases.")] = Path("tuning_logs"),
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Tune a model for a target with TVM MetaSchedule into tuning_logs/<model>/<target>/."""
@@ -480,7 +490,7 @@ def tune(
 
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
                      trials_per_iter=trials_per_iter, remote=RemoteSpec(rpc=rpc, tracker=tracker, key=key),
-                     tuning_logs=tuning_logs, import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)))
+                     tuning_logs=tuning_logs, import_options=ImportOptions(**_parse_shapes(input_shape)))
     with err.status("tuning") as status:
         report = tune_model(cfg, progress=lambda m: status.update(m))
     if as_json:
@@ -534,6 +544,6 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if _state["debug"]:
             raise
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (re-run as `deploypipe --debug {' '.join(sys.argv[1:2]) or 'COMMAND'} ...` for the traceback)",
                   highlight=False)
         sys.exit(InternalError.exit_code)

@@ -197,13 +197,15 @@ def _op_reasons(name: str, version: int, op: Any, graph: Any, is_const: Any, typ
     return list(dict.fromkeys(reasons))
 
 
-def refuse_fallback(report: EdgeTpuReport, allowed: bool) -> None:
-    """With `allow_cpu_fallback = false`, any CPU op stops the build, naming the nodes."""
+def refuse_fallback(report: EdgeTpuReport, allowed: bool, kept: Path | None = None) -> None:
+    """With `allow_cpu_fallback = false`, any CPU op stops the build, naming the nodes (and the
+    file where the whole compatibility report was left)."""
     fallback = report.fallback()
     if fallback and not allowed:
         listing = ", ".join(f"#{n.index} {n.op} '{n.name}' ({n.reason})" for n in fallback[:8])
         raise UnsupportedError(f"{len(fallback)} op(s) would run on the CPU, not the Edge TPU: {listing}"
-                               + (" ..." if len(fallback) > 8 else ""))
+                               + (" ..." if len(fallback) > 8 else "")
+                               + (f"; full compatibility report: {kept}" if kept else ""))
 
 
 def report_table(report: EdgeTpuReport) -> list[tuple[str, ...]]:
@@ -235,7 +237,11 @@ class EdgeTpuCompiler(Compiler):
         int8_file = out["file"]
         report = compatibility_report(ctx.workdir / int8_file, opts.onchip_memory_mib)
         ctx.progress(report.summary())
-        refuse_fallback(report, opts.allow_cpu_fallback)
+        kept = None
+        if report.fallback() and not opts.allow_cpu_fallback:  # most useful exactly when the build stops
+            kept = ctx.workdir.parent / f"{model.name}-{ctx.target.name}-edgetpu-report.json"
+            kept.write_text(report.model_dump_json(indent=2))
+        refuse_fallback(report, opts.allow_cpu_fallback, kept)
         fallback = report.fallback()
         inputs, outputs = io_specs(model, out["io"])
         notes = [report.summary(), f"TFLite tensors: {io_summary(out['io'])}"]
