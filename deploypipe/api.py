@@ -33,6 +33,7 @@ from deploypipe.compilers.base import CompileContext
 from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
+from deploypipe.isa import unfused_on_host
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, PassStep, Recipe
 from deploypipe.passes.base import refusing
@@ -146,6 +147,8 @@ def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[st
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if any(n.op_type == "DequantizeLinear" for n in model.proto.graph.node) and unfused_on_host(None):
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # a QDQ graph's exact semantics
     sess = ort.InferenceSession(model.proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return [dict(zip(names, sess.run(names, f), strict=True)) for f in feeds]

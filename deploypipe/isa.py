@@ -70,3 +70,13 @@ def target_isa(target: str) -> Isa:
     if spec.int8_isa is not None:
         return spec.int8_isa  # type: ignore[return-value]
     return host_isa() if spec.runs_here else "unknown"
+
+
+def unfused_on_host(target: str | None) -> bool:
+    """Run a QDQ graph with ONNX Runtime's fusions off on this host: true where this host's fused
+    u8 x s8 kernels saturate and the graph was not quantized for such kernels (made for another
+    target's ISA, or of unknown origin when `target` is None). Unfused, each DequantizeLinear feeds
+    a float kernel: the graph's exact semantics, slower."""
+    if not saturates_u8s8(host_isa()):
+        return False
+    return target is None or not saturates_u8s8(target_isa(target))

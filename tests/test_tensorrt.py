@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from deploypipe.api import BuildConfig, build
 from deploypipe.compilers import trt_engine, trt_int8, trt_ops, trt_prepare
 from deploypipe.errors import UnsupportedError
+from deploypipe.isa import unfused_on_host
 from deploypipe.runtime.tensorrt import GpuInfo, TensorRTRunner, engine_mismatch, tensorrt_version
 from tests.conftest import tiny_classifier
 
@@ -30,7 +31,12 @@ def _feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def _run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    """ORT on the CPU; a QDQ graph made for TensorRT runs unfused where this host's fused u8 x s8
+    kernels would saturate (x86 without VNNI), as the server-gpu artifact's host stand-in does."""
+    so = ort.SessionOptions()
+    if unfused_on_host("server-gpu"):
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feed)[0]
 
 
