@@ -281,11 +281,19 @@ def _conv_transpose(node: onnx.NodeProto, shapes: dict[str, Shape | None]) -> in
     return math.prod(inp) * math.prod(weight[1:])  # type: ignore[arg-type,index]
 
 
-def _matmul(node: onnx.NodeProto, shapes: dict[str, Shape | None], a: int) -> int | None:
-    out, lhs = shapes.get(node.output[0]), shapes.get(node.input[a])
-    if not (_known(out) and _known(lhs)) or not lhs:
+def _matmul(node: onnx.NodeProto, shapes: dict[str, Shape | None], a: int, b: int) -> int | None:
+    """Output elements x K; K from the left operand, or from the right one (a weight, usually)
+    when the left's shape is unknown, e.g. the output of a Loop or a custom op."""
+    out, lhs, rhs = shapes.get(node.output[0]), shapes.get(node.input[a]), shapes.get(node.input[b])
+    if _known(lhs) and lhs:
+        k = lhs[-1]
+    elif _known(rhs) and rhs and len(rhs) >= 2:  # type: ignore[arg-type]
+        k = rhs[-2]  # type: ignore[index]
+    else:
         return None
-    return math.prod(out) * lhs[-1]  # type: ignore[arg-type,operator]
+    if not _known(out):
+        return None
+    return math.prod(out) * k  # type: ignore[arg-type,operator]
 
 
 def _gemm(node: onnx.NodeProto, shapes: dict[str, Shape | None]) -> int | None:
@@ -333,9 +341,9 @@ _MAC_OPS = {
     "QLinearConv": lambda n, s: _conv(n, s, 0, 3),
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,
-    "MatMul": lambda n, s: _matmul(n, s, 0),
-    "MatMulInteger": lambda n, s: _matmul(n, s, 0),
-    "QLinearMatMul": lambda n, s: _matmul(n, s, 0),
+    "MatMul": lambda n, s: _matmul(n, s, 0, 1),
+    "MatMulInteger": lambda n, s: _matmul(n, s, 0, 1),
+    "QLinearMatMul": lambda n, s: _matmul(n, s, 0, 3),
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "RNN": _recurrent,

@@ -14,8 +14,7 @@ from deploypipe.api import BuildConfig, build
 from deploypipe.errors import InputFileError, ShapeError, UnsupportedError, UserError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import SyntheticProvider, integer_ranges
-from deploypipe.passes import PassContext, create
-from deploypipe.passes import _ort
+from deploypipe.passes import PassContext, _ort, create
 from deploypipe.passes.base import refusal
 
 SEQ = {n: (1, wm.SEQ) for n in wm.BERT_INPUTS}
@@ -118,6 +117,14 @@ def test_attention_matmuls_are_counted(bert_path: Path) -> None:
     assert stats.macs >= sum(lay.macs for lay in both) and not stats.incomplete
 
 
+def test_matmul_after_an_op_without_shape_inference_is_counted() -> None:
+    from deploypipe.analysis import analyze
+
+    stats = analyze(wm.loop_model())  # ONNX infers no shape for the Loop's output
+    mm2 = next(lay for lay in stats.layers if lay.name == "mm2")
+    assert mm2.macs == 1 * 3 * 8 and not stats.incomplete  # K from the weight's rows
+
+
 # ---- 6. transformer-aware INT8 -----------------------------------------------------------------
 
 @pytest.mark.parametrize("compiler", ["onnxruntime", "tvm"])
@@ -136,6 +143,16 @@ def test_transformer_int8_keeps_norms_in_float(compiler: str, bert_path: Path) -
         if node.op_type in ("LayerNormalization", "Softmax"):  # float in, float out: no DQ feeding them
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
     assert result.details["gate"]["passed"] and result.details["gate"]["cosine"] > 0.99
+
+
+def test_simplified_ffn_block_is_a_transformer(tmp_path: Path) -> None:
+    """onnxslim turns 3-D Linear layers into Reshape+Gemm: still a transformer."""
+    from deploypipe.passes.int8 import transformer_signs
+
+    model = import_model(wm.save(wm.torch_layernorm_mlp(), tmp_path / "ffn.onnx"))
+    simple = create("simplify")(model, PassContext(target="host-cpu", precision="int8")).model
+    assert "MatMul" not in {n.op_type for n in simple.proto.graph.node}
+    assert transformer_signs(simple.proto)[:2] == ["Erf", "LayerNormalization"]
 
 
 def test_cnn_int8_stays_static(tmp_path: Path) -> None:

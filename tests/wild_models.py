@@ -54,19 +54,10 @@ BERT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 
 def tiny_bert(opset: int = 17, dynamo: bool = False) -> onnx.ModelProto:
-    """A BERT-like ONNX with int64 input_ids/attention_mask/token_type_ids (batch and sequence dynamic)."""
-    import torch
-
-    buf = io.BytesIO()
+    """A BERT-like ONNX with int64 input_ids/attention_mask/token_type_ids (batch and sequence
+    dynamic with the TorchScript-based exporter, static with dynamo)."""
     axes = {n: {0: "batch", 1: "seq"} for n in BERT_INPUTS}
-    if dynamo:
-        program = torch.onnx.export(_bert_module(), _bert_args(), dynamo=True, opset_version=opset,
-                                    input_names=BERT_INPUTS, output_names=["embedding"], external_data=False)
-        program.save(buf)
-    else:
-        torch.onnx.export(_bert_module(), _bert_args(), buf, dynamo=False, opset_version=opset,
-                          input_names=BERT_INPUTS, output_names=["embedding"], dynamic_axes=axes)
-    return onnx.load_model_from_string(buf.getvalue())
+    return _torch_export(_bert_module(), _bert_args(), BERT_INPUTS, opset, dynamo, ["embedding"], axes)
 
 
 def tiny_bert_torchscript(path: Path) -> Path:
@@ -137,3 +128,118 @@ def resize_cast(opset: int = 17) -> onnx.ModelProto:
 def save(proto: onnx.ModelProto, path: Path) -> Path:
     onnx.save_model(proto, str(path))
     return path
+
+
+def _torch_export(module, args: tuple, names: list[str], opset: int, dynamo: bool = False,  # noqa: ANN001
+                  outputs: list[str] | None = None, axes: dict | None = None) -> onnx.ModelProto:
+    """torch.onnx.export with the TorchScript-based exporter, or dynamo."""
+    import torch
+
+    buf = io.BytesIO()
+    if dynamo:  # output_names makes torch 2.14's dynamo exporter write an invalid graph: left out
+        torch.onnx.export(module.eval(), args, dynamo=True, opset_version=opset, input_names=names,
+                          external_data=False).save(buf)
+    else:
+        torch.onnx.export(module.eval(), args, buf, dynamo=False, opset_version=opset, input_names=names,
+                          output_names=outputs, dynamic_axes=axes)
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def torch_cnn(opset: int = 17, dynamo: bool = False) -> onnx.ModelProto:
+    """Conv+BN+ReLU, depthwise conv, pool, Linear: a MobileNet-like classifier, 1x3x16x16 -> 1x5."""
+    import torch
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ReLU6(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5))
+    return _torch_export(net, (torch.randn(1, 3, 16, 16),), ["image"], opset, dynamo)
+
+
+def torch_lstm(opset: int = 14) -> onnx.ModelProto:
+    """LSTM over 6 steps of 4 features + Linear head on the last step."""
+    import torch
+
+    class Seq(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(2)
+            self.lstm, self.head = torch.nn.LSTM(4, 8, batch_first=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return self.head(self.lstm(x)[0][:, -1])
+
+    return _torch_export(Seq(), (torch.randn(1, 6, 4),), ["seq"], opset)
+
+
+def torch_two_heads(opset: int = 13) -> onnx.ModelProto:
+    """A detector-like net with two outputs: a 2x nearest-upsampled mask head (Resize) and a box head."""
+    import torch
+
+    class Det(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, stride=2), torch.nn.ReLU())
+            self.mask, self.box = torch.nn.Conv2d(8, 1, 1), torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            f = self.body(x)
+            return torch.nn.functional.interpolate(self.mask(f), scale_factor=2.0, mode="nearest"), self.box(f)
+
+    return _torch_export(Det(), (torch.randn(1, 3, 16, 16),), ["image"], opset, outputs=["mask", "boxes"])
+
+
+def torch_layernorm_mlp(opset: int = 17, dynamo: bool = False) -> onnx.ModelProto:
+    """LayerNorm + GELU MLP on 1x4x16 tokens (float input): a transformer FFN block."""
+    import torch
+
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(torch.nn.LayerNorm(16), torch.nn.Linear(16, 32), torch.nn.GELU(),
+                              torch.nn.Linear(32, 16), torch.nn.Softmax(dim=-1))
+    return _torch_export(net, (torch.randn(1, 4, 16),), ["tokens"], opset, dynamo)
+
+
+def _weights(shape: tuple[int, ...], seed: int, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array((np.random.default_rng(seed).standard_normal(shape) * 0.5).astype(np.float32), name)
+
+
+def if_model() -> onnx.ModelProto:
+    """MatMul, then If (sum > 0): Relu branch or Neg branch, then MatMul: control flow in the graph."""
+    then_g = helper.make_graph([helper.make_node("Relu", ["h"], ["t_out"])], "then", [],
+                               [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["h"], ["e_out"])], "else", [],
+                               [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [1, 8])])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("ReduceSum", ["h"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+        helper.make_node("If", ["cond"], ["b"], name="branch", then_branch=then_g, else_branch=else_g),
+        helper.make_node("MatMul", ["b", "w2"], ["y"], name="mm2"),
+    ]
+    inits = [_weights((4, 8), 5, "w1"), _weights((8, 3), 6, "w2"), numpy_helper.from_array(np.float32(0), "zero")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits, name="if")
+
+
+def loop_model() -> onnx.ModelProto:
+    """Three Loop iterations of h = tanh(h @ W), then a MatMul head."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "wl"], ["m"]), helper.make_node("Tanh", ["m"], ["h_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 8])])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], name="mm1"),
+        helper.make_node("Loop", ["trips", "keep", "h0"], ["h"], name="loop", body=body),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2"),
+    ]
+    inits = [_weights((4, 8), 7, "w1"), _weights((8, 8), 8, "wl"), _weights((8, 3), 9, "w2"),
+             numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "keep")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits, name="loop")

@@ -210,11 +210,11 @@ def _prepare(proto: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto
 
 def transformer_signs(proto: onnx.ModelProto) -> list[str]:
     """Why a graph is a transformer (empty if not): transformer ops present and MatMul/Gemm
-    outnumbering Conv, with at least two MatMuls."""
+    outnumbering Conv, at least two of them (simplifiers turn 3-D Linear layers into Gemm)."""
     ops = [n.op_type for n in proto.graph.node]
     marks = sorted(_TRANSFORMER_OPS & set(ops))
     matmuls = ops.count("MatMul") + ops.count("Gemm")
-    if not marks or ops.count("MatMul") < 2 or matmuls <= ops.count("Conv"):
+    if not marks or matmuls < 2 or matmuls <= ops.count("Conv"):
         return []
     return [*marks, f"{matmuls} MatMul/Gemm vs {ops.count('Conv')} Conv"]
 
