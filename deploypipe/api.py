@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import platform
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,8 +233,11 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         manifest.files["golden"] = file_entry(tmp, GOLDEN)
         write_manifest(tmp, manifest)
         if manifest.fidelity.passed is False:
+            kept = [shutil.copy(tmp / rel, config.output / f"{name}-{Path(rel).name}")
+                    for role, rel in out.files.items() if role.endswith("_report")]  # most useful exactly now
             raise FidelityError(
                 f"{name} fails its fidelity gate ({'; '.join(manifest.fidelity.reasons)}); nothing was written"
+                + (f" except the compiler's report: {', '.join(map(str, kept))}" if kept else "")
             )
     return BuildReport(dest, manifest, cached=False)
 

@@ -229,3 +229,18 @@ def test_tflite_builds_a_model_with_at_signs_in_names(tmp_path: Path) -> None:
     path = wm.save(wm.conv_net(node_prefix="Softmax@0/"), tmp_path / "at.onnx")
     report = build(BuildConfig(model=str(path), target="rpi4", output=tmp_path))
     assert report.manifest.fidelity.passed
+
+
+@pytest.mark.tflite
+def test_failed_edgetpu_gate_leaves_the_compatibility_report(tmp_path: Path) -> None:
+    import json
+
+    from deploypipe.errors import FidelityError
+
+    path = wm.save(wm.conv_net(), tmp_path / "c.onnx")
+    config = BuildConfig(model=str(path), target="edgetpu", quantize="int8", output=tmp_path / "out",
+                         tolerance={"min_cosine": 1.01})  # a gate no INT8 model passes
+    with pytest.raises(FidelityError, match=r"except the compiler's report: (\S+edgetpu_report\.json)") as info:
+        build(config)
+    kept = Path(str(info.value).rsplit(": ", 1)[1])
+    assert kept.parent == tmp_path / "out" and json.loads(kept.read_text())["nodes"]

@@ -253,7 +253,8 @@ class EdgeTpuCompiler(Compiler):
             notes.append(f"{report.parameter_bytes / 2**20:.2f} MiB of TPU parameters exceed the "
                          f"{opts.onchip_memory_mib:g} MiB on-chip cache: {report.offchip_parameter_bytes / 2**20:.2f} MiB "
                          "are streamed from host memory every inference")
-        files = {"int8_model": int8_file}
+        (ctx.workdir / "edgetpu_report.json").write_text(report.model_dump_json(indent=2))
+        files = {"int8_model": int8_file, "edgetpu_report": "edgetpu_report.json"}  # kept if the build's gate fails
         info: dict[str, Any] = {
             "converter": "onnx2tf", "io": out["io"], "ops": out["ops"], "calibration": res["calibration"],
             "edgetpu_report": report.model_dump(), "compile_command": f"edgetpu_compiler -s -o . {int8_file}",
