@@ -86,9 +86,8 @@ class SyntheticProvider(DataProvider):
                  vocab: int = 1000) -> None:
         self.inputs, self.vocab = inputs, vocab
         self.int_ranges = int_ranges or {}
-        ints = [s for s in inputs if not s.dtype.startswith("float")]
-        how = [f"{s.name}: ones" if _is_mask(s.name) else
-               f"{s.name}: ids in [{self._range(s.name)[0]}, {self._range(s.name)[1]})" for s in ints]
+        how = [f"{s.name}: ones" if _is_mask(s.name) or s.dtype == "bool" else "{}: ids in [{}, {})".format(
+               s.name, *self._range(s.name)) for s in inputs if not s.dtype.startswith("float")]
         super().__init__("synthetic N(0,1) inputs (no real data available)" + (f"; {'; '.join(how)}" if how else ""),
                          real=False)
 
