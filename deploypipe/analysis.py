@@ -111,7 +111,10 @@ def _infer(model: onnx.ModelProto) -> onnx.GraphProto:
     Exporters compute e.g. Pad's pads or Split's sizes with Shape/Gather/Concat chains that ONNX
     shape inference cannot see through; evaluating those integer-only nodes (Shape from the shapes
     inferred so far, the rest with onnx's numpy reference evaluator) and re-inferring lets shapes
-    flow past them. Float weights are never copied, only their types and dims.
+    flow past them. Float weights are never copied, only their types and dims. Declared
+    intermediate shapes are kept only where fully static: a stale one with unknown dims (left by an
+    export with dynamic axes whose inputs were pinned since) would stop inference from refining it,
+    which left every MatMul of an exported BERT uncounted.
     """
     src = model.graph
     ints = [t for t in src.initializer if t.data_type in _NOT_PARAM_DTYPES]
@@ -133,7 +136,7 @@ def _infer(model: onnx.ModelProto) -> onnx.GraphProto:
             [*src.input, *weights],
             list(src.output),
             [*ints, *(numpy_helper.from_array(v, k) for k, v in folded.items())],
-            value_info=list(src.value_info),
+            value_info=[vi for vi in src.value_info if _known(_dims(vi.type.tensor_type))],
         )
         light = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         light.functions.extend(model.functions)

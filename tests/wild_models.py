@@ -30,9 +30,10 @@ def _bert_module():
             self.ln0, self.ln1, self.ln2 = (torch.nn.LayerNorm(HIDDEN) for _ in range(3))
             self.q, self.k, self.v, self.o = (torch.nn.Linear(HIDDEN, HIDDEN) for _ in range(4))
             self.up, self.down = torch.nn.Linear(HIDDEN, 4 * HIDDEN), torch.nn.Linear(4 * HIDDEN, HIDDEN)
+            self.register_buffer("position_ids", torch.arange(SEQ).unsqueeze(0), persistent=False)
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            pos = torch.arange(input_ids.shape[1]).unsqueeze(0)
+            pos = self.position_ids[:, : input_ids.shape[1]]  # as Hugging Face BERT does: a Slice of a buffer
             x = self.ln0(self.words(input_ids) + self.token_type(token_type_ids) + self.position(pos))
             bias = (1.0 - attention_mask[:, None, :].float()) * -1e4
             att = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) / HIDDEN**0.5 + bias, dim=-1)
