@@ -211,9 +211,9 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
             options=spec.compilers[res.compiler].options,
             tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
         )
-        compiler.check(current, ctx)
-        say(f"compiling with {res.compiler}")
         with refusing(f"{res.compiler} cannot compile {model.name} for {spec.name}", current.proto):
+            compiler.check(current, ctx)
+            say(f"compiling with {res.compiler}")
             out = compiler.compile(current, ctx)
         manifest = Manifest(
             name=name, kind=out.kind, build_key=key,
@@ -229,7 +229,8 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         )
         write_manifest(tmp, manifest)
         say("checking fidelity against the FP32 reference")
-        manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
+        with refusing(f"the {res.compiler} artifact of {model.name} does not run here", current.proto):
+            manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
         manifest.files["golden"] = file_entry(tmp, GOLDEN)
         write_manifest(tmp, manifest)
         if manifest.fidelity.passed is False:

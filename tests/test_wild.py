@@ -182,6 +182,14 @@ def test_pass_failure_is_a_refusal_not_an_internal_error(bert_path: Path) -> Non
         create("fp16")(bad, PassContext(target="host-cpu", precision="fp16"))
 
 
+def test_build_of_a_graph_the_runtime_cannot_run_exits_3_naming_the_node(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    path = wm.save(wm.erf_double(), tmp_path / "erf.onnx")
+    proc = cli("build", "-m", str(path), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 3, proc.stderr
+    assert "node 'erf_f64' (op Erf)" in proc.stderr and "NOT_IMPLEMENTED" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
 # ---- 9. ISA --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("env", "target", "reduce"), [("avx2", "host-cpu", True), ("vnni", "host-cpu", False),

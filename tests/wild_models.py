@@ -244,3 +244,12 @@ def loop_model() -> onnx.ModelProto:
              numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "keep")]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits, name="loop")
+
+
+def erf_double() -> onnx.ModelProto:
+    """Valid ONNX that ONNX Runtime's CPU provider has no kernel for (Erf on double)."""
+    nodes = [helper.make_node("Cast", ["x"], ["c"], name="to_double", to=TensorProto.DOUBLE),
+             helper.make_node("Erf", ["c"], ["e"], name="erf_f64"),
+             helper.make_node("Cast", ["e"], ["y"], name="to_float", to=TensorProto.FLOAT)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [], opset=18)
