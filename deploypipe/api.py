@@ -34,7 +34,7 @@ from deploypipe.compilers.base import CompileContext
 from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
 from deploypipe.importers import ImportOptions, import_model
-from deploypipe.isa import unfused_on_host
+from deploypipe.isa import host_isa, unfused_on_host
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, PassStep, Recipe
 from deploypipe.passes.base import refusing
@@ -260,7 +260,7 @@ def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[st
     with load_runner(root, RunOptions(), host_check=True) as runner:
         fid, golden_in, golden_ref, golden_out = check_fidelity(runner, model, precision, tolerance, n)
     stand_in = f" (host stand-in: {art.manifest.host_check.file})" if reason is not None else ""
-    fid.where = f"measured on {platform.node()} ({platform.machine()}) with {runner.kind}{stand_in}"
+    fid.where = f"measured on {platform.node()} ({platform.machine()}, INT8 ISA {host_isa()}) with {runner.kind}{stand_in}"
     write_golden(root, golden_in, golden_ref, golden_out)
     return fid
 

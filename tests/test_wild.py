@@ -44,9 +44,12 @@ def test_integer_inputs_drawn_within_the_table_they_index(bert_path: Path) -> No
 
 
 def test_bert_builds_fp32_on_host(bert_path: Path, tmp_path: Path) -> None:
+    from deploypipe.isa import host_isa
+
     report = build(BuildConfig(model=str(bert_path), target="host-cpu", output=tmp_path,
                                import_options=ImportOptions(input_shapes=SEQ)))
     assert report.manifest.fidelity.passed and report.manifest.fidelity.cosine > 0.9999
+    assert f"INT8 ISA {host_isa()}" in report.manifest.fidelity.where  # figures say where they were measured
 
 
 def test_torchscript_import_uses_declared_dtypes(tmp_path: Path) -> None:
