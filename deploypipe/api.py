@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import platform
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,10 @@ from deploypipe.backends.compiler import CompileContext, TuneRequest, TuningRepo
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.errors import FidelityError
 from deploypipe.importers import ImportOptions, import_model
+from deploypipe.isa import host_isa, unfused_on_host
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, Recipe
+from deploypipe.passes.base import refusing
 
 Progress = Callable[[str], None]
 
@@ -119,7 +122,8 @@ def _tuning_state(tuning_dir: Path, trials: int) -> dict[str, str]:
 
 def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """FP32 reference outputs: the imported model, before any pass, on ONNX Runtime."""
-    return reference.run(model.proto, feeds)
+    qdq = any(n.op_type == "DequantizeLinear" for n in model.proto.graph.node)
+    return reference.run(model.proto, feeds, optimize=not (qdq and unfused_on_host(None)))  # a QDQ graph's exact semantics
 
 
 def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str]:
@@ -165,15 +169,17 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     base = PRUNED_TOLERANCE if config.prune else DEFAULT_TOLERANCE[res.precision]
     tolerance = {**base, **config.tolerance}
     with staging(dest) as tmp:
-        current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say))
+        current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say,
+                                                                  compiler=res.compiler))
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
             options=backends.compiler_options(res.compiler, spec),
             tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
         )
-        compiler.check(current, ctx)
-        say(f"compiling with {res.compiler}")
-        out = compiler.compile(current, ctx)
+        with refusing(f"{res.compiler} cannot compile {model.name} for {spec.name}", current.proto):
+            compiler.check(current, ctx)
+            say(f"compiling with {res.compiler}")
+            out = compiler.compile(current, ctx)
         manifest = Manifest(
             name=name, kind=out.kind, build_key=key,
             model=ModelInfo(name=model.name, source=model.provenance.source,
@@ -188,12 +194,16 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         )
         write_manifest(tmp, manifest)
         say("checking fidelity against the FP32 reference")
-        manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
+        with refusing(f"the {res.compiler} artifact of {model.name} does not run here", current.proto):
+            manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
         manifest.files["golden"] = file_entry(tmp, GOLDEN)
         write_manifest(tmp, manifest)
         if manifest.fidelity.passed is False:
+            kept = [shutil.copy(tmp / rel, config.output / f"{name}-{Path(rel).name}")
+                    for role, rel in out.files.items() if role.endswith("_report")]  # most useful exactly now
             raise FidelityError(
                 f"{name} fails its fidelity gate ({'; '.join(manifest.fidelity.reasons)}); nothing was written"
+                + (f" except the compiler's report: {', '.join(map(str, kept))}" if kept else "")
             )
     return BuildReport(dest, manifest, cached=False)
 
@@ -213,7 +223,7 @@ def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[st
     with load_runner(root, RunOptions(), host_check=True) as runner:
         fid, golden_in, golden_ref, golden_out = check_fidelity(runner, model, precision, tolerance, n)
     stand_in = f" (host stand-in: {art.manifest.host_check.file})" if reason is not None else ""
-    fid.where = f"measured on {platform.node()} ({platform.machine()}) with {runner.kind}{stand_in}"
+    fid.where = f"measured on {platform.node()} ({platform.machine()}, INT8 ISA {host_isa()}) with {runner.kind}{stand_in}"
     write_golden(root, golden_in, golden_ref, golden_out)
     return fid
 

@@ -60,7 +60,7 @@ def build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder.", callback=_check_output_folder)] = Path("artifacts"),
     name: Annotated[str | None, typer.Option(help="Artifact folder name (one name, no '/').", callback=_check_name)] = None,
     weights: Annotated[Path | None, typer.Option(help="Real pretrained weights (state_dict) for a zoo model.")] = None,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     tolerance: Annotated[list[str], typer.Option(help="Fidelity gate override KEY=VALUE; repeatable.")] = [],  # noqa: B006
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickled modules (runs their code).")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse instead of adapting an impossible precision.")] = False,
@@ -82,7 +82,7 @@ def build(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
         output=output, name=name, strict=strict, force=force, tolerance=parse_tolerance(tolerance),
         tune_trials=trials if tune else 0,
-        import_options=ImportOptions(weights=weights, input_shapes=parse_shapes(input_shape), allow_pickle=allow_pickle),
+        import_options=ImportOptions(weights=weights, **parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     if split is not None:
         from deploypipe.partition.build import build_split
@@ -239,7 +239,7 @@ def bench(
 def inspect(
     model: Annotated[str, typer.Argument(help="Zoo name or model file.")],
     layers: Annotated[bool, typer.Option(help="Print the per-layer table.")] = True,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Params, MACs, FLOP/param, op histogram and per-layer output sizes of a model."""
@@ -247,7 +247,7 @@ def inspect(
     from deploypipe.importers import ImportOptions, import_model
     from deploypipe.analysis.views import render_stats
 
-    m = import_model(model, ImportOptions(input_shapes=parse_shapes(input_shape)))
+    m = import_model(model, ImportOptions(**parse_shapes(input_shape)))
     stats = analyze(m.proto)
     if as_json:
         emit_json({"model": m.name, "inputs": [i.model_dump() for i in m.inputs], **stats.to_dict()})
@@ -372,7 +372,7 @@ def partition_cmd(
     max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
     best_only: Annotated[bool, typer.Option(help="Print only the best, edge-only and cloud-only rows.")] = False,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Cost every edge/cloud cut point of a model over a network and pick the best (Neurosurgeon)."""
@@ -386,7 +386,7 @@ def partition_cmd(
     cfg = PartitionConfig(
         model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
         compression=compression, max_tensors=max_tensors, threads=threads,
-        import_options=ImportOptions(input_shapes=parse_shapes(input_shape)),
+        import_options=ImportOptions(**parse_shapes(input_shape)),
     )
     with err.status("profiling cut points"):
         report = partition(cfg)
@@ -507,7 +507,7 @@ def run(args: list[str] | None = None) -> int:
             return _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
         if _state["debug"]:
             raise
-        return _fail(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (re-run as `deploypipe --debug {' '.join((args or sys.argv[1:])[:1]) or 'COMMAND'} ...` for the traceback)",
                      InternalError.exit_code)
     if code == 130:
         return _interrupted()

@@ -21,21 +21,32 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
-    from deploypipe.errors import UserError
+def parse_shapes(values: list[str]) -> dict[str, Any]:
+    """ImportOptions fields from `NAME=1x3x224x224` or `NAME=1x32:int64` (a dtype where the source
+    does not record one, e.g. TorchScript token ids)."""
+    from typing import get_args
 
-    shapes = {}
+    from deploypipe.errors import UserError
+    from deploypipe.importers import InputDtype
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
     for v in values:
-        name, sep, dims = v.partition("=")
+        name, sep, spec = v.partition("=")
+        dims, _, dtype = spec.partition(":")
         try:
             if not sep or not name:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224") from None
+            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224 or NAME=1x32:int64") from None
         if not all(0 < d <= 1 << 20 for d in shapes[name]):
             raise UserError(f"--input-shape '{v}': every dimension must be between 1 and {1 << 20}")
-    return shapes
+        if dtype:
+            if dtype not in get_args(InputDtype):
+                raise UserError(f"--input-shape '{v}': unknown dtype '{dtype}'; known: {', '.join(get_args(InputDtype))}")
+            dtypes[name] = dtype
+    return {"input_shapes": shapes, "input_dtypes": dtypes}
 
 
 def parse_tolerance(values: list[str]) -> dict[str, float]:

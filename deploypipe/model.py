@@ -51,13 +51,18 @@ class TensorSpec(BaseModel):
         return tuple(batch if d is None else d for d in self.shape)
 
 
+def is_static(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """A fixed dim. Exporters in the wild store dynamic dims as -1 or 0 as well as symbols."""
+    return dim.HasField("dim_value") and dim.dim_value > 0
+
+
 def specs_of(values: list[onnx.ValueInfoProto], skip: set[str] | None = None) -> list[TensorSpec]:
     out = []
     for vi in values:
         if skip and vi.name in skip:
             continue
         tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        dims = tuple(d.dim_value if is_static(d) else None for d in tt.shape.dim)
         out.append(TensorSpec(name=vi.name, shape=dims, dtype=_ONNX_TO_NP.get(tt.elem_type, "float32")))
     return out
 
@@ -73,12 +78,21 @@ class DataProvider:
 
 
 class SyntheticProvider(DataProvider):
-    """Seeded data shaped like the model's inputs: N(0,1) floats (what normalized images look
-    like) or token ids in range. Used where no real data exists; always labelled synthetic."""
+    """Seeded data shaped like the model's inputs, respecting what each input means: N(0,1)
+    floats (what normalized images look like); integer ids within the table they index
+    (`int_ranges`, from `integer_ranges`); masks of ones. Always labelled synthetic."""
 
-    def __init__(self, inputs: list[TensorSpec], vocab: int = 1000) -> None:
-        super().__init__("synthetic N(0,1) inputs (no real data available)", real=False)
+    def __init__(self, inputs: list[TensorSpec], int_ranges: dict[str, tuple[int, int]] | None = None,
+                 vocab: int = 1000) -> None:
         self.inputs, self.vocab = inputs, vocab
+        self.int_ranges = int_ranges or {}
+        how = [f"{s.name}: ones" if _is_mask(s.name) or s.dtype == "bool" else "{}: ids in [{}, {})".format(
+               s.name, *self._range(s.name)) for s in inputs if not s.dtype.startswith("float")]
+        super().__init__("synthetic N(0,1) inputs (no real data available)" + (f"; {'; '.join(how)}" if how else ""),
+                         real=False)
+
+    def _range(self, name: str) -> tuple[int, int]:
+        return self.int_ranges.get(name, (0, self.vocab))
 
     def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
         rng = np.random.default_rng(seed)
@@ -86,11 +100,64 @@ class SyntheticProvider(DataProvider):
             feed = {}
             for spec in self.inputs:
                 shape = spec.concrete_shape()
-                if spec.dtype.startswith("int"):
-                    feed[spec.name] = rng.integers(0, self.vocab, size=shape).astype(spec.dtype)
-                else:
+                if spec.dtype.startswith("float"):
                     feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+                elif _is_mask(spec.name) or spec.dtype == "bool":
+                    feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+                else:
+                    low, high = self._range(spec.name)
+                    feed[spec.name] = rng.integers(low, high, size=shape).astype(spec.dtype)
             yield feed
+
+    @classmethod
+    def for_graph(cls, proto: onnx.ModelProto) -> SyntheticProvider:
+        """Synthetic data for a graph's inputs, integer ranges read from the graph."""
+        inits = {i.name for i in proto.graph.initializer}
+        return cls(specs_of(list(proto.graph.input), skip=inits), integer_ranges(proto))
+
+
+def _is_mask(name: str) -> bool:
+    return "mask" in name.lower()
+
+
+# Ops an index tensor passes through unchanged in value on its way to a Gather.
+_ID_PRESERVING = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Identity", "Transpose",
+                  "Slice", "Tile", "Concat"}
+
+
+def integer_ranges(proto: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """[low, high) for each integer graph input that (through value-preserving ops) indexes a
+    Gather whose data is a constant table: `high` is the smallest table's length along the
+    gathered axis (a 2-row token-type table gives [0, 2)). Inputs that index nothing are absent."""
+    from onnx import helper
+
+    tables = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tables[node.output[0]] = tuple(node.attribute[0].t.dims)
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    ranges: dict[str, tuple[int, int]] = {}
+    for vi in proto.graph.input:
+        if vi.name in tables or vi.type.tensor_type.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            continue
+        bounds, seen, todo = [], {vi.name}, [vi.name]
+        while todo:
+            tensor = todo.pop()
+            for node in users.get(tensor, []):
+                if node.op_type == "Gather" and node.input[1] == tensor and node.input[0] in tables:
+                    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+                    dims = tables[node.input[0]]
+                    if dims:
+                        bounds.append(dims[axis])
+                elif node.op_type in _ID_PRESERVING:
+                    todo += [o for o in node.output if o not in seen]
+                    seen.update(node.output)
+        if bounds:
+            ranges[vi.name] = (0, min(bounds))
+    return ranges
 
 
 class ArrayProvider(DataProvider):
@@ -148,7 +215,7 @@ class Model:
         onnx.save_model(self.proto, str(path))
 
     def sample_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return next(SyntheticProvider(self.inputs).samples(1, seed))
+        return next(SyntheticProvider(self.inputs, integer_ranges(self.proto)).samples(1, seed))
 
 
 def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:

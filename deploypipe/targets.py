@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploypipe.errors import InputFileError, UnknownNameError, UnsupportedError
+from deploypipe.isa import Isa
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
@@ -54,6 +55,7 @@ class TargetSpec(BaseModel):
     default_precision: Precision = "fp32"
     compilers: dict[str, CompilerSupport]
     unsupported: dict[str, str] = Field(default_factory=dict)  # precision -> why the hardware can't
+    int8_isa: Isa | None = None  # what runs its INT8 dot products (deploypipe.isa); None: this host's
     figures: dict[str, Figure] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 

@@ -19,7 +19,7 @@ PKG = ROOT / "deploypipe"
 # Floors, bottom first: a module may import its own floor or any floor below, never above.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "registry"),
-    ("model", "targets"),
+    ("model", "targets", "isa"),
     ("artifact",),
     ("analysis", "costmodel", "zoo", "data", "net"),
     ("importers", "passes", "backends", "litert"),

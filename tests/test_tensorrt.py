@@ -23,6 +23,7 @@ from deploypipe.backends.tensorrt import prepare as trt_prepare
 from deploypipe.errors import UnsupportedError
 from deploypipe.backends.tensorrt.facts import GpuInfo, engine_mismatch, tensorrt_version
 from deploypipe.backends.tensorrt.runner import TensorRTRunner
+from deploypipe.isa import unfused_on_host
 from tests.conftest import tiny_classifier
 
 TRT82 = trt_ops.table_for("8.2.1")
@@ -34,7 +35,12 @@ def _feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def _run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    """ORT on the CPU; a QDQ graph made for TensorRT runs unfused where this host's fused u8 x s8
+    kernels would saturate (x86 without VNNI), as the server-gpu artifact's host stand-in does."""
+    so = ort.SessionOptions()
+    if unfused_on_host("server-gpu"):
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feed)[0]
 
 

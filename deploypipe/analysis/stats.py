@@ -72,7 +72,7 @@ def analyze(model: onnx.ModelProto) -> ModelStats:
     layers: list[LayerStat] = []
     incomplete: list[str] = []
     claimed: set[str] = set()
-    for i, node in enumerate(_topological(graph)):
+    for i, node in enumerate(topological(graph)):
         name = node.name or f"{node.op_type}_{i}"
         own = [t for t in node.input if t in param_sizes and t not in claimed]
         claimed.update(own)
@@ -111,7 +111,10 @@ def _infer(model: onnx.ModelProto) -> onnx.GraphProto:
     Exporters compute e.g. Pad's pads or Split's sizes with Shape/Gather/Concat chains that ONNX
     shape inference cannot see through; evaluating those integer-only nodes (Shape from the shapes
     inferred so far, the rest with onnx's numpy reference evaluator) and re-inferring lets shapes
-    flow past them. Float weights are never copied, only their types and dims.
+    flow past them. Float weights are never copied, only their types and dims. Declared
+    intermediate shapes are kept only where fully static: a stale one with unknown dims (left by an
+    export with dynamic axes whose inputs were pinned since) would stop inference from refining it,
+    which left every MatMul of an exported BERT uncounted.
     """
     src = model.graph
     ints = [t for t in src.initializer if t.data_type in _NOT_PARAM_DTYPES]
@@ -133,7 +136,7 @@ def _infer(model: onnx.ModelProto) -> onnx.GraphProto:
             [*src.input, *weights],
             list(src.output),
             [*ints, *(numpy_helper.from_array(v, k) for k, v in folded.items())],
-            value_info=list(src.value_info),
+            value_info=[vi for vi in src.value_info if _known(_dims(vi.type.tensor_type))],
         )
         light = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         light.functions.extend(model.functions)
@@ -160,7 +163,7 @@ def _fold_integer_constants(
 
     folded: dict[str, Any] = {}
     opsets = [helper.make_opsetid("", opset)]
-    for node in _topological(graph):
+    for node in topological(graph):
         if node.op_type == "Constant":
             tensor = _constant_tensor(node)
             if tensor is not None and tensor.data_type in _NOT_PARAM_DTYPES:
@@ -227,7 +230,7 @@ def _param_tensors(graph: onnx.GraphProto, shapes: dict[str, Shape | None]) -> d
     return sizes
 
 
-def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+def topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Nodes in dependency order, keeping the file's order among ready nodes (stable Kahn)."""
     produced_by = {out: i for i, n in enumerate(graph.node) for out in n.output if out}
     deps = [{produced_by[t] for t in n.input if t in produced_by} for n in graph.node]
@@ -281,11 +284,19 @@ def _conv_transpose(node: onnx.NodeProto, shapes: dict[str, Shape | None]) -> in
     return math.prod(inp) * math.prod(weight[1:])  # type: ignore[arg-type,index]
 
 
-def _matmul(node: onnx.NodeProto, shapes: dict[str, Shape | None], a: int) -> int | None:
-    out, lhs = shapes.get(node.output[0]), shapes.get(node.input[a])
-    if not (_known(out) and _known(lhs)) or not lhs:
+def _matmul(node: onnx.NodeProto, shapes: dict[str, Shape | None], a: int, b: int) -> int | None:
+    """Output elements x K; K from the left operand, or from the right one (a weight, usually)
+    when the left's shape is unknown, e.g. the output of a Loop or a custom op."""
+    out, lhs, rhs = shapes.get(node.output[0]), shapes.get(node.input[a]), shapes.get(node.input[b])
+    if _known(lhs) and lhs:
+        k = lhs[-1]
+    elif _known(rhs) and rhs and len(rhs) >= 2:  # type: ignore[arg-type]
+        k = rhs[-2]  # type: ignore[index]
+    else:
         return None
-    return math.prod(out) * lhs[-1]  # type: ignore[arg-type,operator]
+    if not _known(out):
+        return None
+    return math.prod(out) * k  # type: ignore[arg-type,operator]
 
 
 def _gemm(node: onnx.NodeProto, shapes: dict[str, Shape | None]) -> int | None:
@@ -333,9 +344,9 @@ _MAC_OPS = {
     "QLinearConv": lambda n, s: _conv(n, s, 0, 3),
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,
-    "MatMul": lambda n, s: _matmul(n, s, 0),
-    "MatMulInteger": lambda n, s: _matmul(n, s, 0),
-    "QLinearMatMul": lambda n, s: _matmul(n, s, 0),
+    "MatMul": lambda n, s: _matmul(n, s, 0, 1),
+    "MatMulInteger": lambda n, s: _matmul(n, s, 0, 1),
+    "QLinearMatMul": lambda n, s: _matmul(n, s, 0, 3),
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "RNN": _recurrent,

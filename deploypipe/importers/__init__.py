@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,12 +29,17 @@ _BY_SUFFIX: dict[str, str] = {
 }
 
 
+InputDtype = Literal["float32", "float16", "int64", "int32", "int8", "uint8", "bool"]
+
+
 class ImportOptions(BaseModel):
     """How to read a source. `allow_pickle` must be set explicitly to unpickle arbitrary code."""
 
     model_config = ConfigDict(extra="forbid")
     weights: Path | None = None  # real pretrained weights (state_dict) for a zoo architecture
     input_shapes: dict[str, tuple[int, ...]] = Field(default_factory=dict)
+    # dtypes of inputs a source does not record (TorchScript); checked against an ONNX's own
+    input_dtypes: dict[str, InputDtype] = Field(default_factory=dict)
     allow_pickle: bool = False
     opset: int = 17
 

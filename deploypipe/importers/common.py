@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import onnx
 
 from deploypipe.errors import ShapeError
-from deploypipe.model import DataProvider, Model, Provenance, SyntheticProvider, specs_of
+from deploypipe.model import (
+    DataProvider,
+    Model,
+    Provenance,
+    SyntheticProvider,
+    is_static,
+)
 
 if TYPE_CHECKING:
     from deploypipe.importers import ImportOptions
@@ -27,7 +33,8 @@ def finish(
     torch_source: object | None = None,
     notes: tuple[str, ...] = (),
 ) -> Model:
-    """Pin dynamic input dims (batch 1 unless `input_shapes` says otherwise) and wrap as a Model."""
+    """Pin dynamic input dims (batch 1 unless `input_shapes` says otherwise; -1 and 0 are dynamic
+    too, as exporters in the wild write them) and wrap as a Model."""
     inits = {i.name for i in proto.graph.initializer}
     inputs = [vi.name for vi in proto.graph.input if vi.name not in inits]
     for unknown in sorted(set(options.input_shapes) - set(inputs)):
@@ -36,17 +43,18 @@ def finish(
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
+        _check_dtype(vi, options)
         wanted = options.input_shapes.get(vi.name)
         if wanted is not None:
             if len(wanted) != len(dims):
                 raise ShapeError(f"--input-shape {vi.name}: rank {len(wanted)}, model input has rank {len(dims)}")
             for d, w in zip(dims, wanted, strict=True):
-                if d.HasField("dim_value") and d.dim_value != w:
+                if is_static(d) and d.dim_value != w:
                     raise ShapeError(f"--input-shape {vi.name}: dim {d.dim_value} is fixed in the model, got {w}")
                 d.dim_value = w
         else:
             for i, d in enumerate(dims):
-                if not d.HasField("dim_value"):
+                if not is_static(d):
                     if i != 0:
                         raise ShapeError(
                             f"input '{vi.name}' has dynamic dim {i} ({d.dim_param or '?'}); "
@@ -55,7 +63,7 @@ def finish(
                     d.dim_value = 1
     proto = onnx.shape_inference.infer_shapes(proto)
     digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
-    provider = calibration or SyntheticProvider(specs_of(list(proto.graph.input), skip=inits))
+    provider = calibration or SyntheticProvider.for_graph(proto)
     return Model(
         proto=proto,
         name=name,
@@ -64,3 +72,11 @@ def finish(
         evaluation=evaluation,
         torch_source=torch_source,
     )
+
+
+def _check_dtype(vi: onnx.ValueInfoProto, options: ImportOptions) -> None:
+    """A dtype given with --input-shape must be the one the graph declares (it cannot be changed)."""
+    wanted = options.input_dtypes.get(vi.name)
+    declared = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+    if wanted is not None and wanted != declared:
+        raise ShapeError(f"--input-shape {vi.name}: dtype {wanted} given, the model declares {declared}")

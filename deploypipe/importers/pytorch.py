@@ -43,8 +43,15 @@ def export_module(
         for name, shape in inputs.items()
     )
     buf = io.BytesIO()
-    with torch.no_grad():
-        out = module(*args)
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except Exception as exc:  # noqa: BLE001 - the module's own error, reported as the input's problem
+        given = ", ".join(f"{n}:{dtypes.get(n, 'float32')}" for n in inputs)
+        raise InputFileError(
+            f"{type(module).__name__} does not run on zero inputs ({given}): {' '.join(str(exc).split())[:300]}; "
+            "give each input's shape and dtype with --input-shape NAME=1x32:int64"
+        ) from exc
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     try:
@@ -123,7 +130,7 @@ def load(path: Path, options: ImportOptions) -> Model:
         raise InputFileError(
             f"{path}: a {kind} file does not record input shapes; give them with --input-shape input=1x3x224x224"
         )
-    proto = export_module(module, shapes, opset=options.opset)
+    proto = export_module(module, shapes, dict(options.input_dtypes), opset=options.opset)
     return finish(proto, name=path.stem, source=str(path), importer="pytorch", options=options,
                   notes=(f"exported from {kind} with torch {torch.__version__}",))
 

@@ -2,7 +2,7 @@
 
 Why a subprocess: onnx2tf 1.29.24 + TensorFlow 2.19 need onnx 1.19.1, numpy<2 and protobuf<5,
 which conflict with the main environment. So this file imports only the standard library and what
-that venv has (never `deploypipe`), and talks JSON: `python _tflite_convert.py REQUEST RESULT`.
+that venv has (never `deploypipe`), and talks JSON: `python _convert_script.py REQUEST RESULT`.
 
 Commands (REQUEST["command"]):
 - versions: the toolchain's package versions.
@@ -65,6 +65,40 @@ def _rename_io(model: Any) -> tuple[list[str], list[str]]:
     return ins, outs
 
 
+def sanitize_names(model: Any) -> None:
+    """Node and tensor names as plain identifiers: onnx2tf turns names into TensorFlow op names
+    and refuses characters such as `@` and `:` (real exports have nodes named `Softmax@0` or
+    `/encoder/layer.0/Add:0`). Graphs with subgraphs (If/Loop) are left alone: their inner nodes
+    may refer to outer tensors by name."""
+    import re
+
+    graph = model.graph
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in graph.node for a in n.attribute):
+        return
+    keep = {vi.name for vi in [*graph.input, *graph.output]}
+    taken: set[str] = set(keep)
+
+    def safe(name: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", name).lstrip("_") or "t"
+        new, k = base, 0
+        while new in taken:
+            k += 1
+            new = f"{base}_{k}"
+        taken.add(new)
+        return new
+
+    tensors = [i.name for i in graph.initializer] + [t for n in graph.node for t in [*n.input, *n.output]]
+    mapping = {t: safe(t) for t in dict.fromkeys(tensors) if t and t not in keep}
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for vi in graph.value_info:
+        vi.name = mapping.get(vi.name, vi.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(t, t) for t in node.input]
+        node.output[:] = [mapping.get(t, t) for t in node.output]
+        node.name = safe(node.name or node.op_type)
+
+
 def _describe(path: Path) -> dict[str, Any]:
     """I/O tensors (name, shape, dtype, quantization) and op list of a .tflite file."""
     import tensorflow as tf
@@ -122,6 +156,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     precisions: list[str] = req["precisions"]
     model = onnx.load(req["onnx"])
     onnx_in, onnx_out = _rename_io(model)
+    sanitize_names(model)
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
               for vi in list(model.graph.input) + list(model.graph.output)}
     src = scratch / "model.onnx"

@@ -5,14 +5,26 @@ N(0,1) otherwise, and labelled so). The gate runs the FP32 input and the INT8 re
 data (`model.evaluation` when present, else calibration-distribution data with another seed) and
 fails the build when the recipe's tolerance is exceeded. With `mixed_precision`, the layers that
 add the most error (from a per-layer diff) are kept in FP32 until the gate passes.
+
+Three choices are made from the graph and the target, and recorded in the pass details:
+- the scheme: transformer graphs (LayerNorm/Softmax/GELU/Erf with MatMul-heavy compute) quantize
+  only the MatMul/Gemm weights per channel and keep LayerNorm/Softmax/GELU in float; activations
+  are quantized dynamically (at run time) where the compiler runs that (ONNX Runtime), statically
+  otherwise. Everything else gets static QDQ on every quantizable op.
+- the opset: per-channel Q/DQ needs opset 13; older graphs are converted with onnx's version
+  converter, or quantized per tensor where that fails.
+- 7-bit weights (`reduce_range`) where the target's INT8 kernels saturate (x86 without VNNI,
+  see deploypipe/isa.py); the gate then also runs the QDQ graph unfused when this host saturates
+  and the model was not made for it, so its figures are the graph's, not the host's.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -20,16 +32,20 @@ from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe.artifact import Fidelity
-from deploypipe.errors import BuildError, FidelityError, UnsupportedError
+from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.analysis import reference as _ort
-from deploypipe.passes.base import Pass, PassContext, PassResult
+from deploypipe.passes.base import Pass, PassContext, PassResult, refusal
 
 _EVAL_SEED = 10_000  # apart from the calibration seeds, so the gate sees data the calibration did not
 
 # ORT quantizes these op types; anything else stays FP32 between Q/DQ pairs.
 _QUANTIZABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool",
                 "GlobalAveragePool", "Relu", "Clip", "Concat", "Resize", "Sigmoid", "LeakyRelu", "Softmax"}
+# Ops that mark a transformer block (LayerNorm may be decomposed, Softmax and GELU rarely are).
+_TRANSFORMER_OPS = {"LayerNormalization", "Softmax", "Erf", "Gelu", "FastGelu", "SkipLayerNormalization"}
+_PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` attribute
+_DYNAMIC_COMPILERS = {"onnxruntime"}  # run DynamicQuantizeLinear/MatMulInteger graphs
 
 
 class Int8Config(BaseModel):
@@ -41,7 +57,10 @@ class Int8Config(BaseModel):
     activations: Literal["uint8", "int8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI where u8s8 may saturate
+    # 7-bit weights: "auto" where the target's INT8 kernels saturate u8 x s8 (x86 without VNNI)
+    reduce_range: bool | Literal["auto"] = "auto"
+    # "auto": "transformer" for transformer graphs (see module doc), else "static"
+    scheme: Literal["auto", "static", "transformer"] = "auto"
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(default=99.999, gt=90, le=100)
     calibration_samples: int = Field(default=32, ge=1)
@@ -80,17 +99,20 @@ class Int8(Pass):
 
     def call(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: Int8Config = self.config  # type: ignore[assignment]
-        ctx.progress(f"int8: calibrating on {cfg.calibration_samples} samples ({model.calibration.description})")
-        calib = list(model.calibration.samples(cfg.calibration_samples, seed=0))
+        fp32, opset = _prepare(model.proto, cfg.per_channel)
+        plan = _plan(fp32, cfg, ctx, per_channel=cfg.per_channel and opset["per_channel"])
+        calib = []
+        if not plan.dynamic:
+            ctx.progress(f"int8: calibrating on {cfg.calibration_samples} samples ({model.calibration.description})")
+            calib = list(model.calibration.samples(cfg.calibration_samples, seed=0))
         feeds, labels, data = _gate_data(model, cfg)
-        fp32 = _prepare(model.proto)
         refs = _ort.run(fp32, feeds)
         excluded: list[str] = []  # layers (as the diff names them) kept in FP32
-        exclude_nodes: list[str] = []  # those layers with the nodes fused into them
+        exclude_nodes: list[str] = list(plan.float_nodes)  # those layers with the nodes fused into them
         ranking: list[dict[str, object]] = []
         while True:
-            proto = _quantize(fp32, calib, cfg, exclude_nodes)
-            fid = _gate(refs, _ort.run(proto, feeds), cfg, labels)
+            proto = _quantize(fp32, calib, cfg, exclude_nodes, plan)
+            fid = _gate(refs, _ort.run(proto, feeds, optimize=not plan.unfused_gate), cfg, labels)
             if fid.passed or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
             if not ranking:
@@ -105,14 +127,15 @@ class Int8(Pass):
                 exclude_nodes += [n for n in r["nodes"] if n not in exclude_nodes]  # type: ignore[union-attr]
             ctx.progress(f"int8: keeping {len(excluded)} layer(s) in FP32: {', '.join(excluded)}")
         details = {
+            "scheme": plan.details(), "opset": opset,
             "calibration": {"method": cfg.calibration, "samples": len(calib), "data": model.calibration.description,
-                            "real": model.calibration.real},
+                            "real": model.calibration.real} if calib else {"method": "none: dynamic activations"},
             "gate": {"data": data, "samples": len(feeds), "tolerance": cfg.tolerance, "passed": fid.passed,
                      "reasons": fid.reasons, "top1_agreement": fid.top1_agreement, "cosine": fid.cosine,
                      "max_abs_err": fid.max_abs_err, "accuracy_fp32": fid.accuracy_fp32, "accuracy": fid.accuracy,
                      "fp32_logit_gap": _logit_gap(refs)},
             "fp32_layers": excluded,
-            "fp32_nodes": exclude_nodes,
+            "fp32_nodes": [n for n in exclude_nodes if n not in plan.float_nodes],
             "layer_ranking": ranking[:10],
             "io_quant": io_quant_params(proto),
             "nodes": {"fp32": len(fp32.graph.node), "int8": len(proto.graph.node)},
@@ -158,43 +181,133 @@ def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], 
     return compare(refs, outs, "int8", cfg.tolerance, labels)
 
 
-def _prepare(proto: onnx.ModelProto) -> onnx.ModelProto:
+def _prepare(proto: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Shape-inferred, named-node FP32 graph: what ORT's quantizer expects (its quant_pre_process
-    without the ORT-specific graph rewrites, which would tie the ONNX to ORT)."""
+    without the ORT-specific graph rewrites, which would tie the ONNX to ORT), at an opset that
+    has per-channel Q/DQ when asked for; says what it did with the opset."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), _PER_CHANNEL_OPSET)
+    opset: dict[str, Any] = {"model": version, "quantized_at": version, "per_channel": True}
+    if version < _PER_CHANNEL_OPSET and per_channel:
+        try:
+            proto = onnx.version_converter.convert_version(proto, _PER_CHANNEL_OPSET)
+            onnx.checker.check_model(proto)
+            opset.update(quantized_at=_PER_CHANNEL_OPSET, how="converted with onnx.version_converter "
+                         "(per-channel Q/DQ needs opset 13)")
+        except Exception as exc:  # noqa: BLE001 - the converter raises untyped errors; per-tensor still works
+            opset.update(per_channel=False, how=f"per-tensor weights: the opset {version} graph could not be "
+                         f"converted to {_PER_CHANNEL_OPSET} ({' '.join(str(exc).split())[:200]})")
     with tempfile.TemporaryDirectory(prefix="deploypipe-int8-") as tmp:
         src, dst = Path(tmp, "in.onnx"), Path(tmp, "pre.onnx")
         onnx.save_model(_ort.name_nodes(proto), str(src))
         try:
             quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=True)
-        except Exception as exc:  # noqa: BLE001 - ORT's pre-processing raises untyped errors
-            raise BuildError(f"int8: shape inference before quantization failed: {exc}") from exc
-        return onnx.load_model(str(dst))
+        except Exception as exc:
+            raise refusal("int8: shape inference before quantization failed", proto, exc) from exc
+        return onnx.load_model(str(dst)), opset
+
+
+def transformer_signs(proto: onnx.ModelProto) -> list[str]:
+    """Why a graph is a transformer (empty if not): transformer ops present and MatMul/Gemm
+    outnumbering Conv, at least two of them (simplifiers turn 3-D Linear layers into Gemm)."""
+    ops = [n.op_type for n in proto.graph.node]
+    marks = sorted(_TRANSFORMER_OPS & set(ops))
+    matmuls = ops.count("MatMul") + ops.count("Gemm")
+    if not marks or matmuls < 2 or matmuls <= ops.count("Conv"):
+        return []
+    return [*marks, f"{matmuls} MatMul/Gemm vs {ops.count('Conv')} Conv"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to quantize this graph for this target, and why."""
+
+    scheme: str
+    why: str
+    dynamic: bool
+    per_channel: bool
+    reduce_range: bool
+    isa: str
+    host_isa: str
+    op_types: tuple[str, ...] | None  # None: every op type ORT quantizes
+    float_nodes: tuple[str, ...]  # kept in float by the scheme (activation x activation MatMuls)
+
+    @property
+    def unfused_gate(self) -> bool:
+        from deploypipe.isa import saturates_u8s8
+
+        return saturates_u8s8(self.host_isa) and not self.reduce_range
+
+    def details(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "float_nodes"}
+        d["float_matmuls"] = len(self.float_nodes)
+        d["gate_kernels"] = ("unfused QDQ (this host's fused u8s8 kernels saturate)" if self.unfused_gate
+                             else f"ONNX Runtime on this host ({self.host_isa})")
+        return d
+
+
+def _plan(proto: onnx.ModelProto, cfg: Int8Config, ctx: PassContext, per_channel: bool) -> _Plan:
+    from deploypipe import targets
+    from deploypipe.isa import host_isa, saturates_u8s8, target_isa
+
+    isa = target_isa(ctx.target)
+    reduce = saturates_u8s8(isa) if cfg.reduce_range == "auto" else cfg.reduce_range
+    signs = transformer_signs(proto)
+    scheme = ("transformer" if signs else "static") if cfg.scheme == "auto" else cfg.scheme
+    if scheme == "static":
+        why = "configured" if cfg.scheme == "static" else "not a transformer graph"
+        return _Plan(scheme, why, False, per_channel, reduce, isa, host_isa(), None, ())
+    compiler = ctx.compiler or targets.get(ctx.target).default_compiler
+    dynamic = compiler in _DYNAMIC_COMPILERS
+    inits = {i.name for i in proto.graph.initializer}
+    float_nodes = tuple(n.name for n in proto.graph.node
+                        if n.op_type == "MatMul" and not any(i in inits for i in n.input))
+    why = (f"transformer graph ({', '.join(signs) or 'configured'}): MatMul/Gemm weights per channel, "
+           "LayerNorm/Softmax/GELU and activation x activation MatMuls in float; "
+           + ("activations quantized dynamically at run time" if dynamic else
+              f"activations quantized statically: compiler {compiler} runs no dynamic quantization"))
+    return _Plan("transformer", why, dynamic, per_channel, reduce, isa, host_isa(), ("MatMul", "Gemm"), float_nodes)
 
 
 def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: Int8Config,
-              exclude: list[str]) -> onnx.ModelProto:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+              exclude: list[str], plan: _Plan) -> onnx.ModelProto:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[cfg.calibration]
     extra = {"CalibPercentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    ops = {"op_types_to_quantize": list(plan.op_types)} if plan.op_types else {}
     with tempfile.TemporaryDirectory(prefix="deploypipe-int8-") as tmp:
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         onnx.save_model(proto, str(src))
         try:
-            quantize_static(
-                str(src), str(dst), _Reader(calib),  # type: ignore[arg-type]
-                quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-                activation_type=types[cfg.activations], weight_type=types[cfg.weights],
-                per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, calibrate_method=method,
-                nodes_to_exclude=exclude, extra_options=extra,
-            )
-        except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises untyped errors
-            raise BuildError(f"int8: ONNX Runtime's quantizer failed: {exc}") from exc
-        return onnx.load_model(str(dst))
+            if plan.dynamic:
+                quantize_dynamic(str(src), str(dst), weight_type=types[cfg.weights], per_channel=plan.per_channel,
+                                 reduce_range=plan.reduce_range, nodes_to_exclude=exclude, **ops)
+            else:
+                quantize_static(
+                    str(src), str(dst), _Reader(calib),  # type: ignore[arg-type]
+                    quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                    activation_type=types[cfg.activations], weight_type=types[cfg.weights],
+                    per_channel=plan.per_channel, reduce_range=plan.reduce_range, calibrate_method=method,
+                    nodes_to_exclude=exclude, extra_options=extra, **ops,
+                )
+        except Exception as exc:
+            raise refusal("int8: ONNX Runtime's quantizer cannot quantize this graph", proto, exc) from exc
+        out = onnx.load_model(str(dst))
+    try:
+        _ort.session(out)
+    except Exception as exc:
+        raise refusal("int8: the quantized graph does not load in ONNX Runtime", proto, exc) from exc
+    return out
 
 
 def _rank_layers(fp32: onnx.ModelProto, int8: onnx.ModelProto,

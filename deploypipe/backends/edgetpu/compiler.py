@@ -204,13 +204,15 @@ def _op_reasons(name: str, version: int, op: Any, graph: Any, is_const: Any, typ
     return list(dict.fromkeys(reasons))
 
 
-def refuse_fallback(report: EdgeTpuReport, allowed: bool) -> None:
-    """With `allow_cpu_fallback = false`, any CPU op stops the build, naming the nodes."""
+def refuse_fallback(report: EdgeTpuReport, allowed: bool, kept: Path | None = None) -> None:
+    """With `allow_cpu_fallback = false`, any CPU op stops the build, naming the nodes (and the
+    file where the whole compatibility report was left)."""
     fallback = report.fallback()
     if fallback and not allowed:
         listing = ", ".join(f"#{n.index} {n.op} '{n.name}' ({n.reason})" for n in fallback[:8])
         raise UnsupportedError(f"{len(fallback)} op(s) would run on the CPU, not the Edge TPU: {listing}"
-                               + (" ..." if len(fallback) > 8 else ""))
+                               + (" ..." if len(fallback) > 8 else "")
+                               + (f"; full compatibility report: {kept}" if kept else ""))
 
 
 def report_table(report: EdgeTpuReport) -> list[tuple[str, ...]]:
@@ -242,7 +244,11 @@ class EdgeTpuCompiler(Compiler):
         int8_file = out["file"]
         report = compatibility_report(ctx.workdir / int8_file, opts.onchip_memory_mib)
         ctx.progress(report.summary())
-        refuse_fallback(report, opts.allow_cpu_fallback)
+        kept = None
+        if report.fallback() and not opts.allow_cpu_fallback:  # most useful exactly when the build stops
+            kept = ctx.workdir.parent / f"{model.name}-{ctx.target.name}-edgetpu-report.json"
+            kept.write_text(report.model_dump_json(indent=2))
+        refuse_fallback(report, opts.allow_cpu_fallback, kept)
         fallback = report.fallback()
         inputs, outputs = io_specs(model, out["io"])
         notes = [report.summary(), f"TFLite tensors: {io_summary(out['io'])}"]
@@ -254,7 +260,8 @@ class EdgeTpuCompiler(Compiler):
             notes.append(f"{report.parameter_bytes / 2**20:.2f} MiB of TPU parameters exceed the "
                          f"{opts.onchip_memory_mib:g} MiB on-chip cache: {report.offchip_parameter_bytes / 2**20:.2f} MiB "
                          "are streamed from host memory every inference")
-        files = {"int8_model": int8_file}
+        (ctx.workdir / "edgetpu_report.json").write_text(report.model_dump_json(indent=2))
+        files = {"int8_model": int8_file, "edgetpu_report": "edgetpu_report.json"}  # kept if the build's gate fails
         info: dict[str, Any] = {
             "converter": "onnx2tf", "io": out["io"], "ops": out["ops"], "calibration": res["calibration"],
             "edgetpu_report": report.model_dump(), "compile_command": f"edgetpu_compiler -s -o . {int8_file}",

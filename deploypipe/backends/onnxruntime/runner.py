@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deploypipe.backends.runner import LayerTime, Runner
+from deploypipe.isa import unfused_on_host
 
 if TYPE_CHECKING:
     from deploypipe.artifact import Artifact
@@ -34,6 +35,8 @@ class OnnxRuntimeRunner(Runner):
         if self.options.profile:
             so.profile_file_prefix = str(Path(self.artifact.path.parent, ".ort_profile"))
         so.log_severity_level = 3
+        if self.artifact.manifest.precision == "int8" and unfused_on_host(self.artifact.manifest.target):
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # see deploypipe.isa
         providers = self.artifact.manifest.compiler_info.get("providers", ["CPUExecutionProvider"])
         available = set(ort.get_available_providers())
         providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]

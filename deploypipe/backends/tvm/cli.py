@@ -44,7 +44,7 @@ def tune(
     RemoteSpec.from_device(device)  # a malformed spec is one error before any work
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
                      trials_per_iter=trials_per_iter, device=device, tuning_logs=tuning_logs,
-                     import_options=ImportOptions(input_shapes=parse_shapes(input_shape)))
+                     import_options=ImportOptions(**parse_shapes(input_shape)))
     with err.status("tuning") as status:
         report = do_tune(cfg, progress=lambda m: status.update(m))
     if as_json:
