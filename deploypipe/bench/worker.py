@@ -20,7 +20,7 @@ from deploypipe.bench import energy as en
 from deploypipe.bench.context import run_context, temperatures
 from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throughput
 from deploypipe.bench.stats import latency
-from deploypipe.fidelity import compare
+from deploypipe.fidelity import accuracy_label, compare
 from deploypipe.runtime import RunOptions, runner_class
 from deploypipe.runtime.base import Runner
 
@@ -136,6 +136,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
         loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
+        accuracy=accuracy_label(m.fidelity),
         layers=[lt.model_dump() for lt in layers], context=ctx,
     )
 
