@@ -21,6 +21,7 @@ import numpy as np
 
 from deploypipe.artifact import Fidelity, OutputFidelity
 from deploypipe.data import metrics as mt
+from deploypipe.errors import FidelityError
 
 # Defaults per precision; recipes and --tolerance override them.
 DEFAULT_TOLERANCE: dict[str, dict[str, float]] = {
@@ -50,9 +51,23 @@ def evidence_of(labels: np.ndarray | None, real: bool) -> str:
     return "labelled" if labels is not None else "real-unlabelled" if real else "synthetic"
 
 
-def _output_figures(name: str, ref: np.ndarray, out: np.ndarray, op: str | None) -> OutputFidelity:
+def _paired(name: str, references: list[dict[str, np.ndarray]],
+            outputs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One output over all samples as [N, ...] arrays, or, when its shape varies from sample to
+    sample (e.g. boxes after NMS), flattened end to end and flagged ragged."""
+    refs = [np.asarray(r[name], dtype=np.float64) for r in references]
+    outs = [np.asarray(o[name], dtype=np.float64) for o in outputs]
+    for i, (a, b) in enumerate(zip(refs, outs, strict=True)):
+        if a.shape != b.shape:
+            raise FidelityError(f"output '{name}' has shape {b.shape}, FP32 has {a.shape} (sample {i})")
+    if len({a.shape for a in refs}) > 1:
+        return np.concatenate([a.ravel() for a in refs]), np.concatenate([b.ravel() for b in outs]), True
+    return np.stack(refs), np.stack(outs), False
+
+
+def _output_figures(name: str, ref: np.ndarray, out: np.ndarray, ragged: bool, op: str | None) -> OutputFidelity:
     finite = bool(np.all(np.isfinite(out)))
-    kind = mt.classify_output(name, ref, op)
+    kind = "regression" if ragged else mt.classify_output(name, ref, op)
     diff = np.abs(ref - out)
     fig = OutputFidelity(
         name=name, kind=kind, cosine=mt.cosine(ref, out) if finite else float("nan"),
@@ -83,9 +98,8 @@ def compare(
     the inputs are (see EVIDENCE); None judges every tolerance key as given and certifies nothing
     (device self-checks, benchmarks). `ops` maps output names to the op producing them."""
     names = list(references[0])
-    stacked = {n: (np.stack([np.asarray(r[n], dtype=np.float64) for r in references]),
-                   np.stack([np.asarray(o[n], dtype=np.float64) for o in outputs])) for n in names}
-    figs = [_output_figures(n, *stacked[n], (ops or {}).get(n)) for n in names]
+    paired = {n: _paired(n, references, outputs) for n in names}
+    figs = [_output_figures(n, *paired[n], (ops or {}).get(n)) for n in names]
     fid = Fidelity(checked=True, where="", samples=len(references), evidence=evidence or "", tolerance=tolerance,
                    outputs=figs, max_abs_err=max(f.max_abs_err or 0.0 for f in figs),
                    cosine=min((f.cosine for f in figs), key=lambda c: -np.inf if np.isnan(c) else c))  # type: ignore[arg-type]
@@ -94,21 +108,22 @@ def compare(
     if weakest_cls is not None:
         fid.top1_agreement, fid.top1_agreement_ci = weakest_cls.top1_agreement, weakest_cls.top1_agreement_ci
     if labels is not None:
-        _accuracy(fid, figs, stacked, np.asarray(labels).ravel())
+        _accuracy(fid, figs, paired, np.asarray(labels).ravel())
     fid.reasons = _judge(fid, figs, tolerance, evidence)
     fid.passed = not fid.reasons
     fid.certified, fid.verdict = _verdict(fid, tolerance, evidence)
     return fid
 
 
-def _accuracy(fid: Fidelity, figs: list[OutputFidelity], stacked: dict[str, tuple[np.ndarray, np.ndarray]],
+def _accuracy(fid: Fidelity, figs: list[OutputFidelity], paired: dict[str, tuple[np.ndarray, np.ndarray, bool]],
               labels: np.ndarray) -> None:
     """Top-1/top-5 accuracy of FP32 and the artifact on the output the labels index (the first
     class-score output by shape and name, as the data loader chose it)."""
-    target = next((f for f in figs if mt.kind_from_shape(f.name, stacked[f.name][0].shape[1:]) == "class-scores"), None)
+    target = next((f for f in figs if not paired[f.name][2]
+                   and mt.kind_from_shape(f.name, paired[f.name][0].shape[1:]) == "class-scores"), None)
     if target is None:
         return
-    ref, out = stacked[target.name]
+    ref, out, _ = paired[target.name]
     ref_ok, out_ok = mt.correct_topk(ref, labels, 1), mt.correct_topk(out, labels, 1)
     fid.accuracy_fp32, fid.accuracy = 100 * float(ref_ok.mean()), 100 * float(out_ok.mean())
     fid.accuracy_drop_ci = mt.paired_drop_ci(ref_ok, out_ok)

@@ -16,7 +16,7 @@ from deploypipe.data import attach, split
 from deploypipe.data import metrics as mt
 from deploypipe.data.loaders import load
 from deploypipe.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from deploypipe.errors import InputFileError, ShapeError, UserError
+from deploypipe.errors import FidelityError, InputFileError, ShapeError, UserError
 from deploypipe.fidelity import DEFAULT_TOLERANCE, UNVERIFIED_SYNTHETIC, compare
 from deploypipe.model import TensorSpec
 
@@ -277,6 +277,12 @@ def test_one_bad_head_is_refused_although_the_pooled_cosine_is_fine() -> None:
     assert not fid.passed and fid.reasons == [f"output 'small': cosine {fid.outputs[1].cosine:.4f} < 0.95"]
     assert fid.cosine == fid.outputs[1].cosine and fid.outputs[0].cosine > 0.999
     assert fid.outputs[0].kind == "class-scores" and fid.outputs[1].kind == "regression"
+    from deploypipe.api import _fidelity_lines
+
+    text = "\n".join(_fidelity_lines(fid))
+    assert f"cosine {fid.cosine:.5f} (weakest output)" in text.splitlines()[0]
+    assert f"output small (regression): cosine {fid.outputs[1].cosine:.5f}, SQNR" in text
+    assert "refused: output 'small'" in text
 
 
 def test_box_head_argmax_flips_are_not_a_top1_verdict() -> None:
@@ -286,6 +292,14 @@ def test_box_head_argmax_flips_are_not_a_top1_verdict() -> None:
     fid = compare(refs, outs, "int8", INT8_TOL, evidence="real-unlabelled")
     assert fid.passed and fid.top1_agreement is None and fid.outputs[0].kind == "regression"
     assert fid.certified and fid.verdict.startswith("verified on 250 real samples")
+
+
+def test_outputs_whose_shape_varies_per_sample_are_compared_flattened() -> None:
+    refs = [{"dets": np.ones((1, n, 6))} for n in (2, 3, 5)]  # e.g. boxes after NMS
+    fid = compare(refs, [{"dets": r["dets"] * 1.01} for r in refs], "int8", INT8_TOL, evidence="real-unlabelled")
+    assert fid.outputs[0].kind == "regression" and fid.outputs[0].cosine == pytest.approx(1.0)
+    with pytest.raises(FidelityError, match="output 'dets' has shape \\(1, 1, 6\\), FP32 has \\(1, 2, 6\\)"):
+        compare(refs, [{"dets": np.ones((1, 1, 6))}, *refs[1:]], "int8", INT8_TOL)
 
 
 def test_synthetic_near_tied_logits_are_built_unverified_not_refused() -> None:
