@@ -3,6 +3,7 @@ fidelity gate, on files made here and tiny inline models."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -116,21 +117,27 @@ def test_npy_folder_per_sample_and_per_input(tmp_path: Path) -> None:
     assert len(ds) == 4 and ds.labels.tolist() == [1, 2, 3, 4] and ds.format == "npy-folder"
 
 
-def test_text_with_a_trained_tokenizer_pads_and_truncates(tmp_path: Path) -> None:
+def _tokenizer(lines: list[str], path: Path) -> object:
+    """A WordLevel tokenizer trained on `lines`, saved as a tokenizer.json."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    lines = ["the cat sat on the mat", "a dog ran", "the quick brown fox jumps over the lazy dog today"]
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(lines, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    tok.save(str(path))
+    return tok
+
+
+def test_text_with_a_trained_tokenizer_pads_and_truncates(tmp_path: Path) -> None:
+    lines = ["the cat sat on the mat", "a dog ran", "the quick brown fox jumps over the lazy dog today"]
     tok_path = tmp_path / "tokenizer.json"
-    tok.save(str(tok_path))
+    tok = _tokenizer(lines, tok_path)
     text = tmp_path / "s.txt"
     text.write_text("\n".join([*lines, "", "an unseen word"]) + "\n")
     specs = [TensorSpec(name=n, shape=(1, 8), dtype="int64") for n in ("input_ids", "attention_mask", "token_type_ids")]
     ds = load(text, specs, [TensorSpec(name="embedding", shape=(1, 4), dtype="float32")], tokenizer=tok_path)
     assert ds.format == "text" and len(ds) == 4 and ds.tokenizer["max_length"] == 8
-    order = [ds.hashes.index(__import__("hashlib").sha256(s.encode()).hexdigest()) for s in (lines[1], lines[2])]
+    order = [ds.hashes.index(hashlib.sha256(s.encode()).hexdigest()) for s in (lines[1], lines[2])]
     short, long = (ds.arrays["attention_mask"][i] for i in order)
     assert short.tolist() == [1, 1, 1, 0, 0, 0, 0, 0] and long.tolist() == [1] * 8  # padded / truncated to 8
     assert ds.arrays["input_ids"][order[0]][3] == tok.token_to_id("[PAD]")
@@ -387,3 +394,53 @@ def test_build_with_labelled_images_records_accuracy(cli, tmp_path: Path) -> Non
     assert f["metrics"] == {"labelled": 24.0}
     calib = next(p for p in m["passes"] if p["name"] == "int8")["details"]["calibration"]
     assert calib["real"] and str(root) in calib["data"] and calib["samples"] == 24
+
+
+def _tiny_sentence_encoder(vocab: int, length: int = 8, dim: int = 16) -> onnx.ModelProto:
+    """input_ids, attention_mask [1, L] -> masked mean of MatMul'd token embeddings, L2-normalised."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((vocab, dim)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.standard_normal((dim, dim)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+             numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2")]
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["tok"]),
+        helper.make_node("MatMul", ["tok", "w"], ["proj"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["proj", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["pooled"], keepdims=0),
+        helper.make_node("LpNormalization", ["pooled"], ["sentence_embedding"], axis=-1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "encoder",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, [1, length]) for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, [1, dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_build_with_text_data_reports_embedding_metrics(tmp_path: Path) -> None:
+    from deploypipe.api import BuildConfig, build
+
+    words = ["red", "green", "blue", "cat", "dog", "bird", "runs", "sleeps", "eats", "fast", "slow", "big", "small", "the", "a"]
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=int(rng.integers(3, 11)))) for _ in range(60)]
+    tok = _tokenizer(lines, tmp_path / "tokenizer.json")
+    (tmp_path / "s.txt").write_text("\n".join(lines) + "\n")
+    model = tmp_path / "enc.onnx"
+    onnx.save_model(_tiny_sentence_encoder(tok.get_vocab_size()), str(model))
+    rep = build(BuildConfig(model=str(model), quantize="int8", data=tmp_path / "s.txt",
+                            tokenizer=tmp_path / "tokenizer.json", output=tmp_path / "out"))
+    f, data = rep.manifest.fidelity, rep.manifest.data
+    (out,) = f.outputs
+    assert out.kind == "embedding" and out.embedding_cosine > 0.9 and 0 <= out.retrieval_at_1 <= 1
+    assert out.sqnr_db is not None and f.top1_agreement is None  # an embedding's argmax is no prediction
+    assert f.evidence == "real-unlabelled" and f.samples == len(set(lines)) - data.calibration.samples
+    assert f.verdict.startswith("accuracy unverified") and "200 needed" in f.verdict
+    assert data.format == "text" and data.tokenizer["max_length"] == 8
+    assert "retrieval@1" in rep.summary()
