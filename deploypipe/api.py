@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe import __version__, backends, passes, targets, zoo
 from deploypipe.analysis import reference
-from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE, compare
+from deploypipe.analysis.fidelity import (
+    DEFAULT_TOLERANCE,
+    PRUNED_TOLERANCE,
+    compare,
+    evidence_of,
+    merge_tolerance,
+)
 from deploypipe.analysis.stats import analyze
 from deploypipe.artifact import (
     GOLDEN,
@@ -35,12 +41,16 @@ from deploypipe.artifact import (
 from deploypipe.backends import load as load_runner
 from deploypipe.backends.compiler import CompileContext, TuneRequest, TuningReport
 from deploypipe.backends.runner import Runner, RunOptions
+from deploypipe.data import attach as attach_data
+from deploypipe.data.metrics import UserMetric, load_metric, run_metric
+from deploypipe.data.record import DataRecord
 from deploypipe.errors import FidelityError
 from deploypipe.importers import ImportOptions, import_model
-from deploypipe.isa import host_isa, unfused_on_host
+from deploypipe.isa import host_isa
 from deploypipe.model import Model
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
+from deploypipe.targets import unfused_on_host
 
 Progress = Callable[[str], None]
 
@@ -64,6 +74,12 @@ class BuildConfig(BaseModel):
     import_options: ImportOptions = Field(default_factory=ImportOptions)
     tuning_logs: Path = Path("tuning_logs")
     tune_trials: int = Field(default=0, ge=0)  # tune first (compilers that tune) to this many trials
+    # the user's data (docs/data.md): calibration + evaluation, split by content hash unless eval_data is given
+    data: Path | None = None
+    eval_data: Path | None = None
+    preprocess: str | None = None  # imagenet | unit | none | FILE.toml, for image folders
+    tokenizer: Path | None = None  # tokenizer.json, for text files
+    metric: str | None = None  # MODULE:FUNCTION, the user's own metric (deploypipe.data.metrics.load_metric)
 
 
 @dataclass
@@ -78,15 +94,45 @@ class BuildReport:
         lines = [head, *(f"  note: {n}" for n in m.notes)]
         f = m.fidelity
         if f.checked:
-            figs = [f"max abs err {f.max_abs_err:.3g}", f"cosine {f.cosine:.5f}"]
-            if f.top1_agreement is not None:
-                figs.append(f"top-1 agreement {f.top1_agreement:.3f}")
-            if f.accuracy is not None:
-                figs.append(f"accuracy {f.accuracy:.2f}% (FP32 {f.accuracy_fp32:.2f}%)")
-            lines.append(f"  fidelity vs FP32 ({f.samples} samples, {f.data}; {f.where}): {', '.join(figs)}")
+            lines += _fidelity_lines(f)
         else:
             lines.append(f"  fidelity: not checked ({f.where})")
+        if m.data is not None:
+            sets = [f"{role} {r.samples} (sha256 {r.sha256[:12]})" for role, r in
+                    (("calibration", m.data.calibration), ("evaluation", m.data.evaluation)) if r is not None]
+            prep = f", preprocess {m.data.preprocess.preset}" if m.data.preprocess else ""
+            lines.append(f"  data: {m.data.format}, {', '.join(sets)}{prep}")
         return "\n".join(lines)
+
+
+def _fidelity_lines(f: Fidelity) -> list[str]:
+    """The fidelity figures for the build summary: headline, one line per output when there are
+    several, the user's metric, and the verdict with a hint when it rests on synthetic inputs."""
+    figs = [f"max abs err {f.max_abs_err:.3g}", f"cosine {f.cosine:.5f}" + (" (weakest output)" if len(f.outputs) > 1 else "")]
+    if f.top1_agreement is not None:
+        ci = f" [95% CI {f.top1_agreement_ci[0]:.3f}..{f.top1_agreement_ci[1]:.3f}]" if f.top1_agreement_ci else ""
+        figs.append(f"top-1 agreement {f.top1_agreement:.3f}{ci}")
+    if f.accuracy is not None:
+        top5 = f", top-5 {f.top5_accuracy:.2f}% (FP32 {f.top5_accuracy_fp32:.2f}%)" if f.top5_accuracy is not None else ""
+        figs.append(f"accuracy {f.accuracy:.2f}% (FP32 {f.accuracy_fp32:.2f}%){top5}")
+    lines = [f"  fidelity vs FP32 ({f.samples} samples, {f.data}; {f.where}): {', '.join(figs)}"]
+    if len(f.outputs) > 1 or any(o.kind == "embedding" for o in f.outputs):
+        for o in f.outputs:
+            extra = [f"SQNR {o.sqnr_db:.1f} dB" if o.sqnr_db is not None else "bit-identical"]
+            if o.top1_agreement is not None:
+                extra.append(f"top-1 agreement {o.top1_agreement:.3f}")
+            if o.embedding_cosine is not None:
+                extra.append(f"embedding cosine {o.embedding_cosine:.4f}")
+            if o.retrieval_at_1 is not None:
+                extra.append(f"retrieval@1 {o.retrieval_at_1:.3f}")
+            lines.append(f"    output {o.name} ({o.kind}): cosine {o.cosine:.5f}, {', '.join(extra)}")
+    if f.metrics:
+        lines.append(f"  metric: {', '.join(f'{k} {v:.4g}' for k, v in f.metrics.items())}")
+    if f.verdict:
+        hint = (" (give real data with --data PATH: an image folder, .npz, .npy folder, or text with --tokenizer; "
+                "see docs/data.md)") if f.evidence == "synthetic" and not f.certified else ""
+        lines.append(f"  {f.verdict}{hint}")
+    return lines
 
 
 @functools.cache
@@ -102,11 +148,12 @@ def code_hash() -> str:
 
 
 def _key(model: Model, config: BuildConfig, res: targets.Resolution, recipe: Recipe,
-         versions: dict[str, str]) -> str:
+         versions: dict[str, str], data: DataRecord | None = None) -> str:
     payload = {
         "deploypipe": __version__, "code": code_hash(), "source": model.content_hash(), "target": targets.get(config.target).model_dump(),
         "resolution": res.model_dump(), "recipe": recipe.model_dump(), "toolchain": versions,
         "tolerance": config.tolerance, "samples": config.fidelity_samples,
+        "data": data.model_dump() if data else None, "metric": config.metric,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -126,40 +173,57 @@ def _reference(model: Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[st
     return reference.run(model.proto, feeds, optimize=not (qdq and unfused_on_host(None)))  # a QDQ graph's exact semantics
 
 
-def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str]:
-    """Held-out inputs: real labelled data for trained models, else synthetic (seeded apart from
-    the calibration seeds)."""
+def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str, str]:
+    """Held-out inputs, their labels, what they are and the evidence level: the evaluation set
+    (the user's --data / --eval-data, or real labelled data for trained models), else synthetic
+    (seeded apart from the calibration seeds)."""
     ev = model.evaluation
     if ev is not None:
         feeds = list(ev.samples(len(ev.x)))
-        return feeds, ev.labels, ev.description
+        return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.real)
     provider = model.calibration
-    return list(provider.samples(n, seed=10_000)), None, provider.description
+    return list(provider.samples(n, seed=10_000)), None, provider.description, evidence_of(None, provider.real)
 
 
-def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict[str, float],
-                   n: int) -> tuple[Fidelity, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _producers(model: Model) -> dict[str, str]:
+    """Output name -> op type that produces it (a Softmax output is class scores, an
+    LpNormalization one an embedding)."""
+    outs = {o.name for o in model.proto.graph.output}
+    return {o: n.op_type for n in model.proto.graph.node for o in n.output if o in outs}
+
+
+def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict[str, float], n: int,
+                   metric: tuple[str, UserMetric] | None = None,
+                   ) -> tuple[Fidelity, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run the artifact and the reference on the same inputs; returns figures and a golden pair."""
-    feeds, labels, data = _fidelity_inputs(model, n)
+    feeds, labels, data, evidence = _fidelity_inputs(model, n)
     refs = _reference(model, feeds)
     outs = [runner.infer(f, check=False) for f in feeds]
-    fid = compare(refs, outs, precision, tolerance, labels)
+    fid = compare(refs, outs, precision, tolerance, labels, evidence=evidence, ops=_producers(model))
     fid.data = data
+    if metric is not None:
+        fid.metrics = run_metric(metric[1], metric[0], refs, outs, labels)
     return fid, feeds[0], refs[0], outs[0]
 
 
 def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     """Import, run passes, compile for the target, check fidelity, write the artifact atomically."""
     say = progress or (lambda _m: None)
+    metric = (config.metric, load_metric(config.metric)) if config.metric else None  # a bad one fails first
     spec = targets.get(config.target)
     res = spec.resolve(config.compiler, config.quantize, config.strict)
     compiler = backends.get_compiler(res.compiler)
     say(f"importing {config.model}")
     model = import_model(config.model, config.import_options)
+    if config.data or config.eval_data:
+        say("reading data")
+    model, data_record = attach_data(model, config.data, config.eval_data, config.preprocess, config.tokenizer)
+    if data_record is not None:
+        data_record.metric = config.metric
     recipe = passes.recipe_for(res.precision, compiler.native_precisions, config.recipe, config.prune, config.tolerance)
     versions = {"deploypipe": __version__, **compiler.versions()}
     tuning_dir = config.tuning_logs / model.name / spec.name
-    key = _key(model, config, res, recipe, {**versions, **_tuning_state(tuning_dir, config.tune_trials)})
+    key = _key(model, config, res, recipe, {**versions, **_tuning_state(tuning_dir, config.tune_trials)}, data_record)
     suffix = f"-pruned{round(config.prune * 100)}" if config.prune else ""
     name = config.name or f"{model.name}-{spec.name}-{res.compiler}-{res.precision}{suffix}"
     dest = config.output / name
@@ -167,7 +231,7 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
         return BuildReport(dest, Artifact(dest).manifest, cached=True)
 
     base = PRUNED_TOLERANCE if config.prune else DEFAULT_TOLERANCE[res.precision]
-    tolerance = {**base, **config.tolerance}
+    tolerance = merge_tolerance(base, config.tolerance)
     with staging(dest) as tmp:
         current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say,
                                                                   compiler=res.compiler))
@@ -190,12 +254,12 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
             inputs=out.inputs, outputs=out.outputs,
             files={role: file_entry(tmp, rel) for role, rel in out.files.items()},
             fidelity=Fidelity(checked=False, where="pending"), host_check=out.host_check,
-            compiler_info=out.info, notes=[*res.notes, *out.notes],
+            compiler_info=out.info, notes=[*res.notes, *out.notes], data=data_record,
         )
         write_manifest(tmp, manifest)
         say("checking fidelity against the FP32 reference")
         with refusing(f"the {res.compiler} artifact of {model.name} does not run here", current.proto):
-            manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples)
+            manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples, metric)
         manifest.files["golden"] = file_entry(tmp, GOLDEN)
         write_manifest(tmp, manifest)
         if manifest.fidelity.passed is False:
@@ -213,15 +277,16 @@ def _stats(stats: object) -> dict[str, float]:
     return {k: getattr(stats, k) for k in ("params", "macs", "flop_per_param")}
 
 
-def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[str, float], n: int) -> Fidelity:
+def _build_fidelity(root: Path, model: Model, precision: str, tolerance: dict[str, float], n: int,
+                    metric: tuple[str, UserMetric] | None = None) -> Fidelity:
     art = Artifact(root)
     reason = backends.why_not_runnable(art)
     if reason is not None and art.manifest.host_check is None:
-        feeds, _, _ = _fidelity_inputs(model, 1)
+        feeds = _fidelity_inputs(model, 1)[0][:1]
         write_golden(root, feeds[0], _reference(model, feeds[:1])[0], None)
         return Fidelity(checked=False, where=f"artifact cannot run here: {reason}")
     with load_runner(root, RunOptions(), host_check=True) as runner:
-        fid, golden_in, golden_ref, golden_out = check_fidelity(runner, model, precision, tolerance, n)
+        fid, golden_in, golden_ref, golden_out = check_fidelity(runner, model, precision, tolerance, n, metric)
     stand_in = f" (host stand-in: {art.manifest.host_check.file})" if reason is not None else ""
     fid.where = f"measured on {platform.node()} ({platform.machine()}, INT8 ISA {host_isa()}) with {runner.kind}{stand_in}"
     write_golden(root, golden_in, golden_ref, golden_out)
@@ -288,7 +353,8 @@ def self_check(path: str | Path) -> SelfCheck:
         outs = runner.infer(inputs)
     m = art.manifest
     tolerance = m.fidelity.tolerance or DEFAULT_TOLERANCE[m.precision]  # the build's own, complete gate
-    vs_ref = compare([ref_out], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"})
+    vs_ref = compare([ref_out], [outs], m.precision, {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"},
+                     evidence=m.fidelity.evidence or None)
     vs_expected = compare([expected], [outs], m.precision, {}) if expected else None
     detail = f"vs FP32 reference: max abs err {vs_ref.max_abs_err:.3g}, cosine {vs_ref.cosine:.5f}"
     if vs_expected is not None:

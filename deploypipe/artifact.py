@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploypipe.errors import BuildError, DeployPipeError, InputFileError, UserError
+from deploypipe.data.record import DataRecord
 from deploypipe.model import TensorSpec
 
 SCHEMA_VERSION = 1
@@ -60,19 +61,45 @@ class PassRecord(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class OutputFidelity(BaseModel):
+    """One output's figures: each output is judged on its own and the weakest decides."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: str  # class-scores | embedding | regression (deploypipe.data.metrics.classify_output)
+    cosine: float | None = None
+    sqnr_db: float | None = None  # None: bit-identical to FP32
+    max_abs_err: float | None = None
+    scale: float | None = None  # max(1, max |FP32 output|): what max abs error is measured against
+    top1_agreement: float | None = None  # class scores only
+    top1_agreement_ci: tuple[float, float] | None = None  # 95% Wilson interval
+    embedding_cosine: float | None = None  # embeddings: mean per-sample cosine
+    retrieval_at_1: float | None = None  # embeddings: artifact vector finds its own FP32 vector first
+
+
 class Fidelity(BaseModel):
-    """How close the artifact's outputs are to the FP32 reference on the same inputs."""
+    """How close the artifact's outputs are to the FP32 reference on the same inputs, and what the
+    verdict rests on (`evidence`): a user's labelled data, real unlabelled data or synthetic inputs."""
 
     model_config = ConfigDict(extra="forbid")
     checked: bool
     where: str  # "measured on <host> with <runner>" or why it was not checked
     samples: int = 0
     data: str = ""  # what the inputs were (synthetic / real held-out data)
-    max_abs_err: float | None = None
-    cosine: float | None = None
-    top1_agreement: float | None = None
-    accuracy_fp32: float | None = None
+    evidence: str = ""  # labelled | real-unlabelled | synthetic
+    certified: bool | None = None  # the figures are evidence of accuracy (real data, enough samples)
+    verdict: str = ""  # one line, e.g. "accuracy unverified: synthetic inputs"
+    max_abs_err: float | None = None  # the largest over outputs
+    cosine: float | None = None  # the weakest output's
+    top1_agreement: float | None = None  # the weakest class-score output's
+    top1_agreement_ci: tuple[float, float] | None = None
+    accuracy_fp32: float | None = None  # top-1, percent, on the labelled output
     accuracy: float | None = None
+    accuracy_drop_ci: tuple[float, float] | None = None  # points, paired 95% interval
+    top5_accuracy_fp32: float | None = None
+    top5_accuracy: float | None = None
+    outputs: list[OutputFidelity] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)  # the user's --metric results
     tolerance: dict[str, float] = Field(default_factory=dict)
     passed: bool | None = None
     reasons: list[str] = Field(default_factory=list)
@@ -118,6 +145,7 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry] = Field(default_factory=dict)  # role -> file
     fidelity: Fidelity
     host_check: HostCheck | None = None
+    data: DataRecord | None = None  # the user's --data / --eval-data: sets, hashes, preprocessing
     compiler_info: dict[str, Any] = Field(default_factory=dict)  # backend facts, e.g. TVM target string
     notes: list[str] = Field(default_factory=list)  # adaptations, refusals, what was not built
 

@@ -71,6 +71,11 @@ def build(
     network: Annotated[str, typer.Option(help="Network for --split auto: wifi, 4g, 3g, ethernet or BW,RTT.")] = "wifi",
     tune: Annotated[bool, typer.Option("--tune", help="Tune first (TVM MetaSchedule), resuming tuning_logs/.")] = False,
     trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.", min=1)] = 64,
+    data: Annotated[Path | None, typer.Option(help="Your data: image folder, .npz, .npy folder or text file (docs/data.md).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Separate evaluation data (else --data is split).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="Image preprocessing: imagenet, unit, none or FILE.toml.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json for text data.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Your metric MODULE:FUNCTION (or file.py:FUNCTION).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an artifact for a target (or, with --split, an edge and a cloud artifact plus a plan)."""
@@ -82,10 +87,16 @@ def build(
         model=model, target=target, compiler=compiler, quantize=quantize, prune=prune, recipe=passes,  # type: ignore[arg-type]
         output=output, name=name, strict=strict, force=force, tolerance=parse_tolerance(tolerance),
         tune_trials=trials if tune else 0,
+        data=data, eval_data=eval_data, preprocess=preprocess, tokenizer=tokenizer, metric=metric,
         import_options=ImportOptions(weights=weights, **parse_shapes(input_shape), allow_pickle=allow_pickle),
     )
     if split is not None:
         from deploypipe.partition.build import build_split
+
+        if data or eval_data:
+            from deploypipe.errors import UnsupportedError
+
+            raise UnsupportedError("--data / --eval-data with --split: not supported yet (the halves' inputs are not the model's)")
 
         with err.status("building split") as status:
             split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))

@@ -60,23 +60,3 @@ def _detected() -> Isa:
 def saturates_u8s8(isa: str) -> bool:
     """True where uint8 x int8 products are summed in 16 bits with saturation (x86 without VNNI)."""
     return isa == "x86-avx2"
-
-
-def target_isa(target: str) -> Isa:
-    """The INT8 ISA of a target: its `int8_isa` field, or this host's for targets that run here."""
-    from deploypipe import targets
-
-    spec = targets.get(target)
-    if spec.int8_isa is not None:
-        return spec.int8_isa  # type: ignore[return-value]
-    return host_isa() if spec.runs_here else "unknown"
-
-
-def unfused_on_host(target: str | None) -> bool:
-    """Run a QDQ graph with ONNX Runtime's fusions off on this host: true where this host's fused
-    u8 x s8 kernels saturate and the graph was not quantized for such kernels (made for another
-    target's ISA, or of unknown origin when `target` is None). Unfused, each DequantizeLinear feeds
-    a float kernel: the graph's exact semantics, slower."""
-    if not saturates_u8s8(host_isa()):
-        return False
-    return target is None or not saturates_u8s8(target_isa(target))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploypipe.errors import InputFileError, UnknownNameError, UnsupportedError
-from deploypipe.isa import Isa
+from deploypipe.isa import Isa, host_isa, saturates_u8s8
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
@@ -133,3 +133,21 @@ def get(name: str) -> TargetSpec:
     if name not in specs:
         raise UnknownNameError("target", name, specs)
     return specs[name]
+
+
+def target_isa(target: str) -> Isa:
+    """The INT8 ISA of a target: its `int8_isa` field, or this host's for targets that run here."""
+    spec = get(target)
+    if spec.int8_isa is not None:
+        return spec.int8_isa  # type: ignore[return-value]
+    return host_isa() if spec.runs_here else "unknown"
+
+
+def unfused_on_host(target: str | None) -> bool:
+    """Run a QDQ graph with ONNX Runtime's fusions off on this host: true where this host's fused
+    u8 x s8 kernels saturate and the graph was not quantized for such kernels (made for another
+    target's ISA, or of unknown origin when `target` is None). Unfused, each DequantizeLinear feeds
+    a float kernel: the graph's exact semantics, slower."""
+    if not saturates_u8s8(host_isa()):
+        return False
+    return target is None or not saturates_u8s8(target_isa(target))

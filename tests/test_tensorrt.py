@@ -23,7 +23,7 @@ from deploypipe.backends.tensorrt import prepare as trt_prepare
 from deploypipe.errors import UnsupportedError
 from deploypipe.backends.tensorrt.facts import GpuInfo, engine_mismatch, tensorrt_version
 from deploypipe.backends.tensorrt.runner import TensorRTRunner
-from deploypipe.isa import unfused_on_host
+from deploypipe.targets import unfused_on_host
 from tests.conftest import tiny_classifier
 
 TRT82 = trt_ops.table_for("8.2.1")

@@ -199,7 +199,7 @@ def test_build_of_a_graph_the_runtime_cannot_run_exits_3_naming_the_node(tmp_pat
                                                        ("avx2", "edgetpu", False), ("avx2", "server-gpu", False)])
 def test_reduce_range_follows_the_target_isa(env: str, target: str, reduce: bool, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploypipe.isa import target_isa
+    from deploypipe.targets import target_isa
 
     monkeypatch.setenv("DEPLOYPIPE_ISA", env)
     model = import_model(wm.save(wm.conv_net(), tmp_path / "c.onnx"))

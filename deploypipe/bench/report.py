@@ -202,7 +202,7 @@ def _flop_param_plot(results: list[BenchResult]) -> str | None:
 _COLUMNS = ["name", "target", "precision", "where", "threads", "affinity", "concurrency", "p50_ms", "p90_ms",
             "run_to_run_spread_pct", "library_load_s", "model_load_s", "first_inference_ms", "throughput_ips",
             "peak_rss_mb", "size_mb", "energy_mj", "energy_source", "ips_per_watt", "ips_per_usd", "cosine",
-            "estimated_ms", "estimate_error", "estimate_label", "reason"]
+            "accuracy", "estimated_ms", "estimate_error", "estimate_label", "reason"]
 
 
 def _cell(v: Any) -> str:

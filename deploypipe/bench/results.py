@@ -134,5 +134,6 @@ class BenchResult(BaseModel):
     model_stats: dict[str, float] = Field(default_factory=dict)  # params, macs, flop_per_param (manifest)
     passes: list[str] = Field(default_factory=list)  # the manifest's passes that changed the model, in order
     fidelity: dict[str, float | None] = Field(default_factory=dict)
+    accuracy: str = ""  # what the build's accuracy figures rest on (deploypipe.analysis.fidelity.accuracy_label)
     layers: list[dict[str, Any]] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from deploypipe.backends import runs_elsewhere, why_not_runnable
 from deploypipe.backends.runner import RunOptions
 from deploypipe.bench.results import BenchConfig, BenchResult, RunToRun, SweepConfig
 from deploypipe.errors import DeployPipeError
+from deploypipe.analysis.fidelity import accuracy_label
 
 Progress = Callable[[str], None]
 
@@ -31,6 +32,7 @@ def _skipped(path: Path, art: Artifact | None, reason: str) -> BenchResult:
         precision=m.precision if m else "?", kind=m.kind if m else "?", ran=False, reason=reason,
         size_mb=sum(e.bytes for r, e in m.files.items() if r != "golden") / 1e6 if m else 0.0,
         model_stats=dict(m.model.stats) if m else {}, passes=m.changed_passes() if m else [],
+        accuracy=accuracy_label(m.fidelity) if m else "",
     )
 
 

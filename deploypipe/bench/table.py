@@ -42,7 +42,7 @@ def flat(r: BenchResult) -> dict[str, Any]:
         "ips_per_watt": r.efficiency.ips_per_watt if r.efficiency else None,
         "ips_per_usd": r.efficiency.ips_per_usd if r.efficiency else None,
         "efficiency_source": r.efficiency.source if r.efficiency else "",
-        "max_abs_err": r.fidelity.get("max_abs_err"), "cosine": r.fidelity.get("cosine"),
+        "max_abs_err": r.fidelity.get("max_abs_err"), "cosine": r.fidelity.get("cosine"), "accuracy": r.accuracy,
         "estimated_ms": r.estimated_ms, "estimate_label": r.estimate_label, "estimate_error": r.estimate_error,
         "loadgen_result": r.loadgen.get("Result is", ""),
     }
@@ -63,7 +63,7 @@ def render(results: list[BenchResult]) -> Table:
                       "(host rows: leave-one-out, with its error), never a measurement.")
     cols = ("artifact", "target", "compiler", "prec", "thr/cores", "p50 ms", "p90", "p99", "std", "r2r %",
             "lib+load s", "1st ms", "ips", "peak MB", "size MB", "mJ/inf", "ips/W", "ips/$", "max|err|", "cosine",
-            "est ms", "est err")
+            "accuracy", "est ms", "est err")
     for col in cols:
         # the artifact name is what identifies a row: wrap it onto several lines rather than cut it
         t.add_column(col, justify="left" if col in cols[:5] else "right",
@@ -77,7 +77,7 @@ def render(results: list[BenchResult]) -> Table:
         est = [_f(r.estimated_ms, ".3g"), f"{r.estimate_error:.0%}" if r.estimate_error is not None else "-"]
         if not r.ran:
             t.add_row(f"{r.name}\n[yellow]not run: {r.reason}[/]", r.target, r.compiler, r.precision, "", "-",
-                      *[""] * 8, _f(r.size_mb, ".2f") if r.size_mb else "", *tail, "", "", *est)
+                      *[""] * 8, _f(r.size_mb, ".2f") if r.size_mb else "", *tail, "", "", r.accuracy, *est)
             continue
         lat, cold = r.latency_ms, r.cold_start
         assert lat is not None and cold is not None
@@ -87,6 +87,6 @@ def render(results: list[BenchResult]) -> Table:
             _f(r.run_to_run.spread_pct if r.run_to_run else None, ".1f"),
             _f(cold.library_load_s + cold.model_load_s, ".2f"), _f(cold.first_inference_ms, ".1f"),
             _f(r.throughput.ips if r.throughput else None, ".4g"), _f(r.peak_rss_mb, ".0f"), _f(r.size_mb, ".2f"),
-            *tail, _f(r.fidelity.get("max_abs_err"), ".2g"), _f(r.fidelity.get("cosine"), ".5f"), *est,
+            *tail, _f(r.fidelity.get("max_abs_err"), ".2g"), _f(r.fidelity.get("cosine"), ".5f"), r.accuracy, *est,
         )
     return t

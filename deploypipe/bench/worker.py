@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploypipe.analysis.fidelity import compare
+from deploypipe.analysis.fidelity import accuracy_label, compare
 from deploypipe.artifact import Artifact
 from deploypipe.backends import runner_class
 from deploypipe.backends.runner import Runner, RunOptions
@@ -130,6 +130,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
         loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
+        accuracy=accuracy_label(m.fidelity),
         layers=[lt.model_dump() for lt in layers], context=ctx,
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deploypipe.analysis.fidelity import merge_tolerance
 from deploypipe.artifact import PassRecord
 from deploypipe.errors import InputFileError, UnknownNameError, UnsupportedError
 from deploypipe.model import Model
@@ -92,7 +93,7 @@ def recipe_for(precision: str, native: frozenset[str], recipe: str | None = None
     if prune:
         steps.insert(0, PassStep(name="prune", params={"ratio": prune}))
     if tolerance:
-        steps = [s.model_copy(update={"params": {**s.params, "tolerance": {**s.params.get("tolerance", {}), **tolerance}}})
+        steps = [s.model_copy(update={"params": {**s.params, "tolerance": merge_tolerance(s.params.get("tolerance", {}), tolerance)}})
                  if s.name == "int8" else s for s in steps]
     return Recipe(name=base.name, description=base.description, passes=steps)
 

@@ -1,9 +1,10 @@
 """INT8 post-training static quantization (ONNX Runtime's quantizer) with an accuracy gate.
 
-Calibration data come from `model.calibration` (real data for models trained here, synthetic
-N(0,1) otherwise, and labelled so). The gate runs the FP32 input and the INT8 result on held-out
-data (`model.evaluation` when present, else calibration-distribution data with another seed) and
-fails the build when the recipe's tolerance is exceeded. With `mixed_precision`, the layers that
+Calibration data come from `model.calibration` (the user's --data, real data for models trained
+here, synthetic N(0,1) otherwise, and labelled so). The gate runs the FP32 input and the INT8 result
+on held-out data (`model.evaluation` when present, else calibration-distribution data with another
+seed) and fails the build when the recipe's tolerance is exceeded, judged at the evidence level of
+that data (deploypipe.analysis.fidelity: synthetic inputs refuse only a catastrophe). With `mixed_precision`, the layers that
 add the most error (from a per-layer diff) are kept in FP32 until the gate passes.
 
 Three choices are made from the graph and the target, and recorded in the pass details:
@@ -32,6 +33,7 @@ from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe.artifact import Fidelity
+from deploypipe.analysis.fidelity import compare, evidence_of
 from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.analysis import reference as _ort
@@ -66,7 +68,8 @@ class Int8Config(BaseModel):
     calibration_samples: int = Field(default=32, ge=1)
     eval_samples: int = Field(default=100, ge=1)  # held-out synthetic samples when no real data
     tolerance: dict[str, float] = Field(default_factory=lambda: {"min_cosine": 0.95, "min_top1_agreement": 0.90,
-                                                                 "max_accuracy_drop": 0.5})
+                                                                 "max_accuracy_drop": 0.5, "synthetic_min_cosine": 0.90,
+                                                                 "min_samples": 200})
     mixed_precision: bool = False  # keep the most harmful layers in FP32 until the gate passes
     max_fp32_layers: int = Field(default=8, ge=1)
     gate: bool = True  # False: report the gate's figures but never fail (benchmarks, exploration)
@@ -105,14 +108,14 @@ class Int8(Pass):
         if not plan.dynamic:
             ctx.progress(f"int8: calibrating on {cfg.calibration_samples} samples ({model.calibration.description})")
             calib = list(model.calibration.samples(cfg.calibration_samples, seed=0))
-        feeds, labels, data = _gate_data(model, cfg)
+        feeds, labels, data, evidence = _gate_data(model, cfg)
         refs = _ort.run(fp32, feeds)
         excluded: list[str] = []  # layers (as the diff names them) kept in FP32
         exclude_nodes: list[str] = list(plan.float_nodes)  # those layers with the nodes fused into them
         ranking: list[dict[str, object]] = []
         while True:
             proto = _quantize(fp32, calib, cfg, exclude_nodes, plan)
-            fid = _gate(refs, _ort.run(proto, feeds, optimize=not plan.unfused_gate), cfg, labels)
+            fid = _gate(refs, _ort.run(proto, feeds, optimize=not plan.unfused_gate), cfg, labels, evidence)
             if fid.passed or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
             if not ranking:
@@ -130,7 +133,8 @@ class Int8(Pass):
             "scheme": plan.details(), "opset": opset,
             "calibration": {"method": cfg.calibration, "samples": len(calib), "data": model.calibration.description,
                             "real": model.calibration.real} if calib else {"method": "none: dynamic activations"},
-            "gate": {"data": data, "samples": len(feeds), "tolerance": cfg.tolerance, "passed": fid.passed,
+            "gate": {"data": data, "evidence": evidence, "verdict": fid.verdict, "samples": len(feeds),
+                     "tolerance": cfg.tolerance, "passed": fid.passed,
                      "reasons": fid.reasons, "top1_agreement": fid.top1_agreement, "cosine": fid.cosine,
                      "max_abs_err": fid.max_abs_err, "accuracy_fp32": fid.accuracy_fp32, "accuracy": fid.accuracy,
                      "fp32_logit_gap": _logit_gap(refs)},
@@ -143,6 +147,8 @@ class Int8(Pass):
         if cfg.gate and not fid.passed:
             kept = f" even with {len(excluded)} layer(s) kept in FP32" if excluded else ""
             hint = "" if cfg.mixed_precision else "; try --passes int8-mixed or relax it with --tolerance KEY=VALUE"
+            if evidence == "synthetic":
+                hint += "; judged on synthetic inputs: give real data with --data PATH to judge on it"
             gap = details["gate"]["fp32_logit_gap"]
             if gap is not None and gap < 0.5 and any("top-1" in r for r in fid.reasons):
                 hint += (f"; note the FP32 top-1 is nearly tied on this data (median top-1/top-2 gap {gap:.2f} "
@@ -153,16 +159,18 @@ class Int8(Pass):
         return PassResult(model.with_proto(proto), modified=True, details=details)
 
 
-def _gate_data(model: Model, cfg: Int8Config) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str]:
+def _gate_data(model: Model, cfg: Int8Config) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None, str, str]:
+    """(feeds, labels, what they are, evidence level for the gate)."""
     ev = model.evaluation
     if ev is not None:
-        return list(ev.samples(len(ev.x))), ev.labels, f"held-out real data: {ev.description}"
+        return (list(ev.samples(len(ev.x))), ev.labels, f"held-out real data: {ev.description}",
+                evidence_of(ev.labels, ev.real))
     provider = model.calibration
     if provider.real:
         return list(provider.samples(cfg.eval_samples, seed=_EVAL_SEED)), None, (
-            f"calibration data (no held-out set): {provider.description}")
+            f"calibration data (no held-out set): {provider.description}"), "real-unlabelled"
     feeds = list(provider.samples(cfg.eval_samples, seed=_EVAL_SEED))
-    return feeds, None, f"{provider.description}, held-out seed {_EVAL_SEED}"
+    return feeds, None, f"{provider.description}, held-out seed {_EVAL_SEED}", "synthetic"
 
 
 def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
@@ -175,10 +183,8 @@ def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
 
 
 def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], cfg: Int8Config,
-          labels: np.ndarray | None) -> Fidelity:
-    from deploypipe.analysis.fidelity import compare
-
-    return compare(refs, outs, "int8", cfg.tolerance, labels)
+          labels: np.ndarray | None, evidence: str) -> Fidelity:
+    return compare(refs, outs, "int8", cfg.tolerance, labels, evidence=evidence)
 
 
 def _prepare(proto: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -249,7 +255,8 @@ class _Plan:
 
 def _plan(proto: onnx.ModelProto, cfg: Int8Config, ctx: PassContext, per_channel: bool) -> _Plan:
     from deploypipe import targets
-    from deploypipe.isa import host_isa, saturates_u8s8, target_isa
+    from deploypipe.isa import host_isa, saturates_u8s8
+    from deploypipe.targets import target_isa
 
     isa = target_isa(ctx.target)
     reduce = saturates_u8s8(isa) if cfg.reduce_range == "auto" else cfg.reduce_range

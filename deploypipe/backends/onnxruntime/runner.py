@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deploypipe.backends.runner import LayerTime, Runner
-from deploypipe.isa import unfused_on_host
+from deploypipe.targets import unfused_on_host
 
 if TYPE_CHECKING:
     from deploypipe.artifact import Artifact
