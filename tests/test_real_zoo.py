@@ -161,6 +161,19 @@ def test_calibration_and_checks_draw_disjoint_real_samples() -> None:
     assert not {f["x"].tobytes() for f in calib} & {f["x"].tobytes() for f in check}
 
 
+@needs_minilm
+def test_minilm_feeds_come_from_the_wheels_tokenizer_untruncated() -> None:
+    sentences = [s for g in real_sets.paraphrase_groups() for s in g]
+    feeds = real_sets.tokenize(sentences, 64)
+    assert list(feeds[0]) == list(real.MINILM_INPUTS)
+    assert all(f[n].shape == (1, 64) and f[n].dtype == np.int64 for f in feeds for n in f)
+    lengths = [int(f["attention_mask"].sum()) for f in feeds]
+    assert max(lengths) < 64  # no shipped sentence is cut
+    first = feeds[0]["input_ids"][0]
+    assert first[0] == 101 and first[lengths[0] - 1] == 102 and not first[lengths[0]:].any()  # [CLS] .. [SEP] pad
+    assert not any(f["token_type_ids"].any() for f in feeds)
+
+
 @pytest.mark.slow
 @needs_minilm
 def test_minilm_equals_the_wheels_sentence_transformers_pipeline() -> None:
