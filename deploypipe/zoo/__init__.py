@@ -304,3 +304,7 @@ LSTM_NOTE = (
 )
 
 _REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _entries()}
+
+from deploypipe.zoo import real as _real  # noqa: E402 - subclasses ZooEntry, defined above
+
+_REGISTRY.update((e.name, e) for e in _real.entries())
