@@ -37,7 +37,7 @@ from deploypipe.api import load as load_artifact  # noqa: E402
 from deploypipe.bench.context import run_context  # noqa: E402
 from deploypipe.errors import DeployPipeError  # noqa: E402
 from deploypipe.importers import import_model  # noqa: E402
-from deploypipe.runtime import RunOptions  # noqa: E402
+from deploypipe.backends.runner import RunOptions  # noqa: E402
 from deploypipe.zoo import real  # noqa: E402
 from deploypipe.zoo.real_metrics import task_metrics  # noqa: E402
 from deploypipe.zoo.real_sets import rec_charset  # noqa: E402
