@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+# add_completion: `deploypipe --install-completion` (bash, zsh, fish, PowerShell), see README
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
 # Piped output gets a wide fixed width so tables are not cut to 80 columns.
@@ -28,6 +31,26 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the stage and its elapsed time on stderr (never stdout: --json stays clean);
+    a bar with the time left when a message is a `Step` that knows its total."""
+    from rich import progress as rp
+
+    with rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TimeElapsedColumn(),
+                     rp.TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def say(message: str) -> None:
+            total, done = getattr(message, "total", None), getattr(message, "done", 0)
+            current = bar.tasks[0]
+            if total != current.total or done < current.completed or (total is None and message != current.description):
+                bar.reset(task, total=total)  # a new stage: its own elapsed time and rate
+            bar.update(task, description=message, completed=done)
+
+        yield say
 
 
 def _parse_shapes(values: list[str]) -> dict[str, tuple[int, ...]]:
@@ -101,15 +124,15 @@ def build(
     if split is not None:
         from deploypipe.partition.build import build_split
 
-        with err.status("building split") as status:
-            split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))
+        with _progress("building split") as say:
+            split_report = build_split(cfg, split, edge_target, cloud_target, network, say)
         if as_json:
             _emit_json({"path": str(split_report.path), "plan": split_report.plan})
         else:
             out.print(split_report.summary(), highlight=False)
         return
-    with err.status("building") as status:
-        report = do_build(cfg, progress=lambda m: status.update(m))
+    with _progress("building") as say:
+        report = do_build(cfg, progress=say)
     if as_json:
         _emit_json({"path": str(report.path), "cached": report.cached, "manifest": report.manifest.model_dump()})
     else:
@@ -168,6 +191,9 @@ def bench(
     loadgen_dir: Annotated[Path, typer.Option(help="Where LoadGen logs go.")] = Path("loadgen"),
     server_qps: Annotated[float, typer.Option(help="Target QPS of the Server scenario.")] = 10.0,
     profile: Annotated[bool, typer.Option(help="Collect per-layer times.")] = False,
+    trace_dir: Annotated[Path | None, typer.Option(help="With --profile: write a Chrome trace JSON per artifact here.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column (the default table fits 100 columns).")] = False,
+    columns: Annotated[str | None, typer.Option(help="Columns to show, e.g. artifact,p50,ips,speedup (see docs/bench.md).")] = None,
     remote: Annotated[str | None, typer.Option(help="HOST:PORT of a `deploypipe serve-runtime` to run on.")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Cost-model calibration JSON (default: fitted on this run).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json-file", help="Also save results to this JSON file.")] = None,
@@ -180,7 +206,7 @@ def bench(
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
     from deploypipe.bench import BenchConfig, SweepConfig, run_bench
-    from deploypipe.bench.table import render, write_csv
+    from deploypipe.bench.table import pick_columns, render, write_csv
 
     if rpc or tracker or key:
         from deploypipe.runtime.tvm_rpc import RemoteSpec
@@ -190,18 +216,22 @@ def bench(
 
     from deploypipe.errors import UserError
 
+    shown = pick_columns(columns, wide)  # a wrong column name fails before any run
+    if trace_dir is not None and not profile:
+        raise UserError("--trace-dir needs --profile (the traces are the per-layer profile)")
+
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
                           loadgen_dir=str(loadgen_dir), server_qps=server_qps, rpc=rpc, tracker=tracker, key=key,
-                          emulate=emulate)
+                          emulate=emulate, trace_dir=str(trace_dir.resolve()) if trace_dir else None)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
-    with err.status("benchmarking") as status:
-        results = run_bench(paths, cfg, progress=lambda m: status.update(m), sweep=sweep, remote=remote,
+    with _progress("benchmarking") as say:
+        results = run_bench(paths, cfg, progress=say, sweep=sweep, remote=remote,
                             calibration=calibration)
     data = [r.model_dump() for r in results]
     if json_file:
@@ -211,7 +241,22 @@ def bench(
     if as_json:
         _emit_json(data)
     else:
-        out.print(render(results))
+        out.print(render(results, shown))
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """What this machine can build and run: backends, CPU features, toolchains, GPUs, per target.
+
+    Run it first after installing. Missing pieces are warnings (exit 0) with their install hint.
+    """
+    from deploypipe.doctor import diagnose, render
+
+    report = diagnose()
+    if as_json:
+        _emit_json(report)
+    else:
+        out.print(render(report), highlight=False)
 
 
 @app.command()
@@ -358,8 +403,8 @@ def device_app(
     if "tvm" not in spec.compilers:
         raise UnsupportedError(f"target {target} has no TVM compiler: deploypipe-run runs TVM artifacts only")
     opts = TvmOptions(**spec.compilers["tvm"].options)
-    with err.status(f"building deploypipe-run for {target} ({opts.arch()})") as status:
-        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=status.update)
+    with _progress(f"building deploypipe-run for {target} ({opts.arch()})") as say:
+        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=say)
     output.mkdir(parents=True, exist_ok=True)
     tmp = output / f".{native.RUNNER}.tmp"
     shutil.copy2(binary, tmp)
@@ -481,8 +526,8 @@ def tune(
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
                      trials_per_iter=trials_per_iter, remote=RemoteSpec(rpc=rpc, tracker=tracker, key=key),
                      tuning_logs=tuning_logs, import_options=ImportOptions(input_shapes=_parse_shapes(input_shape)))
-    with err.status("tuning") as status:
-        report = tune_model(cfg, progress=lambda m: status.update(m))
+    with _progress("tuning") as say:
+        report = tune_model(cfg, progress=say)
     if as_json:
         _emit_json(report.model_dump())
     else:
@@ -514,7 +559,7 @@ def main() -> None:
     from deploypipe.errors import DeployPipeError, InternalError
 
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="deploypipe")  # also under `python -m deploypipe` (completion)
     except DeployPipeError as exc:
         if _state["debug"]:
             raise

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throug
 from deploypipe.bench.stats import latency
 from deploypipe.fidelity import compare
 from deploypipe.runtime import RunOptions, runner_class
-from deploypipe.runtime.base import Runner
+from deploypipe.runtime.base import LayerTime, Runner
 
 
 def _on_gpu(art: Artifact) -> bool:
@@ -65,6 +66,16 @@ def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runn
         r.deactivate()
     return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=cfg.workers,
                       method=f"{cfg.batch} batch-1 runs shared by {cfg.workers} concurrent runner instances")
+
+
+def _write_trace(trace_dir: Path, art: Artifact, runner: Runner, layers: list[LayerTime],
+                 ctx: dict[str, Any]) -> Path:
+    from deploypipe.bench import trace  # onnx: only when traces are asked for
+
+    m = art.manifest
+    return trace.write(trace_dir, m.name, m.kind, layers, runner.trace_events(), trace.artifact_names(art),
+                       {"where": runner.where() or f"measured on {ctx['host']} ({ctx['cpu']})",
+                        "model": m.model.name, "target": m.target, "precision": m.precision})
 
 
 def measure(path: Path, cfg: BenchConfig) -> BenchResult:
@@ -113,6 +124,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         energy = en.estimated(lat.mean, targets.get(m.target if remote_where else "host-cpu"))
     temp_end = temperatures()
     layers = runner.layer_profile() or []
+    trace = _write_trace(Path(cfg.trace_dir), art, runner, layers, ctx) if cfg.trace_dir and layers else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners
     throughput = _throughput(cls, art, cfg, runner, inputs) if cfg.batch > 0 else None
     loadgen = {}
@@ -136,7 +148,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
         loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
-        layers=[lt.model_dump() for lt in layers], context=ctx,
+        layers=[lt.model_dump() for lt in layers], context=ctx, trace=str(trace) if trace else None,
     )
 
 

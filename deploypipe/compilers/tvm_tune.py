@@ -38,6 +38,7 @@ from deploypipe.compilers.tvm import (
 from deploypipe.errors import BuildError, UserError
 from deploypipe.importers import ImportOptions
 from deploypipe.model import Model
+from deploypipe.progress import Step
 from deploypipe.runtime.tvm_rpc import RemoteSpec
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
                 elapsed = time.monotonic() - start
                 done = tuning_records(work_dir)
                 budget = f" of {budget_s:.0f} s budget" if budget_s else ""
-                progress(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}")
+                progress(Step(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}", done, trials))
                 if budget_s is not None and elapsed > budget_s:
                     stopped = "budget"
                     stop_process_group(proc)

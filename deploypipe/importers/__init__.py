@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploypipe.errors import InputFileError, UnknownNameError
+from deploypipe.errors import InputFileError
 from deploypipe.model import Model
 
 # suffix -> module with `load(path, options) -> Model`
@@ -57,9 +57,6 @@ def import_model(source: str | Path, options: ImportOptions | None = None) -> Mo
             )
         return importlib.import_module(module).load(path, options)
     from deploypipe import zoo
-
-    if str(source) not in zoo.names():
-        raise UnknownNameError("model", str(source), zoo.names())
     from deploypipe.importers import zoo_model
 
-    return zoo_model.load(str(source), options)
+    return zoo_model.load(zoo.get(str(source)).name, options)  # torchvision/timm spellings resolve here

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from deploypipe.errors import BuildError, DeployPipeError, MissingBackendError, UnsupportedError
+from deploypipe.progress import Step
 
 HERE = Path(__file__).resolve().parent
 RUNNER = "deploypipe-run"
@@ -167,7 +168,7 @@ def build_runner(arch: str, cross_compiler: str | None = None,
                 raise BuildError(f"{cxx} failed on {src.name}: {proc.stderr.strip()[-1500:]}")
             os.replace(tmp, obj)
         done += 1
-        progress(f"TVM runtime for {arch}: {done}/{len(sources)} files compiled")
+        progress(Step(f"TVM runtime for {arch}: {done}/{len(sources)} files compiled", done, len(sources)))
         return obj
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

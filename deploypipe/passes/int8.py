@@ -24,6 +24,7 @@ from deploypipe.errors import BuildError, FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.passes import _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult
+from deploypipe.progress import Progress, Step
 
 _EVAL_SEED = 10_000  # apart from the calibration seeds, so the gate sees data the calibration did not
 
@@ -56,11 +57,16 @@ class Int8Config(BaseModel):
 class _Reader:
     """ORT CalibrationDataReader over a DataProvider (duck-typed: ORT only calls get_next)."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: list[dict[str, np.ndarray]], progress: Progress) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+        self._done, self._total, self._progress = 0, len(feeds), progress
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+        feed = next(self._it, None)
+        if feed is not None:  # ORT runs each sample as soon as it has it: the count is the calibration's
+            self._progress(Step(f"int8: calibrating, sample {self._done + 1}/{self._total}", self._done, self._total))
+            self._done += 1
+        return feed
 
 
 class Int8(Pass):
@@ -89,7 +95,7 @@ class Int8(Pass):
         exclude_nodes: list[str] = []  # those layers with the nodes fused into them
         ranking: list[dict[str, object]] = []
         while True:
-            proto = _quantize(fp32, calib, cfg, exclude_nodes)
+            proto = _quantize(fp32, calib, cfg, exclude_nodes, ctx.progress)
             fid = _gate(refs, _ort.run(proto, feeds), cfg, labels)
             if fid.passed or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
@@ -174,7 +180,7 @@ def _prepare(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: Int8Config,
-              exclude: list[str]) -> onnx.ModelProto:
+              exclude: list[str], progress: Progress) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -186,7 +192,7 @@ def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: I
         onnx.save_model(proto, str(src))
         try:
             quantize_static(
-                str(src), str(dst), _Reader(calib),  # type: ignore[arg-type]
+                str(src), str(dst), _Reader(calib, progress),  # type: ignore[arg-type]
                 quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
                 activation_type=types[cfg.activations], weight_type=types[cfg.weights],
                 per_channel=cfg.per_channel, reduce_range=cfg.reduce_range, calibrate_method=method,

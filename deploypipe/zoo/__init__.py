@@ -104,12 +104,23 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def canonical(name: str) -> str | None:
+    """The zoo name ``name`` stands for: itself, a torchvision/timm spelling (``mobilenet_v2``,
+    ``googlenet``, ``mobilenetv2_100``) or any case with '_' for '-'; None if it is no zoo model."""
+    for candidate in (name, name.lower(), name.lower().replace("_", "-")):
+        if candidate in _REGISTRY:
+            return candidate
+        if candidate in ALIASES:
+            return ALIASES[candidate]
+    return None
+
+
 def get(name: str) -> ZooEntry:
-    """The entry called ``name``; unknown names raise with the nearest suggestions."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("model", name, _REGISTRY) from None
+    """The entry called ``name`` (or an alias of it); unknown names raise with the nearest suggestions."""
+    found = canonical(name)
+    if found is None:
+        raise UnknownNameError("model", name, _REGISTRY)
+    return _REGISTRY[found]
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -304,3 +315,15 @@ LSTM_NOTE = (
 )
 
 _REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _entries()}
+
+# torchvision / timm architecture names of zoo models that '_' -> '-' and lower case do not reach
+ALIASES: dict[str, str] = {
+    "googlenet": "inception-v1",
+    "mobilenetv1_100": "mobilenet-v1",
+    "mobilenetv2_100": "mobilenet-v2",
+    "squeezenet1_1": "squeezenet1.1",
+    "shufflenet_v2_x0_5": "shufflenet-v2-0.5",
+    "legacy_xception": "xception",
+    "tinyyolov2": "tiny-yolo",
+    "yolov2-tiny": "tiny-yolo",
+}
