@@ -223,3 +223,31 @@ def test_progress_steps_are_strings_with_counts(tmp_path: Path) -> None:
     steps = [m for m in seen if isinstance(m, Step)]
     assert steps and [s.done for s in steps] == list(range(steps[0].total))
     assert all(s.startswith("int8: calibrating") for s in steps)
+
+
+def test_fused_kernels_map_to_onnx_nodes_by_op_order() -> None:
+    from deploypipe.bench.trace import by_op_order, from_layers
+    from deploypipe.runtime.base import LayerTime
+
+    # what TVM's instrument reports for tiny_classifier (BatchNorm folded into the conv kernel)
+    tvm = [LayerTime(name="fused_conv2d_add_relu", op="conv2d", ms=0.02), LayerTime(name="mean", op="mean", ms=0.01),
+           LayerTime(name="fused_matmul_add1", op="matmul", ms=0.01), LayerTime(name="vm.builtin.*", op="vm.builtin", ms=0.0)]
+    proto = tiny_classifier()
+    assert by_op_order(tvm, proto) == {"fused_conv2d_add_relu": "conv", "mean": "pool", "fused_matmul_add1": "fc"}
+    events = [e for e in from_layers(tvm, proto, "tvm") if e["ph"] == "X"]
+    assert [e["name"] for e in events] == ["conv", "pool", "fc", "vm.builtin.*"]
+    assert events[1]["ts"] == events[0]["ts"] + events[0]["dur"] and events[0]["args"]["onnx_node_by"] == "op order"
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    import subprocess
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_DEPLOYPIPE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}
+        proc = subprocess.run([sys.executable, "-m", "deploypipe"], capture_output=True, text=True, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("deploypipe doc") == ["doctor"]
+    assert complete("deploypipe bench --trace") == ["--trace-dir"]

@@ -3,9 +3,11 @@ artifact, to open in https://ui.perfetto.dev or chrome://tracing.
 
 Backends that write their own trace (ONNX Runtime's profiler) keep their events; for the others
 (OpenVINO's PERF_COUNT counters, TVM's VM instrument, TFLite's per-op timing) the mean layer times
-are laid end to end as one average run. Where a layer's name is an ONNX node name or the name of an
-ONNX node's output, the event is named after that node (the backend's own name stays in args), so
-two backends' traces of one model line up.
+are laid end to end as one average run. Each layer is named after the ONNX node it comes from, so
+two backends' traces of one model line up: by name where the backend keeps the node's name or its
+output's (ONNX Runtime, OpenVINO), else by position, matching the backend's op kinds in order
+against the ONNX graph's (TVM's fused kernels, TFLite's ops). `args.onnx_node_by` says which; the
+backend's own name stays in `args.backend_name`.
 """
 
 from __future__ import annotations
@@ -21,31 +23,44 @@ from deploypipe.artifact import Artifact
 from deploypipe.runtime.base import LayerTime
 
 _ORT_SUFFIX = "_kernel_time"
+# a backend's op kind (TVM's leading op, TFLite's builtin, lower case) -> the ONNX ops it implements
+_ONNX_OPS: dict[str, set[str]] = {
+    "conv2d": {"Conv"}, "conv_2d": {"Conv"}, "depthwise_conv_2d": {"Conv"}, "conv2d_transpose": {"ConvTranspose"},
+    "matmul": {"Gemm", "MatMul"}, "dense": {"Gemm", "MatMul"}, "fully_connected": {"Gemm", "MatMul"},
+    "batch_matmul": {"MatMul"}, "mean": {"GlobalAveragePool", "ReduceMean"},
+    "adaptive_avg_pool2d": {"GlobalAveragePool", "AveragePool"}, "avg_pool2d": {"AveragePool"},
+    "average_pool_2d": {"AveragePool", "GlobalAveragePool"}, "max_pool2d": {"MaxPool"}, "max_pool_2d": {"MaxPool"},
+    "softmax": {"Softmax"}, "concatenate": {"Concat"}, "concatenation": {"Concat"}, "layer_norm": {"LayerNormalization"},
+    "transpose": {"Transpose"}, "relu": {"Relu"}, "add": {"Add"}, "mul": {"Mul"},
+}
 
 
 def onnx_names(proto: onnx.ModelProto | None) -> dict[str, str]:
     """Node name, and each output tensor's name, -> the ONNX node name."""
     names: dict[str, str] = {}
-    if proto is None:
-        return names
-    for i, node in enumerate(proto.graph.node):
-        name = node.name or f"{node.op_type}_{i}"
+    for name, node in _nodes(proto):
         for out in node.output:
             names.setdefault(out, name)
         names[name] = name
     return names
 
 
-def artifact_names(art: Artifact) -> dict[str, str]:
-    """ONNX names for an artifact's layers: from the ONNX it carries, else (OpenVINO IR, TFLite, TVM
-    libraries) from the ONNX file it was built from, when that is still where the manifest says."""
+def _nodes(proto: onnx.ModelProto | None) -> list[tuple[str, onnx.NodeProto]]:
+    if proto is None:
+        return []
+    return [(node.name or f"{node.op_type}_{i}", node) for i, node in enumerate(proto.graph.node)]
+
+
+def artifact_onnx(art: Artifact) -> onnx.ModelProto | None:
+    """The ONNX graph an artifact's layers come from: the ONNX it carries, else (OpenVINO IR, TFLite,
+    TVM libraries) the ONNX file it was built from, when that is still where the manifest says."""
     from deploypipe.bench.derived import artifact_proto
 
     proto = artifact_proto(art.path)
     source = Path(art.manifest.model.source)
     if proto is None and art.manifest.model.importer == "onnx" and source.is_file():
         proto = onnx.load(str(source), load_external_data=False)
-    return onnx_names(proto)
+    return proto
 
 
 def onnx_node(backend_name: str, names: dict[str, str]) -> str | None:
@@ -58,41 +73,57 @@ def onnx_node(backend_name: str, names: dict[str, str]) -> str | None:
     return None
 
 
-def _named(event: dict[str, Any], backend_name: str, names: dict[str, str]) -> dict[str, Any]:
-    node = onnx_node(backend_name, names)
+def by_op_order(layers: list[LayerTime], proto: onnx.ModelProto | None) -> dict[str, str]:
+    """Layer name -> ONNX node, walking both in execution order and pairing each layer with the next
+    node of an op kind it implements (fused layers take their leading op's node)."""
+    nodes, pos, found = _nodes(proto), 0, {}
+    for lt in layers:
+        wanted = _ONNX_OPS.get(lt.op.lower(), set())
+        j = next((k for k in range(pos, len(nodes)) if nodes[k][1].op_type in wanted), None)
+        if j is not None:
+            found[lt.name], pos = nodes[j][0], j + 1
+    return found
+
+
+def _named(event: dict[str, Any], backend_name: str, names: dict[str, str], order: dict[str, str]) -> dict[str, Any]:
+    args = event.setdefault("args", {})
+    args["backend_name"] = backend_name
+    node, how = onnx_node(backend_name, names), "name"
+    if node is None:
+        node, how = order.get(backend_name), "op order"
     if node is not None:
         event["name"] = node
-        event.setdefault("args", {})["onnx_node"] = node
-    event.setdefault("args", {})["backend_name"] = backend_name
+        args["onnx_node"], args["onnx_node_by"] = node, how
     return event
 
 
-def from_layers(layers: list[LayerTime], names: dict[str, str], pid: str) -> list[dict[str, Any]]:
+def from_layers(layers: list[LayerTime], proto: onnx.ModelProto | None, pid: str) -> list[dict[str, Any]]:
     """One average run: each layer's mean time as a complete ('X') event, end to end (in µs)."""
+    names, order = onnx_names(proto), by_op_order(layers, proto)
     events: list[dict[str, Any]] = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": pid}}]
     ts = 0.0
     for lt in layers:
         events.append(_named({"ph": "X", "cat": "layer", "name": lt.name, "pid": pid, "tid": 0, "ts": ts,
-                              "dur": lt.ms * 1000, "args": {"op": lt.op}}, lt.name, names))
+                              "dur": lt.ms * 1000, "args": {"op": lt.op}}, lt.name, names, order))
         ts += lt.ms * 1000
     return events
 
 
-def from_ort(events: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+def from_ort(events: list[dict[str, Any]], proto: onnx.ModelProto | None) -> list[dict[str, Any]]:
     """ONNX Runtime's own events, kernel events named after their ONNX node."""
-    out = []
+    names, out = onnx_names(proto), []
     for ev in events:
         ev = dict(ev)
         if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith(_ORT_SUFFIX):
-            ev = _named(ev, ev["name"][: -len(_ORT_SUFFIX)], names)
+            ev = _named(ev, ev["name"][: -len(_ORT_SUFFIX)], names, {})
         out.append(ev)
     return out
 
 
 def write(trace_dir: Path, name: str, kind: str, layers: list[LayerTime], own_events: list[dict[str, Any]] | None,
-          names: dict[str, str], meta: dict[str, Any]) -> Path:
+          proto: onnx.ModelProto | None, meta: dict[str, Any]) -> Path:
     """Write `<trace_dir>/<name>.trace.json` and return its absolute path."""
-    events = from_ort(own_events, names) if own_events is not None else from_layers(layers, names, name)
+    events = from_ort(own_events, proto) if own_events is not None else from_layers(layers, proto, name)
     mapped = sorted({e["args"]["onnx_node"] for e in events if "onnx_node" in e.get("args", {})})
     trace = {"traceEvents": events, "displayTimeUnit": "ms",
              "otherData": {"artifact": name, "runtime": kind, "onnx_nodes": mapped,

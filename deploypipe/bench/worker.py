@@ -73,7 +73,7 @@ def _write_trace(trace_dir: Path, art: Artifact, runner: Runner, layers: list[La
     from deploypipe.bench import trace  # onnx: only when traces are asked for
 
     m = art.manifest
-    return trace.write(trace_dir, m.name, m.kind, layers, runner.trace_events(), trace.artifact_names(art),
+    return trace.write(trace_dir, m.name, m.kind, layers, runner.trace_events(), trace.artifact_onnx(art),
                        {"where": runner.where() or f"measured on {ctx['host']} ({ctx['cpu']})",
                         "model": m.model.name, "target": m.target, "precision": m.precision})
 
