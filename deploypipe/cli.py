@@ -219,6 +219,8 @@ def bench(
     shown = pick_columns(columns, wide)  # a wrong column name fails before any run
     if trace_dir is not None and not profile:
         raise UserError("--trace-dir needs --profile (the traces are the per-layer profile)")
+    if trace_dir is not None and remote:
+        raise UserError("--trace-dir with --remote: the traces would be written on the remote machine; drop one")
 
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from deploypipe import targets
+from deploypipe import __version__, targets
 from deploypipe.native import COMPILERS, EMULATORS
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ _BACKENDS: list[tuple[str, tuple[str, ...], str]] = [
     ("ai-edge-litert", ("ai-edge-litert",), _EXTRA.format("tflite")),
     ("hls4ml", ("hls4ml",), _EXTRA.format("fpga")),
     ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "on a Jetson: JetPack; on a server: pip install tensorrt"),
-    ("loadgen", ("mlcommons-loadgen", "mlcommons_loadgen"), _EXTRA.format("bench")),
+    ("loadgen", ("mlcommons-loadgen",), _EXTRA.format("bench")),
 ]
 _TFLITE_VENV_ENV = "DEPLOYPIPE_TFLITE_VENV"
 _MACHINE = {"armv7": "armv7l"}  # target files' arch -> platform.machine() spelling (deploypipe.native's keys)
@@ -57,11 +57,14 @@ _ARM_FLAGS = {"asimd": "NEON", "asimddp": "dot-product (fast INT8)", "i8mm": "IN
 
 
 def _version(dists: tuple[str, ...]) -> str | None:
-    for dist in dists:
+    """The version of the first installed distribution, naming it when it is not the first
+    (e.g. '1.20.1 (onnxruntime-gpu)')."""
+    for i, dist in enumerate(dists):
         try:
-            return metadata.version(dist)
+            v = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
+        return v if i == 0 else f"{v} ({dist})"
     return None
 
 
@@ -190,7 +193,7 @@ def _run_verdict(spec: targets.TargetSpec, have: dict[str, Item], arch: str) -> 
         return ("here", f"runtimes: {', '.join(runtimes)}") if runtimes else fallback
     if spec.arch == "cuda":
         gpu = have["NVIDIA GPU"]
-        if gpu.found and (have["tensorrt"].found or "gpu" in have["onnxruntime"].detail):
+        if gpu.found and (have["tensorrt"].found or "onnxruntime-gpu" in have["onnxruntime"].detail):
             return "here", f"{gpu.detail}; results are for this GPU, not the target's"
         return fallback
     machine = _MACHINE.get(spec.arch, spec.arch)
@@ -231,7 +234,7 @@ def diagnose() -> dict[str, Any]:
     if cpu_info["arch"] == "x86_64" and not cpu_info["fast_int8"]:
         warnings.append("no VNNI/AMX: INT8 may run no faster than FP32 on this CPU")
     return {
-        "deploypipe": _version(("deploypipe",)) or "?", "python": platform.python_version(), "cpu": cpu_info,
+        "deploypipe": __version__, "python": platform.python_version(), "cpu": cpu_info,
         "backends": [asdict(i) for i in found_backends], "tools": [asdict(i) for i in found_tools],
         "targets": [asdict(v) for v in target_verdicts(have)], "warnings": warnings,
     }
