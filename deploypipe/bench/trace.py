@@ -45,6 +45,29 @@ def onnx_names(proto: onnx.ModelProto | None) -> dict[str, str]:
     return names
 
 
+class _Graph:
+    """Nodes by name and the node producing each tensor."""
+
+    def __init__(self, proto: onnx.ModelProto | None) -> None:
+        self.by_name = dict(_nodes(proto))
+        self.producer = {out: name for name, n in self.by_name.items() for out in n.output}
+
+
+def _leading(node: str, op: str, graph: _Graph, steps: int = 4) -> str:
+    """The node of a fused layer's own op: ONNX Runtime names a fused Conv+BatchNorm+Relu kernel
+    after the Relu's output, so walk back through first inputs to the Conv (else keep `node`)."""
+    by_name, producer = graph.by_name, graph.producer
+    current = node
+    for _ in range(steps):
+        n = by_name.get(current)
+        if n is None:
+            return node
+        if n.op_type == op:
+            return current
+        current = producer.get(n.input[0], "") if n.input else ""
+    return node
+
+
 def _nodes(proto: onnx.ModelProto | None) -> list[tuple[str, onnx.NodeProto]]:
     if proto is None:
         return []
@@ -52,15 +75,16 @@ def _nodes(proto: onnx.ModelProto | None) -> list[tuple[str, onnx.NodeProto]]:
 
 
 def artifact_onnx(art: Artifact) -> onnx.ModelProto | None:
-    """The ONNX graph an artifact's layers come from: the ONNX it carries, else (OpenVINO IR, TFLite,
-    TVM libraries) the ONNX file it was built from, when that is still where the manifest says."""
+    """The ONNX graph whose node names a trace uses: the `.onnx` the artifact was built from while it
+    is still where the manifest says (the names the user knows, the same for every backend), else
+    the ONNX the artifact carries (after deploypipe's passes). Zoo-built OpenVINO, TVM and TFLite
+    artifacts have neither: their traces keep the backend's names."""
     from deploypipe.bench.derived import artifact_proto
 
-    proto = artifact_proto(art.path)
     source = Path(art.manifest.model.source)
-    if proto is None and art.manifest.model.importer == "onnx" and source.is_file():
-        proto = onnx.load(str(source), load_external_data=False)
-    return proto
+    if art.manifest.model.importer == "onnx" and source.is_file():
+        return onnx.load(str(source), load_external_data=False)
+    return artifact_proto(art.path)
 
 
 def onnx_node(backend_name: str, names: dict[str, str]) -> str | None:
@@ -85,10 +109,13 @@ def by_op_order(layers: list[LayerTime], proto: onnx.ModelProto | None) -> dict[
     return found
 
 
-def _named(event: dict[str, Any], backend_name: str, names: dict[str, str], order: dict[str, str]) -> dict[str, Any]:
+def _named(event: dict[str, Any], backend_name: str, names: dict[str, str], order: dict[str, str],
+           graph: _Graph | None = None) -> dict[str, Any]:
     args = event.setdefault("args", {})
     args["backend_name"] = backend_name
     node, how = onnx_node(backend_name, names), "name"
+    if node is not None and graph is not None and args.get("op_name"):  # ONNX Runtime: the op a kernel runs
+        node = _leading(node, args["op_name"], graph)
     if node is None:
         node, how = order.get(backend_name), "op order"
     if node is not None:
@@ -111,11 +138,11 @@ def from_layers(layers: list[LayerTime], proto: onnx.ModelProto | None, pid: str
 
 def from_ort(events: list[dict[str, Any]], proto: onnx.ModelProto | None) -> list[dict[str, Any]]:
     """ONNX Runtime's own events, kernel events named after their ONNX node."""
-    names, out = onnx_names(proto), []
+    names, graph, out = onnx_names(proto), _Graph(proto), []
     for ev in events:
         ev = dict(ev)
         if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith(_ORT_SUFFIX):
-            ev = _named(ev, ev["name"][: -len(_ORT_SUFFIX)], names, {})
+            ev = _named(ev, ev["name"][: -len(_ORT_SUFFIX)], names, {}, graph)
         out.append(ev)
     return out
 
