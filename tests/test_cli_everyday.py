@@ -61,8 +61,9 @@ def test_default_table_fits_100_columns_with_nothing_cut(benched: tuple[list[Ben
     assert all(cell_len(line) <= 100 for line in lines), max(lines, key=cell_len)
     assert "…" not in "\n".join(lines[:len(results) + 2])  # no table cell is cut
     by = {r.name: r for r in results}
-    def row(r: BenchResult) -> str:  # the artifact column drops the target, which has its own column
-        return next(line for line in lines if line.split()[:2] == [r.name.replace(f"-{r.target}-", "-", 1), r.target])
+    def row(r: BenchResult) -> str:  # the artifact column: 'tiny onnxruntime fp32' (the target has its own)
+        short = f"{r.model} {r.compiler} {r.precision}"
+        return next(line for line in lines if line.startswith(short + " ") and line[len(short):].split()[0] == r.target)
 
     for r in results:
         if r.ran:

@@ -139,8 +139,9 @@ def _lat(r: BenchResult, key: str) -> str:
 
 
 def _artifact(r: BenchResult) -> str:
-    """The artifact's name without the target (it has its own column)."""
-    short = r.name.replace(f"-{r.target}-", "-", 1)
+    """The artifact's name without the target (it has its own column), spaced around the compiler
+    so a narrow column wraps between words: 'resnet50 onnxruntime int8-pruned50'."""
+    short = r.name.replace(f"-{r.target}-", "-", 1).replace(f"-{r.compiler}-", f" {r.compiler} ", 1)
     return short + (f" @{r.remote}" if r.remote else "")
 
 
