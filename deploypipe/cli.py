@@ -13,10 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes, parse_tolerance
+from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes, parse_tolerance, progress_bar
 
+# add_completion: `deploypipe --install-completion` (bash, zsh, fish, PowerShell), see README
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
 _state: dict[str, Any] = {"debug": False, "signal": None}
@@ -98,15 +99,15 @@ def build(
 
             raise UnsupportedError("--data / --eval-data with --split: not supported yet (the halves' inputs are not the model's)")
 
-        with err.status("building split") as status:
-            split_report = build_split(cfg, split, edge_target, cloud_target, network, lambda m: status.update(m))
+        with progress_bar("building split") as say:
+            split_report = build_split(cfg, split, edge_target, cloud_target, network, say)
         if as_json:
             emit_json({"path": str(split_report.path), "plan": split_report.plan.model_dump()})
         else:
             out.print(split_report.summary(), highlight=False)
         return
-    with err.status("building") as status:
-        report = do_build(cfg, progress=lambda m: status.update(m))
+    with progress_bar("building") as say:
+        report = do_build(cfg, progress=say)
     if as_json:
         emit_json({"path": str(report.path), "cached": report.cached, "manifest": report.manifest.model_dump()})
     else:
@@ -181,6 +182,9 @@ def bench(
     loadgen_dir: Annotated[Path, typer.Option(help="Where LoadGen logs go.")] = Path("loadgen"),
     server_qps: Annotated[float, typer.Option(help="Target QPS of the Server scenario.", min=0.001)] = 10.0,
     profile: Annotated[bool, typer.Option(help="Collect per-layer times.")] = False,
+    trace_dir: Annotated[Path | None, typer.Option(help="With --profile: write a Chrome trace JSON per artifact here.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column (the default table fits 100 columns).")] = False,
+    columns: Annotated[str | None, typer.Option(help="Columns to show, e.g. artifact,p50,ips,speedup (see docs/bench.md).")] = None,
     remote: Annotated[str | None, typer.Option(help="HOST:PORT of a `deploypipe serve-runtime` to run on.")] = None,
     token_file: Annotated[Path | None, typer.Option(help="--remote: the server's token file (default: $DEPLOYPIPE_TOKEN_FILE, then ~/.config/deploypipe/token).")] = None,
     remote_timeout: Annotated[float | None, typer.Option(help="--remote: give up after this many seconds without a sign of life (default 30).", min=0.1)] = None,
@@ -197,18 +201,24 @@ def bench(
 ) -> None:
     """Benchmark every artifact under PATHS and print one comparison table."""
     from deploypipe.bench import BenchConfig, SweepConfig, run_bench
-    from deploypipe.bench.table import render, write_csv
+    from deploypipe.bench.table import pick_columns, render, write_csv
 
     from pydantic import ValidationError
 
     from deploypipe.errors import UserError
 
     device = device or _old_device_flags(rpc, tracker, key, emulate)
+    shown = pick_columns(columns, wide)  # a wrong column name fails before any run
+    if trace_dir is not None and not profile:
+        raise UserError("--trace-dir needs --profile (the traces are the per-layer profile)")
+    if trace_dir is not None and remote:
+        raise UserError("--trace-dir with --remote: the traces would be written on the remote machine; drop one")
 
     try:
         cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
-                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, device=device)
+                          loadgen_dir=str(loadgen_dir), server_qps=server_qps, device=device,
+                          trace_dir=str(trace_dir.resolve()) if trace_dir else None)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb)
     except ValidationError as exc:
@@ -225,8 +235,8 @@ def bench(
             os.environ[net.TOKEN_ENV] = str(token_file)
         if remote_timeout is not None:
             os.environ[TIMEOUT_ENV] = str(remote_timeout)
-    with err.status("benchmarking") as status:
-        results = run_bench(paths, cfg, progress=lambda m: status.update(m), sweep=sweep, remote=remote,
+    with progress_bar("benchmarking") as say:
+        results = run_bench(paths, cfg, progress=say, sweep=sweep, remote=remote,
                             calibration=calibration)
     data = [r.model_dump() for r in results]
     if json_file:
@@ -236,7 +246,7 @@ def bench(
     if as_json:
         emit_json(data)
     else:
-        out.print(render(results))
+        out.print(render(results, shown))
     if not any(r.ran for r in results):
         from deploypipe.errors import UnsupportedError
 
@@ -244,6 +254,21 @@ def bench(
             raise UserError(f"no artifacts (folders with manifest.json) under {', '.join(map(str, paths))}")
         raise UnsupportedError(f"nothing was measured: none of the {len(results)} artifact(s) can run here "
                                "(the table says why)")
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """What this machine can build and run: backends, CPU features, toolchains, GPUs, per target.
+
+    Run it first after installing. Missing pieces are warnings (exit 0) with their install hint.
+    """
+    from deploypipe.doctor import diagnose, render
+
+    report = diagnose()
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(render(report), highlight=False)
 
 
 @app.command()
@@ -496,7 +521,7 @@ def run(args: list[str] | None = None) -> int:
 
     _state["debug"] = False
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False, prog_name="deploypipe")  # also under `python -m deploypipe` (completion)
     except DeployPipeError as exc:
         if _state["debug"]:
             raise

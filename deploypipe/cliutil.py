@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -79,3 +81,23 @@ def choice(option: str, allowed: tuple[str, ...]) -> Any:
             raise UnknownNameError(option, value, allowed)
         return value
     return check
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the stage and its elapsed time on stderr (never stdout: --json stays clean);
+    a bar with the time left when a message is a `Step` that knows its total."""
+    from rich import progress as rp
+
+    with rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TimeElapsedColumn(),
+                     rp.TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def say(message: str) -> None:
+            total, done = getattr(message, "total", None), getattr(message, "done", 0)
+            current = bar.tasks[0]
+            if total != current.total or done < current.completed or (total is None and message != current.description):
+                bar.reset(task, total=total)  # a new stage: its own elapsed time and rate
+            bar.update(task, description=message, completed=done)
+
+        yield say

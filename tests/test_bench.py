@@ -22,7 +22,7 @@ from deploypipe.bench import energy as en
 from deploypipe.bench.remote import bench_remote
 from deploypipe.bench.serve import serve
 from deploypipe.bench.report import render_html, speedups, write_report
-from deploypipe.bench.table import render, write_csv
+from deploypipe.bench.table import WIDE, render, write_csv
 from tests.conftest import tiny_classifier
 
 FAST = {"iterations": 5, "warmup": 1, "min_seconds": 0.05}
@@ -130,7 +130,7 @@ def test_csv_json_table(results: list, tmp_path: Path) -> None:
     from rich.console import Console
 
     console = Console(width=250, record=True)
-    console.print(render(results))
+    console.print(render(results, WIDE))  # the default table shows names without the target (own column)
     assert "a-rpi4" in console.export_text()
 
 

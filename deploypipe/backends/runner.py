@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -88,6 +88,11 @@ class Runner(ABC):
 
     def layer_profile(self) -> list[LayerTime] | None:
         """Per-layer times of the runs since activation, if the backend gives them."""
+        return None
+
+    def trace_events(self) -> list[dict[str, Any]] | None:
+        """The backend's own Chrome trace events of the profiled runs, if it writes them (read
+        after `layer_profile`); otherwise a trace is laid out from the per-layer times."""
         return None
 
     def __enter__(self) -> Runner:

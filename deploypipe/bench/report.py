@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploypipe.bench.results import BenchResult
-from deploypipe.bench.table import flat
+from deploypipe.bench.table import baseline, flat
 from deploypipe.errors import InputFileError
 
 
@@ -85,23 +85,13 @@ def _latency_plot(results: list[BenchResult]) -> str | None:
     return _png(fig)
 
 
-def _baseline(r: BenchResult, results: list[BenchResult]) -> BenchResult | None:
-    """The FP32 unpruned artifact of the same model/target/compiler at the same sweep point."""
-    for b in results:
-        if (b is not r and b.ran and b.model == r.model and b.target == r.target and b.compiler == r.compiler
-                and b.precision == "fp32" and not b.pruned and b.threads == r.threads
-                and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote):
-            return b
-    return None
-
-
 def speedups(results: list[BenchResult]) -> list[tuple[BenchResult, BenchResult, float]]:
     """(optimized, baseline, baseline p50 / optimized p50) for every optimized measured row."""
     out = []
     for r in results:
         if not (r.ran and r.latency_ms and r.concurrency == 1) or (r.precision == "fp32" and not r.pruned):
             continue
-        b = _baseline(r, results)
+        b = baseline(r, results)
         if b and b.latency_ms:
             out.append((r, b, b.latency_ms.p50 / r.latency_ms.p50))
     return out
@@ -219,6 +209,24 @@ def _table(results: list[BenchResult]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _traces(results: list[BenchResult], page_dir: Path | None) -> str:
+    """Links to the Chrome trace files written by `bench --profile --trace-dir` (open them in
+    Perfetto or chrome://tracing), relative to the page when they sit below it."""
+    items = []
+    for r in results:
+        if not r.trace:
+            continue
+        href = Path(r.trace)
+        if page_dir is not None and href.is_absolute() and href.is_relative_to(page_dir.resolve()):
+            href = href.relative_to(page_dir.resolve())
+        items.append(f'<li><a href="{html.escape(href.as_uri() if href.is_absolute() else str(href))}">'
+                     f"{html.escape(r.name)}</a></li>")
+    if not items:
+        return ""
+    return ("<h2>Per-layer traces</h2><p>Chrome trace-event files: open in https://ui.perfetto.dev or "
+            f"chrome://tracing.</p><ul>{''.join(items)}</ul>")
+
+
 def _costmodel_summary(results: list[BenchResult]) -> str:
     errs = [r.estimate_error for r in results if r.estimate_error is not None]
     if not errs:
@@ -237,7 +245,8 @@ def _context(results: list[BenchResult]) -> str:
     return items or "<p>No measurements.</p>"
 
 
-def render_html(results: list[BenchResult], title: str = "deploypipe bench report") -> str:
+def render_html(results: list[BenchResult], title: str = "deploypipe bench report",
+                page_dir: Path | None = None) -> str:
     plots = [("Latency per target / precision", _latency_plot(results)),
              ("Speedup of each optimization vs its FP32 baseline", _speedup_plot(results)),
              ("Latency vs memory", _memory_plot(results)), ("Per-layer breakdown", _layers_plot(results)),
@@ -268,6 +277,7 @@ td, th {{ border: 1px solid #bbb; padding: 2px 5px; }} th {{ background: #eef; }
 <h2>Plots</h2>{figs}{note}
 <h2>Cost model</h2>{_costmodel_summary(results)}
 <h2>Results</h2>{_table(results)}
+{_traces(results, page_dir)}
 {"<h2>MLPerf LoadGen</h2><ul>" + lg_html + "</ul>" if loadgen else ""}
 <h2>Run context</h2>{_context(results)}
 </body></html>
@@ -279,7 +289,8 @@ def write_report(results_json: Path, output: Path, title: str | None = None) -> 
 
     matplotlib.use("Agg")
     results = load_results(results_json)
-    page = render_html(results, title or f"deploypipe bench report: {Path(results_json).name}")
+    page = render_html(results, title or f"deploypipe bench report: {Path(results_json).name}",
+                       Path(output).parent)
     tmp = Path(output).with_suffix(".tmp")
     tmp.write_text(page)
     tmp.replace(output)

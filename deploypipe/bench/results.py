@@ -20,6 +20,7 @@ class BenchConfig(BaseModel):
     threads: int | None = None
     affinity: list[int] | None = None  # CPU cores the worker is pinned to (os.sched_setaffinity)
     profile: bool = False
+    trace_dir: str | None = None  # with profile: write a Chrome trace-event JSON per artifact here
     timeout_s: float = 900.0
     batch: int = 0  # throughput: time this many back-to-back runs (0: skip)
     workers: int = 1  # throughput with K runner instances running at once in one process
@@ -136,4 +137,5 @@ class BenchResult(BaseModel):
     fidelity: dict[str, float | None] = Field(default_factory=dict)
     accuracy: str = ""  # what the build's accuracy figures rest on (deploypipe.analysis.fidelity.accuracy_label)
     layers: list[dict[str, Any]] = Field(default_factory=list)
+    trace: str | None = None  # Chrome trace-event JSON of the per-layer profile (bench --trace-dir)
     context: dict[str, Any] = Field(default_factory=dict)

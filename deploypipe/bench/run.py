@@ -20,6 +20,7 @@ from deploypipe.backends.runner import RunOptions
 from deploypipe.bench.results import BenchConfig, BenchResult, RunToRun, SweepConfig
 from deploypipe.errors import DeployPipeError
 from deploypipe.analysis.fidelity import accuracy_label
+from deploypipe.progress import Step
 
 Progress = Callable[[str], None]
 
@@ -140,13 +141,14 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
     say = progress or (lambda _m: None)
     results: list[BenchResult] = []
     solo: list[BenchResult] = []
-    for path in find_artifacts(paths):
+    found = find_artifacts(paths)
+    for i, path in enumerate(found):
         if remote:
             from deploypipe.bench.remote import bench_remote
 
             for threads in thread_points:
                 for affinity in core_points:
-                    say(f"bench {path.name} on {remote}")
+                    say(Step(f"bench {path.name} on {remote}", i, len(found)))
                     point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
                     results.append(bench_remote(remote, path, point))
             continue
@@ -156,7 +158,7 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
             continue
         for threads in thread_points:
             for affinity in core_points:
-                say(f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}")
+                say(Step(f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}", i, len(found)))
                 point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
                 res = _repeated(path, point, sweep.repeats)
                 results.append(res)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from deploypipe.bench import energy as en
 from deploypipe.bench.context import run_context, temperatures
 from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throughput
 from deploypipe.bench.stats import latency
+from deploypipe.backends.runner import LayerTime
 
 
 def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runner,
@@ -60,6 +62,16 @@ def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runn
         r.deactivate()
     return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=cfg.workers,
                       method=f"{cfg.batch} batch-1 runs shared by {cfg.workers} concurrent runner instances")
+
+
+def _write_trace(trace_dir: Path, art: Artifact, runner: Runner, layers: list[LayerTime],
+                 ctx: dict[str, Any]) -> Path:
+    from deploypipe.bench import trace  # onnx: only when traces are asked for
+
+    m = art.manifest
+    return trace.write(trace_dir, m.name, m.kind, layers, runner.trace_events(), trace.artifact_onnx(art),
+                       {"where": runner.where() or f"measured on {ctx['host']} ({ctx['cpu']})",
+                        "model": m.model.name, "target": m.target, "precision": m.precision})
 
 
 def measure(path: Path, cfg: BenchConfig) -> BenchResult:
@@ -107,6 +119,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         energy = en.estimated(lat.mean, targets.get(m.target if remote_where else "host-cpu"))
     temp_end = temperatures()
     layers = runner.layer_profile() or []
+    trace = _write_trace(Path(cfg.trace_dir), art, runner, layers, ctx) if cfg.trace_dir and layers else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners
     throughput = _throughput(cls, art, cfg, runner, inputs) if cfg.batch > 0 else None
     loadgen = {}
@@ -131,7 +144,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         loadgen=loadgen,
         fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
         accuracy=accuracy_label(m.fidelity),
-        layers=[lt.model_dump() for lt in layers], context=ctx,
+        layers=[lt.model_dump() for lt in layers], context=ctx, trace=str(trace) if trace else None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploypipe.errors import InputFileError, UnknownNameError
+from deploypipe.errors import InputFileError
 from deploypipe.model import Model
 
 # suffix -> module with `load(path, options) -> Model`
@@ -63,9 +63,6 @@ def import_model(source: str | Path, options: ImportOptions | None = None) -> Mo
             )
         return importlib.import_module(module).load(path, options)
     from deploypipe import zoo
-
-    if str(source) not in zoo.names():
-        raise UnknownNameError("model", str(source), zoo.names())
     from deploypipe.importers import zoo_model
 
-    return zoo_model.load(str(source), options)
+    return zoo_model.load(zoo.get(str(source)).name, options)  # torchvision/timm spellings resolve here

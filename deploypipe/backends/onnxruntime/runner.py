@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,9 +53,13 @@ class OnnxRuntimeRunner(Runner):
         path = Path(self.session.end_profiling())
         events = json.loads(path.read_text())
         path.unlink(missing_ok=True)
+        self._trace: list[dict[str, Any]] = events  # kept for `bench --trace-dir`
         totals: dict[tuple[str, str], list[float]] = {}
         for ev in events:
             if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
                 key = (ev["name"][: -len("_kernel_time")], ev.get("args", {}).get("op_name", "?"))
                 totals.setdefault(key, []).append(ev["dur"] / 1000.0)
         return [LayerTime(name=n, op=op, ms=float(np.mean(v))) for (n, op), v in totals.items()]
+
+    def trace_events(self) -> list[dict[str, Any]] | None:
+        return getattr(self, "_trace", None)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes
+from deploypipe.cliutil import JsonOpt, choice, emit_json, out, parse_shapes, progress_bar
 
 app = typer.Typer(no_args_is_help=True, help="Apache TVM: tune schedules, build the device app.")
 
@@ -45,8 +45,8 @@ def tune(
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
                      trials_per_iter=trials_per_iter, device=device, tuning_logs=tuning_logs,
                      import_options=ImportOptions(**parse_shapes(input_shape)))
-    with err.status("tuning") as status:
-        report = do_tune(cfg, progress=lambda m: status.update(m))
+    with progress_bar("tuning") as say:
+        report = do_tune(cfg, progress=say)
     if as_json:
         emit_json(report.model_dump())
     else:
@@ -70,8 +70,8 @@ def device_app(
     if "tvm" not in spec.compilers:
         raise UnsupportedError(f"target {target} has no TVM compiler: deploypipe-run runs TVM artifacts only")
     opts: TvmOptions = compiler_options("tvm", spec)
-    with err.status(f"building deploypipe-run for {target} ({opts.arch()})") as status:
-        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=status.update)
+    with progress_bar(f"building deploypipe-run for {target} ({opts.arch()})") as say:
+        binary = native.build_runner(opts.arch(), opts.cross_compiler, progress=say)
     output.mkdir(parents=True, exist_ok=True)
     tmp = output / f".{native.RUNNER}.tmp"
     shutil.copy2(binary, tmp)

@@ -39,6 +39,7 @@ from deploypipe.backends.tvm.relax import (
 from deploypipe.backends.tvm.rpc import RemoteSpec
 from deploypipe.errors import BuildError, UserError
 from deploypipe.model import Model
+from deploypipe.progress import Step
 
 if TYPE_CHECKING:
     import tvm
@@ -96,7 +97,7 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
                 elapsed = time.monotonic() - start
                 done = tuning_records(work_dir)
                 budget = f" of {budget_s:.0f} s budget" if budget_s else ""
-                progress(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}")
+                progress(Step(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}", done, trials))
                 if budget_s is not None and elapsed > budget_s:
                     stopped = "budget"
                     stop_process_group(proc)

@@ -34,22 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deploypipe.errors import (
-    BuildError,
-    DeployPipeError,
-    MissingBackendError,
-    UnsupportedError,
-)
+from deploypipe.errors import BuildError, DeployPipeError, MissingBackendError, UnsupportedError
+from deploypipe.toolchains import APT as _APT
+from deploypipe.toolchains import COMPILERS, EMULATORS
+from deploypipe.progress import Step
 
 HERE = Path(__file__).resolve().parent
 RUNNER = "deploypipe-run"
 TIRX_WHEEL = "apache-tvm-tirx==0.1.0a4"  # its include/tvm/support matches TVM 0.27's executable format
 _TIRX_HEADERS = ("io.h", "serializer.h", "bytes_io.h")
-COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++", "armv7l": "arm-linux-gnueabihf-g++"}
-_APT = {"x86_64": "g++", "aarch64": "g++-aarch64-linux-gnu", "armv7l": "g++-arm-linux-gnueabihf"}
-# qemu user-mode emulator and the Debian cross sysroot it loads the dynamic linker and libc from
-EMULATORS = {"aarch64": ("qemu-aarch64-static", "/usr/aarch64-linux-gnu"),
-             "armv7l": ("qemu-arm-static", "/usr/arm-linux-gnueabihf")}
 _FLAGS = ["-std=c++17", "-O2", "-fPIC", "-DNDEBUG", "-DTVM_FFI_USE_LIBBACKTRACE=0",
           "-DTVM_FFI_BACKTRACE_ON_SEGFAULT=0", "-DTVM_FFI_CMAKE_LITTLE_ENDIAN=1"]
 # Relax VM files for LLM serving (KV caches, RNN state, weight caches): not needed for a DNN
@@ -173,7 +166,7 @@ def build_runner(arch: str, cross_compiler: str | None = None,
                 raise BuildError(f"{cxx} failed on {src.name}: {proc.stderr.strip()[-1500:]}")
             os.replace(tmp, obj)
         done += 1
-        progress(f"TVM runtime for {arch}: {done}/{len(sources)} files compiled")
+        progress(Step(f"TVM runtime for {arch}: {done}/{len(sources)} files compiled", done, len(sources)))
         return obj
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
