@@ -134,7 +134,7 @@ def test_tampered_frames_fail_their_tag(payloads: list[bytes], data: st.DataObje
 @BOUND
 @given(header=st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)),
                     lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                            st.dictionaries(st.sampled_from(["config", "iterations", "rpc",
+                                            st.dictionaries(st.sampled_from(["config", "iterations", "device",
                                                                              "loadgen_dir", "timeout_s", "scenario",
                                                                              "warmup", "energy", "bytes"]),
                                                             inner, max_size=5)),

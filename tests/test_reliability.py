@@ -305,7 +305,7 @@ def test_client_choices_cannot_move_output_or_reach_other_hosts(tmp_path: Path) 
     cfg = rt.config({"config": {**FAST, "loadgen_dir": "/tmp/evil", "scenario": "offline"}})
     assert Path(cfg.loadgen_dir).is_relative_to((tmp_path / "work").resolve())
     with pytest.raises(UserError, match="refused"):
-        rt.config({"config": {**FAST, "rpc": "10.0.0.1:9090"}})
+        rt.config({"config": {**FAST, "device": "rpc://10.0.0.1:9090"}})
 
 
 def test_upload_unpacked_size_is_capped(tmp_path: Path) -> None:

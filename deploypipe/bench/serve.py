@@ -124,8 +124,8 @@ class RuntimeServer:
         if not isinstance(header, dict) or not isinstance(header.get("config"), dict):
             raise InputFileError("request header is not {'config': {...}}")
         cfg = BenchConfig.model_validate(header["config"])
-        if cfg.rpc or cfg.tracker or cfg.key or cfg.emulate:
-            raise UserError("serve-runtime measures on itself: rpc/tracker/key/emulate are refused")
+        if cfg.device is not None:
+            raise UserError("serve-runtime measures on itself: a client's --device is refused")
         with self.count_lock:
             self.count += 1
             request = self.count
