@@ -246,11 +246,10 @@ def render(report: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from deploypipe.tables import table as new_table
+
     def items(title: str, rows: list[dict[str, Any]]) -> Table:
-        t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-        t.add_column("", no_wrap=True)
-        t.add_column("name", no_wrap=True)
-        t.add_column("version / path, or how to install", overflow="fold")
+        t = new_table(title, ("", "name", "version / path, or how to install"), fold=("version / path, or how to install",))
         for i in rows:
             t.add_row("[green]✓[/]" if i["found"] else "[yellow]✗[/]", i["name"], i["detail"] or i["hint"])
         return t
@@ -260,9 +259,8 @@ def render(report: dict[str, Any]) -> Any:
     feats = ", ".join(f"{labels[k]} {'yes' if v else 'no'}" for k, v in c["features"].items())
     head = Text(f"deploypipe {report['deploypipe']} · Python {report['python']} · {c['model']} ({c['arch']}, "
                 f"{c['cores']} cores)\nCPU features: {feats}")
-    tt = Table(title="Targets", title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for col in ("target", "build here", "run", "how / what is missing"):
-        tt.add_column(col, overflow="fold", no_wrap=col in ("target", "run"))
+    tt = new_table("Targets", ("target", "build here", "run", "how / what is missing"),
+                   fold=("build here", "how / what is missing"))
     style = {"here": "green", "emulation": "cyan", "estimate": "yellow", "none": "red"}
     for v in report["targets"]:
         why = v["detail"] + ("; cannot build with " + "; ".join(f"{k}: needs {m}" for k, m in v["cannot_build"].items())

@@ -14,7 +14,8 @@ from deploypipe.api import BuildConfig, build
 from deploypipe.errors import InputFileError, ShapeError, UnsupportedError, UserError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import SyntheticProvider, integer_ranges
-from deploypipe.passes import PassContext, _ort, create
+from deploypipe.analysis import reference as _ort
+from deploypipe.passes import PassContext, create
 from deploypipe.passes.base import refusal
 
 SEQ = {n: (1, wm.SEQ) for n in wm.BERT_INPUTS}

@@ -236,13 +236,14 @@ def diff_paths(a: Path, b: Path, *, samples: int = 4, rtol: float = DEFAULT_RTOL
 def render(report: DiffReport, top: int = 5) -> object:
     """A rich table of the layers (the first divergent one highlighted) and the worst offenders."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
+    from deploypipe.tables import table as new_table
+
     first = report.first_divergent
-    table = Table(title=f"per-layer diff: {report.a} vs {report.b} ({report.samples} samples, {report.data})")
-    for col in ("#", "node", "op", "as", "rel err", "added", "cosine", "max abs"):
-        table.add_column(col, justify="right" if col in ("#", "rel err", "added", "cosine", "max abs") else "left")
+    table = new_table(f"per-layer diff: {report.a} vs {report.b} ({report.samples} samples, {report.data})",
+                      ("#", "node", "op", "as", "rel err", "added", "cosine", "max abs"),
+                      right=("#", "rel err", "added", "cosine", "max abs"), fold=("node",))
     for i, x in enumerate(report.layers):
         style = "bold red" if x is first else ("red" if x.diverged else None)
         table.add_row(str(i), x.node, x.op, x.found_as, f"{x.rel_err:.2e}", f"{x.added_err:+.2e}",

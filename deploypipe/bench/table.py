@@ -14,22 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.table import Table
 from rich.text import Text
 
 from deploypipe.bench.results import BenchResult
 from deploypipe.errors import UserError
+from deploypipe.tables import fixed, num, table
 
 
-def _f(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def _num(v: float | None) -> str:
-    """Three significant digits, never in e-notation (a person reads 17500, not 1.75e+04)."""
-    if v is None:
-        return "-"
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 
 def _point(r: BenchResult) -> str:
@@ -136,7 +127,7 @@ def _energy(r: BenchResult) -> str:
 
 
 def _lat(r: BenchResult, key: str) -> str:
-    return _num(getattr(r.latency_ms, key) if r.latency_ms else None)
+    return num(getattr(r.latency_ms, key) if r.latency_ms else None)
 
 
 def _artifact(r: BenchResult) -> str:
@@ -169,22 +160,22 @@ COLUMNS: dict[str, Column] = {
     "p50": _c("p50 ms", lambda r: _lat(r, "p50")),
     "p90": _c("p90", lambda r: _lat(r, "p90")),
     "p99": _c("p99", lambda r: _lat(r, "p99")),
-    "std": _c("std", lambda r: _f(r.latency_ms.std if r.latency_ms else None, ".2g")),
-    "r2r": _c("r2r %", lambda r: _f(r.run_to_run.spread_pct if r.run_to_run else None, ".1f")),
-    "load": _c("lib+load s", lambda r: _f(r.cold_start.library_load_s + r.cold_start.model_load_s
+    "std": _c("std", lambda r: fixed(r.latency_ms.std if r.latency_ms else None, ".2g")),
+    "r2r": _c("r2r %", lambda r: fixed(r.run_to_run.spread_pct if r.run_to_run else None, ".1f")),
+    "load": _c("lib+load s", lambda r: fixed(r.cold_start.library_load_s + r.cold_start.model_load_s
                                           if r.cold_start else None, ".2f")),
-    "first": _c("1st ms", lambda r: _f(r.cold_start.first_inference_ms if r.cold_start else None, ".1f")),
-    "ips": _c("items/s", lambda r: _num(_ips(r))),
+    "first": _c("1st ms", lambda r: fixed(r.cold_start.first_inference_ms if r.cold_start else None, ".1f")),
+    "ips": _c("items/s", lambda r: num(_ips(r))),
     "speedup": Column("vs fp32", _speedup),
     "fidelity": _c("cosine", _fidelity),
     "accuracy": _c("accuracy", lambda r: r.accuracy or "-", left=True),
-    "max_err": _c("max|err|", lambda r: _f(r.fidelity.get("max_abs_err"), ".2g")),
-    "peak_mb": _c("peak MB", lambda r: _f(r.peak_rss_mb, ".0f")),
-    "size": _c("MB", lambda r: _f(r.size_mb or None, ".3g")),
+    "max_err": _c("max|err|", lambda r: fixed(r.fidelity.get("max_abs_err"), ".2g")),
+    "peak_mb": _c("peak MB", lambda r: fixed(r.peak_rss_mb, ".0f")),
+    "size": _c("MB", lambda r: fixed(r.size_mb or None, ".3g")),
     "energy": _c("mJ/inf", _energy),
-    "ips_w": _c("ips/W", lambda r: _f(r.efficiency.ips_per_watt if r.efficiency else None, ".3g")),
-    "ips_usd": _c("ips/$", lambda r: _f(r.efficiency.ips_per_usd if r.efficiency else None, ".3g")),
-    "est": _c("est ms", lambda r: _num(r.estimated_ms)),
+    "ips_w": _c("ips/W", lambda r: fixed(r.efficiency.ips_per_watt if r.efficiency else None, ".3g")),
+    "ips_usd": _c("ips/$", lambda r: fixed(r.efficiency.ips_per_usd if r.efficiency else None, ".3g")),
+    "est": _c("est ms", lambda r: num(r.estimated_ms)),
     "est_err": _c("est err", lambda r: f"{r.estimate_error:.0%}" if r.estimate_error is not None else "-"),
     "trace": _c("trace", lambda r: Path(r.trace).name if r.trace else "", left=True),
 }
@@ -222,14 +213,10 @@ class _Notes:
 def render(results: list[BenchResult], columns: tuple[str, ...] = DEFAULT) -> Group:
     """The table, then one line per result that did not run here saying why, then what the marks mean."""
     where = sorted({r.where for r in results if r.ran})
-    t = Table(title="deploypipe bench" + (f" — {'; '.join(where)}" if where else ""), title_justify="left",
-              box=None, pad_edge=False, padding=(0, 1), collapse_padding=True, header_style="bold")
-    for key in columns:
-        col = COLUMNS[key]
-        # names identify a row: fold them rather than cut; figures stay on one line
-        ident = key in ("artifact", "name")
-        t.add_column(col.header, justify="left" if col.left else "right", no_wrap=not ident,
-                     overflow="fold" if ident else "ellipsis")
+    cols = [COLUMNS[k] for k in columns]
+    # names identify a row: fold them rather than cut; figures stay on one line
+    t = table("deploypipe bench" + (f" — {'; '.join(where)}" if where else ""), [c.header for c in cols],
+              right=[c.header for c in cols if not c.left], fold=[COLUMNS[k].header for k in columns if k in ("artifact", "name")])
     for r in results:
         t.add_row(*(COLUMNS[k].cell(r, results) for k in columns),
                   style=None if r.ran else ("yellow" if r.estimated_ms is not None else "red"))

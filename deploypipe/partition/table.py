@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from deploypipe.partition.analyzer import PartitionReport
-
-
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f}"
+from deploypipe.tables import kib, table
 
 
 def render(report: PartitionReport, all_rows: bool = True) -> Group:
     net = report.network
-    table = Table(title=f"{report.model}: {report.edge_target} -> {net.label} -> {report.cloud_target}, "
-                        f"objective {report.objective}"
-                        + (f", deadline {report.deadline_ms:g} ms" if report.deadline_ms else ""))
-    for col in ("cut after", "op", "crossing tensors", "raw KB", f"sent KB ({report.codec})", "edge ms",
-                "transfer ms", "cloud ms", "total ms", "energy mJ"):
-        table.add_column(col, justify="left" if col in ("cut after", "op", "crossing tensors") else "right")
+    cols = ("cut after", "op", "crossing tensors", "raw KB", f"sent KB ({report.codec})", "edge ms",
+            "transfer ms", "cloud ms", "total ms", "energy mJ")
+    rows = table(f"{report.model}: {report.edge_target} -> {net.label} -> {report.cloud_target}, "
+                 f"objective {report.objective}" + (f", deadline {report.deadline_ms:g} ms" if report.deadline_ms else ""),
+                 cols, right=cols[3:], fold=("cut after", "crossing tensors"))
     best = report.best_cut
     for row in report.cuts:
         if not all_rows and row is not best and row.kind == "split":
@@ -28,7 +23,7 @@ def render(report: PartitionReport, all_rows: bool = True) -> Group:
         name = {"cloud-only": "(cloud-only)", "edge-only": "(edge-only)"}.get(row.kind, row.after)
         crossing = ", ".join(t.name for t in row.tensors) if len(row.tensors) <= 2 else f"{len(row.tensors)} tensors"
         style = "bold green" if row is best else None
-        table.add_row(name, row.after_op if row.kind == "split" else "", crossing, _kb(row.raw_bytes), _kb(row.sent_bytes), f"{row.edge_ms:.2f}",
+        rows.add_row(name, row.after_op if row.kind == "split" else "", crossing, kib(row.raw_bytes), kib(row.sent_bytes), f"{row.edge_ms:.2f}",
                       f"{row.transfer_ms:.2f}", f"{row.cloud_ms:.2f}", f"{row.total_ms:.2f}", f"{row.energy_mj:.1f}",
                       style=style)
     eo, co = report.edge_only, report.cloud_only
@@ -42,4 +37,4 @@ def render(report: PartitionReport, all_rows: bool = True) -> Group:
         f"energy: {report.energy_label}; radio: {net.radio_mw_per_mbps.source}",
         *(f"note: {n}" for n in report.notes),
     ]
-    return Group(table, Text("\n".join(lines)))
+    return Group(rows, Text("\n".join(lines)))

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
-
 from deploypipe.cliutil import JsonOpt, emit_json, out
+from deploypipe.tables import table as new_table
 
 app = typer.Typer(no_args_is_help=True, help="Coral Edge TPU: compatibility report.")
 
@@ -28,9 +27,8 @@ def report(
     if as_json:
         emit_json(rep.model_dump())
         return
-    table = Table(title=f"{rep.summary()} (predicted offline from Coral's published rules)")
-    for col in ("#", "op", "v", "runs on", "node", "reason"):
-        table.add_column(col)
+    table = new_table(f"{rep.summary()} (predicted offline from Coral's published rules)",
+                      ("#", "op", "v", "runs on", "node", "reason"), right=("#", "v"), fold=("node", "reason"))
     for row in report_table(rep):
         table.add_row(*row, style=None if row[3] == "TPU" else "yellow")
     out.print(table)
