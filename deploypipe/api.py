@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploypipe import __version__, backends, passes, targets, zoo
+from deploypipe import __version__, backends, interrupt, passes, targets, zoo
 from deploypipe.analysis import reference
 from deploypipe.analysis.fidelity import (
     DEFAULT_TOLERANCE,
@@ -207,8 +207,22 @@ def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict
 
 
 def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
-    """Import, run passes, compile for the target, check fidelity, write the artifact atomically."""
-    say = progress or (lambda _m: None)
+    """Import, run passes, compile for the target, check fidelity, write the artifact atomically.
+    A signal during the build stops it at the next stage or progress message (deploypipe.interrupt)."""
+    with interrupt.deferred():
+        return _build(config, _checking(progress))
+
+
+def _checking(progress: Progress | None) -> Progress:
+    """The progress callback with an interrupt checkpoint in front of every message."""
+    def say(message: str) -> None:
+        interrupt.checkpoint()
+        if progress is not None:
+            progress(message)
+    return say
+
+
+def _build(config: BuildConfig, say: Progress) -> BuildReport:
     metric = (config.metric, load_metric(config.metric)) if config.metric else None  # a bad one fails first
     spec = targets.get(config.target)
     res = spec.resolve(config.compiler, config.quantize, config.strict)
@@ -269,6 +283,7 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
                 f"{name} fails its fidelity gate ({'; '.join(manifest.fidelity.reasons)}); nothing was written"
                 + (f" except the compiler's report: {', '.join(map(str, kept))}" if kept else "")
             )
+        interrupt.checkpoint()  # the last safe point: after it the new version is switched in whole
     return BuildReport(dest, manifest, cached=False)
 
 
@@ -312,8 +327,13 @@ class TuneConfig(BaseModel):
 
 def tune(cfg: TuneConfig, progress: Progress | None = None) -> TuningReport:
     """Import the model and run the build's passes for the precision (so the tuned kernels are the
-    ones `build` compiles), then tune into tuning_logs/<model>/<target>/ (resuming)."""
-    say = progress or (lambda _m: None)
+    ones `build` compiles), then tune into tuning_logs/<model>/<target>/ (resuming; an interrupt
+    stops at the next progress message and keeps what was measured)."""
+    with interrupt.deferred():
+        return _tune(cfg, _checking(progress))
+
+
+def _tune(cfg: TuneConfig, say: Progress) -> TuningReport:
     spec = targets.get(cfg.target)
     res = spec.resolve(cfg.compiler, cfg.quantize)
     compiler = backends.get_compiler(res.compiler)

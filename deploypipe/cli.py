@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
-_state: dict[str, Any] = {"debug": False, "signal": None}
+_state: dict[str, Any] = {"debug": False}
 
 
 def _check_prune(value: float | None) -> float | None:
@@ -506,7 +506,9 @@ def _fail(message: str, code: int) -> int:
 
 
 def _interrupted() -> int:
-    sig = _state.get("signal") or "SIGINT"
+    from deploypipe import interrupt
+
+    sig = interrupt.received() or "SIGINT"
     err.print(f"interrupted ({sig}): stopped; nothing half-written was left", highlight=False)
     return 143 if sig == "SIGTERM" else 130
 
@@ -550,15 +552,10 @@ def run(args: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-def _on_sigterm(signum: int, _frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging folders are removed and the exit code says why."""
-    _state["signal"] = "SIGTERM"
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    """Entry point: `run()` with SIGTERM handled like an interrupt."""
-    import signal
+    """Entry point: `run()` with SIGINT/SIGTERM routed through deploypipe.interrupt (a build stops at
+    its next safe point, so no native call is torn apart; staging folders are removed)."""
+    from deploypipe import interrupt
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt.install()
     sys.exit(run())

@@ -18,7 +18,7 @@ PKG = ROOT / "deploypipe"
 
 # Floors, bottom first: a module may import its own floor or any floor below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "registry", "isa", "toolchains", "progress", "tables"),
+    ("errors", "registry", "isa", "toolchains", "progress", "tables", "interrupt"),
     ("model", "targets"),
     ("artifact", "data"),
     ("analysis", "costmodel", "zoo", "net"),
