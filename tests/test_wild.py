@@ -256,3 +256,18 @@ def test_failed_edgetpu_gate_leaves_the_compatibility_report(tmp_path: Path) -> 
         build(config)
     kept = Path(str(info.value).rsplit(": ", 1)[1])
     assert kept.parent == tmp_path / "out" and json.loads(kept.read_text())["nodes"]
+
+
+def test_internal_error_hint_names_the_real_debug_spelling(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The hint said 're-run with --debug', a flag `build` does not take; it must name
+    `deploypipe --debug build ...` (the option belongs to the top-level command)."""
+    from deploypipe import api, cli
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "build", broken)
+    assert cli.run(["build", "-m", "anything"]) == 70
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in err and "deploypipe --debug build ..." in err
