@@ -16,6 +16,7 @@ import pytest
 from deploypipe import zoo
 from deploypipe.errors import MissingBackendError, ShapeError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
+from deploypipe.importers.zoo_model import load_real
 from deploypipe.zoo import real, real_metrics, real_sets
 
 OCR = ["ppocr-det", "ppocr-rec", "ppocr-cls"]
@@ -47,7 +48,7 @@ def test_entries_are_registered_as_zoo_models() -> None:
 def test_missing_package_names_the_extra() -> None:
     absent = dataclasses.replace(zoo.get("ppocr-rec"), import_name="deploypipe_no_such_wheel")
     with pytest.raises(MissingBackendError, match=r"pip install 'deploypipe\[real\]'") as err:
-        real.load(absent, ImportOptions())
+        load_real(absent, ImportOptions())
     assert err.value.exit_code == 4 and "ppocr-rec" in str(err.value)
 
 

