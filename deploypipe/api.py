@@ -39,12 +39,12 @@ from deploypipe.artifact import (
     write_manifest,
 )
 from deploypipe.backends import load as load_runner
-from deploypipe.backends.compiler import CompileContext, TuneRequest, TuningReport
+from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, TuningReport
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.data import attach as attach_data
 from deploypipe.data.metrics import UserMetric, load_metric, run_metric
 from deploypipe.data.record import DataRecord
-from deploypipe.errors import FidelityError
+from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
 from deploypipe.model import Model
@@ -116,6 +116,7 @@ def _fidelity_lines(f: Fidelity) -> list[str]:
         top5 = f", top-5 {f.top5_accuracy:.2f}% (FP32 {f.top5_accuracy_fp32:.2f}%)" if f.top5_accuracy is not None else ""
         figs.append(f"accuracy {f.accuracy:.2f}% (FP32 {f.accuracy_fp32:.2f}%){top5}")
     lines = [f"  fidelity vs FP32 ({f.samples} samples, {f.data}; {f.where}): {', '.join(figs)}"]
+    lines += [f"    also checked at {s}" for s in f.shapes_checked]
     if len(f.outputs) > 1 or any(o.kind == "embedding" for o in f.outputs):
         for o in f.outputs:
             extra = [f"SQNR {o.sqnr_db:.1f} dB" if o.sqnr_db is not None else "bit-identical"]
@@ -203,7 +204,24 @@ def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict
     fid.data = data
     if metric is not None:
         fid.metrics = run_metric(metric[1], metric[0], refs, outs, labels)
+    _check_batches(runner, model, precision, tolerance, feeds, fid)
     return fid, feeds[0], refs[0], outs[0]
+
+
+def _check_batches(runner: Runner, model: Model, precision: str, tolerance: dict[str, float],
+                   feeds: list[dict[str, np.ndarray]], fid: Fidelity) -> None:
+    """Every batch size the build was asked for, checked against the reference at that size (the
+    same samples stacked): an artifact that is right at batch 1 and wrong at 32 fails its gate."""
+    for b in model.batches:
+        stacked = {k: np.concatenate([f[k] for f in feeds] * (b // len(feeds) + 1))[:b] for k in feeds[0]}
+        if any(len(v) != b for v in stacked.values()):
+            continue
+        at_b = compare(reference.run(model.proto, [stacked]), [runner.infer(stacked)], precision,
+                       {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"}, evidence=fid.evidence or None)
+        fid.shapes_checked.append(f"batch {b}: max abs err {at_b.max_abs_err:.3g}, cosine {at_b.cosine:.5f}")
+        if at_b.passed is False:
+            fid.passed = False
+            fid.reasons += [f"at batch {b}: {r}" for r in at_b.reasons]
 
 
 def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
@@ -222,11 +240,20 @@ def _checking(progress: Progress | None) -> Progress:
     return say
 
 
+def _check_shapes_request(options: ImportOptions, name: str, compiler: Compiler) -> None:
+    """Refuse, before any work, shape ranges a compiler cannot build (it says why)."""
+    ranged = len(options.batch) > 1 or options.seq_len is not None or any(options.input_bounds.values())
+    if ranged and compiler.shapes == "fixed":
+        raise UnsupportedError(f"{name} cannot take a range of input shapes (--batch with several sizes, "
+                               f"--seq-len, or MIN..MAX in --input-shape): {compiler.fixed_why}")
+
+
 def _build(config: BuildConfig, say: Progress) -> BuildReport:
     metric = (config.metric, load_metric(config.metric)) if config.metric else None  # a bad one fails first
     spec = targets.get(config.target)
     res = spec.resolve(config.compiler, config.quantize, config.strict)
     compiler = backends.get_compiler(res.compiler)
+    _check_shapes_request(config.import_options, res.compiler, compiler)
     say(f"importing {config.model}")
     model = import_model(config.model, config.import_options)
     if config.data or config.eval_data:

@@ -84,6 +84,7 @@ class Fidelity(BaseModel):
     model_config = ConfigDict(extra="forbid")
     checked: bool
     where: str  # "measured on <host> with <runner>" or why it was not checked
+    shapes_checked: list[str] = Field(default_factory=list)  # each --batch size, checked on its own
     samples: int = 0
     data: str = ""  # what the inputs were (synthetic / real held-out data)
     evidence: str = ""  # labelled | real-unlabelled | synthetic

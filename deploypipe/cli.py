@@ -13,7 +13,18 @@ from typing import Annotated, Any
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, choice, emit_json, err, out, parse_shapes, parse_tolerance, progress_bar
+from deploypipe.cliutil import (
+    JsonOpt,
+    choice,
+    emit_json,
+    err,
+    out,
+    parse_range,
+    parse_shapes,
+    parse_sizes,
+    parse_tolerance,
+    progress_bar,
+)
 
 # add_completion: `deploypipe --install-completion` (bash, zsh, fish, PowerShell), see README
 app = typer.Typer(
@@ -61,7 +72,9 @@ def build(
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts folder.", callback=_check_output_folder)] = Path("artifacts"),
     name: Annotated[str | None, typer.Option(help="Artifact folder name (one name, no '/').", callback=_check_name)] = None,
     weights: Annotated[Path | None, typer.Option(help="Real pretrained weights (state_dict) for a zoo model.")] = None,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224, NAME=1..32x3x224x224 (a range: dynamic) or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
+    batch: Annotated[str | None, typer.Option(help="Batch sizes the artifact takes, e.g. 1,8,32 (dim 0 of every input).")] = None,
+    seq_len: Annotated[str | None, typer.Option(help="Sequence lengths of token inputs, MIN..MAX, e.g. 16..256.")] = None,
     tolerance: Annotated[list[str], typer.Option(help="Fidelity gate override KEY=VALUE; repeatable.")] = [],  # noqa: B006
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickled modules (runs their code).")] = False,
     strict: Annotated[bool, typer.Option(help="Refuse instead of adapting an impossible precision.")] = False,
@@ -89,7 +102,9 @@ def build(
         output=output, name=name, strict=strict, force=force, tolerance=parse_tolerance(tolerance),
         tune_trials=trials if tune else 0,
         data=data, eval_data=eval_data, preprocess=preprocess, tokenizer=tokenizer, metric=metric,
-        import_options=ImportOptions(weights=weights, **parse_shapes(input_shape), allow_pickle=allow_pickle),
+        import_options=ImportOptions(weights=weights, **parse_shapes(input_shape), allow_pickle=allow_pickle,
+                                     batch=parse_sizes(batch, "--batch"),
+                                     seq_len=parse_range(seq_len, "--seq-len") if seq_len else None),
     )
     if split is not None:
         from deploypipe.partition.build import build_split
@@ -173,7 +188,8 @@ def bench(
     threads: Annotated[str | None, typer.Option(help="Runtime threads, or a sweep: 1,2,4.")] = None,
     affinity: Annotated[list[str], typer.Option(help="Core set(s) to pin to: '0' or a sweep '0/0,1'; repeatable.")] = [],  # noqa: B006
     repeats: Annotated[int, typer.Option(help="Fresh-process runs per point; reports the spread of medians.", min=1)] = 1,
-    batch: Annotated[int, typer.Option(help="Throughput: time N back-to-back batch-1 runs (0: skip).", min=0)] = 0,
+    batch: Annotated[str | None, typer.Option(help="Batch sizes to measure, e.g. 1,8,32 (artifacts built to take them).")] = None,
+    throughput_runs: Annotated[int, typer.Option(help="Throughput: time N back-to-back runs (0: skip).", min=0)] = 0,
     workers: Annotated[int, typer.Option(help="Throughput with K runner instances at once.", min=1)] = 1,
     concurrency: Annotated[int, typer.Option(help="Also run K artifacts at once (memory-bounded).", min=1)] = 1,
     memory_limit_mb: Annotated[float | None, typer.Option(help="Memory bound for --concurrency (default: 80% of free).")] = None,
@@ -215,12 +231,13 @@ def bench(
         raise UserError("--trace-dir with --remote: the traces would be written on the remote machine; drop one")
 
     try:
-        cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, batch=batch,
+        cfg = BenchConfig(iterations=iterations, warmup=warmup, min_seconds=min_seconds, profile=profile, throughput_runs=throughput_runs,
                           workers=workers, energy=energy, scenario=scenario.lower() if scenario else None,  # type: ignore[arg-type]
                           loadgen_dir=str(loadgen_dir), server_qps=server_qps, device=device,
                           trace_dir=str(trace_dir.resolve()) if trace_dir else None)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
-                            concurrency=concurrency, memory_limit_mb=memory_limit_mb)
+                            concurrency=concurrency, memory_limit_mb=memory_limit_mb,
+                            batches=list(parse_sizes(batch, "--batch")) or None)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
@@ -275,7 +292,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 def inspect(
     model: Annotated[str, typer.Argument(help="Zoo name or model file.")],
     layers: Annotated[bool, typer.Option(help="Print the per-layer table.")] = True,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224, NAME=1..32x3x224x224 (a range: dynamic) or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Params, MACs, FLOP/param, op histogram and per-layer output sizes of a model."""
@@ -314,10 +331,11 @@ def list_targets(as_json: JsonOpt = False) -> None:
     specs = tg.all_targets()
     for spec in specs.values():  # every compiler's options in every target file, typed
         backends.check_target(spec)
+    shapes = {name: backends.compiler_class(name).shapes for name in backends.compiler_names()}
     if as_json:
-        emit_json({n: s.model_dump() for n, s in specs.items()})
+        emit_json({n: {**s.model_dump(), "shapes": {c: shapes[c] for c in s.compilers}} for n, s in specs.items()})
     else:
-        out.print(targets_table(list(specs.values())))
+        out.print(targets_table(list(specs.values()), shapes))
 
 
 @app.command()
@@ -408,7 +426,7 @@ def partition_cmd(
     max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
     best_only: Annotated[bool, typer.Option(help="Print only the best, edge-only and cloud-only rows.")] = False,
-    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224, NAME=1..32x3x224x224 (a range: dynamic) or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Cost every edge/cloud cut point of a model over a network and pick the best (Neurosurgeon)."""

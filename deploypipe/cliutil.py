@@ -31,24 +31,57 @@ def parse_shapes(values: list[str]) -> dict[str, Any]:
     from deploypipe.errors import UserError
     from deploypipe.importers import InputDtype
 
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, tuple[int | None, ...]] = {}
     dtypes: dict[str, str] = {}
+    bounds: dict[str, dict[int, tuple[int, int]]] = {}
     for v in values:
         name, sep, spec = v.partition("=")
         dims, _, dtype = spec.partition(":")
         try:
             if not sep or not name:
                 raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+            parsed = [parse_range(d, "--input-shape") if ".." in d else (int(d), int(d)) for d in dims.lower().split("x")]
         except ValueError:
-            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224 or NAME=1x32:int64") from None
-        if not all(0 < d <= 1 << 20 for d in shapes[name]):
+            raise UserError(f"--input-shape '{v}': expected NAME=1x3x224x224, NAME=1..32x3x224x224 or NAME=1x32:int64") from None
+        if not all(0 < lo <= hi <= 1 << 20 for lo, hi in parsed):
             raise UserError(f"--input-shape '{v}': every dimension must be between 1 and {1 << 20}")
+        shapes[name] = tuple(lo if lo == hi else None for lo, hi in parsed)
+        if ranged := {i: r for i, r in enumerate(parsed) if r[0] != r[1]}:
+            bounds[name] = ranged
         if dtype:
             if dtype not in get_args(InputDtype):
                 raise UserError(f"--input-shape '{v}': unknown dtype '{dtype}'; known: {', '.join(get_args(InputDtype))}")
             dtypes[name] = dtype
-    return {"input_shapes": shapes, "input_dtypes": dtypes}
+    return {"input_shapes": shapes, "input_dtypes": dtypes, "input_bounds": bounds}
+
+
+def parse_range(text: str, flag: str) -> tuple[int, int]:
+    """'16..256' -> (16, 256)."""
+    from deploypipe.errors import UserError
+
+    lo, sep, hi = text.partition("..")
+    try:
+        low, high = int(lo), int(hi)
+    except ValueError:
+        raise UserError(f"{flag} '{text}': expected MIN..MAX, e.g. 16..256") from None
+    if not sep or not 0 < low <= high:
+        raise UserError(f"{flag} '{text}': expected MIN..MAX with 0 < MIN <= MAX")
+    return low, high
+
+
+def parse_sizes(text: str | None, flag: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32)."""
+    from deploypipe.errors import UserError
+
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"{flag} '{text}': expected sizes like 1,8,32") from None
+    if not sizes or any(s < 1 or s > 1 << 16 for s in sizes):
+        raise UserError(f"{flag} '{text}': sizes must be between 1 and 65536")
+    return tuple(sorted(set(sizes)))
 
 
 def parse_tolerance(values: list[str]) -> dict[str, float]:

@@ -39,16 +39,25 @@ class QuantParams(BaseModel):
 
 
 class TensorSpec(BaseModel):
-    """Name, static shape (None for a dynamic dim) and numpy dtype of one model input/output."""
+    """Name, static shape (None for a dynamic dim) and numpy dtype of one model input/output;
+    `bounds` gives (min, max) for the dynamic dims the build was asked to accept."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     shape: tuple[int | None, ...]
     dtype: str
     quant: QuantParams | None = None
+    bounds: tuple[tuple[int, int] | None, ...] | None = None
 
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
-        return tuple(batch if d is None else d for d in self.shape)
+        """The shape with each dynamic dim at its lower bound (or `batch` where it has none)."""
+        lows = [b[0] if b else None for b in self.bounds] if self.bounds else [None] * len(self.shape)
+        return tuple(d if d is not None else (low if low is not None else batch) for d, low in zip(self.shape, lows, strict=True))
+
+    def accepts(self) -> str:
+        """The shapes this tensor takes, for messages: 1..32x3x224x224."""
+        bounds = self.bounds or (None,) * len(self.shape)
+        return "x".join(str(d) if d is not None else (f"{b[0]}..{b[1]}" if b else "?") for d, b in zip(self.shape, bounds, strict=True))
 
 
 def is_static(dim: onnx.TensorShapeProto.Dimension) -> bool:
@@ -194,11 +203,22 @@ class Model:
     calibration: DataProvider
     evaluation: ArrayProvider | None = None  # labelled held-out data, for models trained here
     torch_source: object | None = field(default=None, compare=False)  # zoo entry, for source-level passes
+    # dynamic input dims the build accepts: input -> dim index -> (min, max); and the batch sizes
+    # asked for (each is built/checked where a compiler takes fixed shapes, and fidelity-checked)
+    bounds: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    batches: tuple[int, ...] = ()
 
     @property
     def inputs(self) -> list[TensorSpec]:
         inits = {i.name for i in self.proto.graph.initializer}
-        return specs_of(list(self.proto.graph.input), skip=inits)
+        specs = specs_of(list(self.proto.graph.input), skip=inits)
+        return [s.model_copy(update={"bounds": tuple(self.bounds[s.name].get(i) for i in range(len(s.shape)))})
+                if s.name in self.bounds else s for s in specs]
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether any input takes more than one shape."""
+        return any(d is None for s in self.inputs for d in s.shape)
 
     @property
     def outputs(self) -> list[TensorSpec]:
@@ -225,11 +245,13 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
         raise ShapeError(f"inputs {sorted(feeds)} given, model expects {names}")
     for spec in specs:
         arr = feeds[spec.name]
+        bounds = spec.bounds or (None,) * len(spec.shape)
         if len(arr.shape) != len(spec.shape) or any(
-            d is not None and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
+            (d is not None and d != a) or (b is not None and not b[0] <= a <= b[1])
+            for d, a, b in zip(spec.shape, arr.shape, bounds, strict=True)
         ):
             raise ShapeError(
-                f"input '{spec.name}' has shape {tuple(arr.shape)}, model expects {spec.shape}"
+                f"input '{spec.name}' has shape {'x'.join(map(str, arr.shape))}, this artifact accepts {spec.accepts()}"
             )
         if str(arr.dtype) != spec.dtype:
             raise ShapeError(f"input '{spec.name}' has dtype {arr.dtype}, model expects {spec.dtype}")

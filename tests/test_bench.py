@@ -44,7 +44,7 @@ def arts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(arts: Path) -> list:
-    cfg = BenchConfig(**FAST, batch=20, workers=2, energy="auto", profile=True)
+    cfg = BenchConfig(**FAST, throughput_runs=20, workers=2, energy="auto", profile=True)
     return run_bench([arts], cfg, sweep=SweepConfig(repeats=2))
 
 

@@ -53,12 +53,14 @@ def zoo_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
-def targets_table(specs: list[TargetSpec]) -> Table:
+def targets_table(specs: list[TargetSpec], shapes: dict[str, str]) -> Table:
+    """One row per device; each compiler with its precisions and the input shapes it takes
+    (dynamic, profiles or fixed)."""
     t = table("targets (precisions the hardware really runs, per compiler)",
               ("name", "category", "arch", "compilers: precisions", "default", "not possible", "runs here"),
               fold=("compilers: precisions", "not possible"))
     for s in specs:
-        comps = "\n".join(f"{n}{'*' if n == s.default_compiler else ''}: {', '.join(c.precisions)}"
+        comps = "\n".join(f"{n}{'*' if n == s.default_compiler else ''}: {', '.join(c.precisions)} ({shapes[n]} shapes)"
                           for n, c in s.compilers.items())
         t.add_row(s.name, s.category, s.arch, comps, f"{s.default_compiler} {s.default_precision}",
                   "\n".join(f"{p}: {why}" for p, why in s.unsupported.items()) or "-",

@@ -131,6 +131,32 @@ def _memory_plot(results: list[BenchResult]) -> str | None:
     return _png(fig)
 
 
+def _batch_plot(results: list[BenchResult]) -> str | None:
+    """Throughput against latency, one line per artifact through its measured batch sizes."""
+    import matplotlib.pyplot as plt
+
+    by_art: dict[str, list[BenchResult]] = {}
+    for r in results:
+        if r.ran and r.latency_ms and r.concurrency == 1 and r.throughput is None:
+            by_art.setdefault(r.name, []).append(r)
+    series = {name: sorted(rows, key=lambda r: r.batch_size) for name, rows in by_art.items()
+              if len({r.batch_size for r in rows}) > 1}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in series.items():
+        xs = [r.latency_ms.p50 for r in rows]  # type: ignore[union-attr]
+        ys = [1000.0 * r.batch_size / r.latency_ms.p50 for r in rows]  # type: ignore[union-attr]
+        ax.plot(xs, ys, marker="o", label=name)
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"b{r.batch_size}", (x, y), fontsize=7)
+    ax.set_xlabel("latency p50 per batch, ms (measured)")
+    ax.set_ylabel("samples/s (measured)")
+    ax.set_title("Throughput vs latency per batch size")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def _layers_plot(results: list[BenchResult], top: int = 8) -> str | None:
     import matplotlib.pyplot as plt
 
@@ -249,7 +275,8 @@ def render_html(results: list[BenchResult], title: str = "deploypipe bench repor
                 page_dir: Path | None = None) -> str:
     plots = [("Latency per target / precision", _latency_plot(results)),
              ("Speedup of each optimization vs its FP32 baseline", _speedup_plot(results)),
-             ("Latency vs memory", _memory_plot(results)), ("Per-layer breakdown", _layers_plot(results)),
+             ("Latency vs memory", _memory_plot(results)), ("Throughput vs latency per batch", _batch_plot(results)),
+             ("Per-layer breakdown", _layers_plot(results)),
              ("FLOP/param (seed 001)", _flop_param_plot(results))]
     figs = "".join(f'<figure><figcaption>{t}</figcaption><img alt="{t}" src="data:image/png;base64,{b}"></figure>'
                    for t, b in plots if b)

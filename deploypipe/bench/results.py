@@ -22,7 +22,8 @@ class BenchConfig(BaseModel):
     profile: bool = False
     trace_dir: str | None = None  # with profile: write a Chrome trace-event JSON per artifact here
     timeout_s: float = 900.0
-    batch: int = 0  # throughput: time this many back-to-back runs (0: skip)
+    throughput_runs: int = 0  # throughput: time this many back-to-back runs (0: skip)
+    batch_size: int | None = None  # feed this batch (the golden input stacked); None: the artifact's own
     workers: int = 1  # throughput with K runner instances running at once in one process
     energy: Literal["auto", "rapl", "rails", "nvidia-smi", "estimate", "off"] = "auto"
     scenario: Literal["singlestream", "offline", "server"] | None = None  # MLPerf LoadGen run
@@ -49,6 +50,7 @@ class SweepConfig(BaseModel):
     # None: not swept, the BenchConfig's own threads / cores hold; [None] sweeps the runtime default
     threads: list[int | None] | None = None
     affinity: list[list[int] | None] | None = None
+    batches: list[int] | None = None  # batch sizes to measure (artifacts that take them); None: their own
     repeats: int = Field(default=1, ge=1)  # fresh worker processes per point: run-to-run variation
     concurrency: int = Field(default=1, ge=1)  # K artifacts at once (seed 003), memory-bounded
     memory_limit_mb: float | None = None  # default: 80% of available memory
@@ -116,6 +118,7 @@ class BenchResult(BaseModel):
     where: str = ""  # "measured on <host> (<cpu>)"
     threads: int | None = None
     affinity: list[int] | None = None
+    batch_size: int = 1  # samples per inference (items/s counts samples)
     remote: str | None = None  # "host:port" when measured by `deploypipe serve-runtime` elsewhere
     latency_ms: Latency | None = None
     run_to_run: RunToRun | None = None

@@ -61,6 +61,20 @@ def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchR
     return art, None
 
 
+def _batch_refused(art: Artifact, batch: int | None) -> str | None:
+    """Why the artifact cannot run at `batch` (its inputs' dim 0 fixed elsewhere or out of its
+    bounds), else None."""
+    if batch is None:
+        return None
+    for spec in art.manifest.inputs:
+        dim0 = spec.shape[0] if spec.shape else None
+        bound = spec.bounds[0] if spec.bounds else None
+        ok = batch == dim0 if dim0 is not None else bound is None or bound[0] <= batch <= bound[1]
+        if not ok:
+            return f"batch {batch}: input '{spec.name}' takes batch {spec.accepts().split('x')[0]} (build with --batch)"
+    return None
+
+
 def bench_one(path: Path, cfg: BenchConfig) -> BenchResult:
     art, skipped = open_runnable(path, cfg)
     if skipped is not None:
@@ -156,14 +170,20 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
         if skipped is not None:
             results.append(skipped)
             continue
-        for threads in thread_points:
-            for affinity in core_points:
-                say(Step(f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}", i, len(found)))
-                point = cfg.model_copy(update={"threads": threads, "affinity": affinity})
-                res = _repeated(path, point, sweep.repeats)
-                results.append(res)
-                if res.ran and threads == thread_points[0] and affinity == core_points[0]:
-                    solo.append(res)
+        art = Artifact(path)
+        for batch in sweep.batches or [None]:
+            if (why := _batch_refused(art, batch)) is not None:
+                results.append(_skipped(path, art, why))
+                continue
+            for threads in thread_points:
+                for affinity in core_points:
+                    label = f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}"
+                    say(Step(label + (f" batch={batch}" if batch else ""), i, len(found)))
+                    point = cfg.model_copy(update={"threads": threads, "affinity": affinity, "batch_size": batch})
+                    res = _repeated(path, point, sweep.repeats)
+                    results.append(res)
+                    if res.ran and threads == thread_points[0] and affinity == core_points[0] and batch == (sweep.batches or [None])[0]:
+                        solo.append(res)
     if sweep.concurrency > 1 and len(solo) > 1:
         point = cfg.model_copy(update={"threads": thread_points[0], "affinity": core_points[0], "scenario": None})
         results.extend(_concurrent(solo, point, sweep, say))

@@ -70,7 +70,7 @@ def baseline(r: BenchResult, results: list[BenchResult], measured: bool = True) 
     for b in results:
         if (b is not r and b.model == r.model and b.target == r.target and b.compiler == r.compiler
                 and b.precision == "fp32" and not b.pruned and b.threads == r.threads
-                and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote
+                and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote and b.batch_size == r.batch_size
                 and (b.ran if measured else b.estimated_ms is not None)):
             return b
     return None
@@ -95,10 +95,10 @@ def _where(r: BenchResult) -> str:
 
 
 def _ips(r: BenchResult) -> float | None:
-    """--batch throughput when measured, else the batch-1 rate of the median run."""
+    """Samples per second: --throughput-runs when measured, else the batch over the median run."""
     if r.throughput:
         return r.throughput.ips
-    return 1000.0 / r.latency_ms.p50 if r.latency_ms and r.latency_ms.p50 > 0 else None
+    return 1000.0 * r.batch_size / r.latency_ms.p50 if r.latency_ms and r.latency_ms.p50 > 0 else None
 
 
 def _speedup(r: BenchResult, results: list[BenchResult]) -> str:
@@ -134,7 +134,7 @@ def _artifact(r: BenchResult) -> str:
     """The artifact's name without the target (it has its own column), spaced around the compiler
     so a narrow column wraps between words: 'resnet50 onnxruntime int8-pruned50'."""
     short = r.name.replace(f"-{r.target}-", "-", 1).replace(f"-{r.compiler}-", f" {r.compiler} ", 1)
-    return short + (f" @{r.remote}" if r.remote else "")
+    return short + (f" b{r.batch_size}" if r.batch_size > 1 else "") + (f" @{r.remote}" if r.remote else "")
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,6 @@ def render(results: list[BenchResult], columns: tuple[str, ...] = DEFAULT) -> Gr
                            f" — {r.reason}") for r in results if not r.ran]
     legend = ("where: here = this host, rpc/remote = on the device, qemu = emulated (correctness only), "
               "est. = cost-model estimate only. E = estimated, not measured; est ms is never a measurement. "
-              "items/s: --batch throughput, else 1000/p50. vs fp32: speed-up over the same model/target FP32. "
+              "items/s: samples/s (--throughput-runs, else batch x 1000/p50); bN: batch N. vs fp32: speed-up over the same model/target FP32. "
               "cosine*: the build's accuracy is unverified (synthetic inputs or too few samples: --columns accuracy).")
     return Group(t, _Notes(notes), Text(legend, style="dim"))

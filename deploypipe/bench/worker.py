@@ -29,20 +29,21 @@ from deploypipe.backends.runner import LayerTime
 
 def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runner,
                 inputs: dict[str, np.ndarray]) -> Throughput:
-    """Rate of `batch` back-to-back batch-1 runs; with `workers` > 1, that many runner instances
+    """Samples per second over `throughput_runs` back-to-back runs; with `workers` > 1, that many runner instances
     (one thread each, the runtime releases the GIL) share the runs."""
+    batch = next(iter(inputs.values())).shape[0]
     if cfg.workers <= 1:
         t0 = time.perf_counter()
-        for _ in range(cfg.batch):
+        for _ in range(cfg.throughput_runs):
             runner.infer(inputs, check=False)
         dt = time.perf_counter() - t0
-        return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=1,
-                          method=f"{cfg.batch} back-to-back runs of the batch-1 artifact, one runner")
+        return Throughput(ips=cfg.throughput_runs * batch / dt, runs=cfg.throughput_runs, workers=1,
+                          method=f"{cfg.throughput_runs} back-to-back runs at batch {batch}, one runner")
     runners = [cls(art, RunOptions(threads=cfg.threads)) for _ in range(cfg.workers)]
     for r in runners:
         r.activate()
         r.infer(inputs, check=False)
-    share = [cfg.batch // cfg.workers + (i < cfg.batch % cfg.workers) for i in range(cfg.workers)]
+    share = [cfg.throughput_runs // cfg.workers + (i < cfg.throughput_runs % cfg.workers) for i in range(cfg.workers)]
     barrier = threading.Barrier(cfg.workers + 1)
 
     def go(r: Runner, n: int) -> None:
@@ -60,8 +61,8 @@ def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runn
     dt = time.perf_counter() - t0
     for r in runners:
         r.deactivate()
-    return Throughput(ips=cfg.batch / dt, runs=cfg.batch, workers=cfg.workers,
-                      method=f"{cfg.batch} batch-1 runs shared by {cfg.workers} concurrent runner instances")
+    return Throughput(ips=cfg.throughput_runs * batch / dt, runs=cfg.throughput_runs, workers=cfg.workers,
+                      method=f"{cfg.throughput_runs} runs at batch {batch} shared by {cfg.workers} concurrent runner instances")
 
 
 def _write_trace(trace_dir: Path, art: Artifact, runner: Runner, layers: list[LayerTime],
@@ -84,6 +85,10 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     importlib.import_module(cls.library)
     t_lib = time.perf_counter() - t0
     inputs, reference, _ = art.golden()
+    golden_rows = next(iter(inputs.values())).shape[0]
+    if cfg.batch_size is not None:  # the golden sample stacked to the batch asked for
+        inputs = {k: np.concatenate([v] * (cfg.batch_size // len(v) + 1))[:cfg.batch_size] for k, v in inputs.items()}
+    batch = next(iter(inputs.values())).shape[0]
     runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, device=cfg.device))
     t0 = time.perf_counter()
     runner.activate()
@@ -121,7 +126,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     layers = runner.layer_profile() or []
     trace = _write_trace(Path(cfg.trace_dir), art, runner, layers, ctx) if cfg.trace_dir and layers else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before extra runners
-    throughput = _throughput(cls, art, cfg, runner, inputs) if cfg.batch > 0 else None
+    throughput = _throughput(cls, art, cfg, runner, inputs) if cfg.throughput_runs > 0 else None
     loadgen = {}
     if cfg.scenario:
         from deploypipe.bench import loadgen as lgen
@@ -130,13 +135,13 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         loadgen = lgen.run(runner, inputs, cfg.scenario, outdir, min_queries=cfg.iterations,
                            min_seconds=cfg.min_seconds, expected_ms=lat.p50, server_qps=cfg.server_qps)
     runner.deactivate()
-    fid = compare([reference], [first], m.precision, {})
+    fid = compare([reference], [{k: v[:golden_rows] for k, v in first.items()}], m.precision, {})
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")
     return BenchResult(
         artifact=str(path), name=m.name, model=m.model.name, target=m.target, compiler=m.compiler,
         precision=m.precision, kind=m.kind, ran=True,
         where=remote_where or f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads, affinity=cfg.affinity,
-        latency_ms=lat,
+        batch_size=batch, latency_ms=lat,
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
         peak_rss_mb=peak_rss_mb,
         size_mb=model_bytes / 1e6, model_stats=dict(m.model.stats), passes=m.changed_passes(), throughput=throughput, energy=energy,

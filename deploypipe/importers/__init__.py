@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deploypipe.errors import InputFileError
 from deploypipe.model import Model
@@ -37,7 +37,18 @@ class ImportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     weights: Path | None = None  # real pretrained weights (state_dict) for a zoo architecture
-    input_shapes: dict[str, tuple[int, ...]] = Field(default_factory=dict)
+    # None: a dynamic dim (its range in `input_bounds`); `batch`: batch sizes for dim 0 of every input
+    input_shapes: dict[str, tuple[int | None, ...]] = Field(default_factory=dict)
+    input_bounds: dict[str, dict[int, tuple[int, int]]] = Field(default_factory=dict)
+    batch: tuple[int, ...] = ()
+    seq_len: tuple[int, int] | None = None  # (min, max) of dim 1 of every integer (token) input
+
+    @field_validator("batch")
+    @classmethod
+    def _sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 or b > 1 << 16 for b in v):
+            raise ValueError("batch sizes must be between 1 and 65536")
+        return tuple(sorted(set(v)))
     # dtypes of inputs a source does not record (TorchScript); checked against an ONNX's own
     input_dtypes: dict[str, InputDtype] = Field(default_factory=dict)
     allow_pickle: bool = False

@@ -34,24 +34,48 @@ def finish(
     notes: tuple[str, ...] = (),
 ) -> Model:
     """Pin dynamic input dims (batch 1 unless `input_shapes` says otherwise; -1 and 0 are dynamic
-    too, as exporters in the wild write them) and wrap as a Model."""
+    too, as exporters in the wild write them), keep the ones given as ranges (`input_bounds`,
+    `batch`) dynamic with their bounds, and wrap as a Model."""
     inits = {i.name for i in proto.graph.initializer}
     inputs = [vi.name for vi in proto.graph.input if vi.name not in inits]
     for unknown in sorted(set(options.input_shapes) - set(inputs)):
         raise ShapeError(f"--input-shape {unknown}: the model has no input '{unknown}'; its inputs: {', '.join(inputs)}")
+    bounds: dict[str, dict[int, tuple[int, int]]] = {}
     for vi in proto.graph.input:
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
         _check_dtype(vi, options)
         wanted = options.input_shapes.get(vi.name)
+        ranges = dict(options.input_bounds.get(vi.name, {}))
+        integer = vi.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+        if wanted is None and (options.batch or (options.seq_len and integer and len(dims) == 2)):
+            wanted = tuple(d.dim_value if is_static(d) else None for d in dims)
+            if len(options.batch) == 1:
+                wanted = (options.batch[0], *wanted[1:])
+            elif options.batch:
+                wanted, ranges[0] = (None, *wanted[1:]), (min(options.batch), max(options.batch))
+            elif wanted[0] is None:
+                wanted = (1, *wanted[1:])
+            if options.seq_len and integer and len(dims) == 2:
+                wanted, ranges[1] = (wanted[0], None), options.seq_len
         if wanted is not None:
             if len(wanted) != len(dims):
                 raise ShapeError(f"--input-shape {vi.name}: rank {len(wanted)}, model input has rank {len(dims)}")
-            for d, w in zip(dims, wanted, strict=True):
-                if is_static(d) and d.dim_value != w:
-                    raise ShapeError(f"--input-shape {vi.name}: dim {d.dim_value} is fixed in the model, got {w}")
-                d.dim_value = w
+            for i, (d, w) in enumerate(zip(dims, wanted, strict=True)):
+                if w is None and i not in ranges:
+                    raise ShapeError(f"input '{vi.name}' has dynamic dim {i} ({d.dim_param or '?'}); "
+                                     f"give it with --input-shape {vi.name}=1x...")
+                if is_static(d) and (w is None or d.dim_value != w):
+                    got = f"{ranges[i][0]}..{ranges[i][1]}" if w is None else w
+                    raise ShapeError(f"--input-shape {vi.name}: dim {i} is fixed at {d.dim_value} in the model, got {got}"
+                                     + ("; re-export the model with a dynamic axis there" if w is None else ""))
+                if w is None:
+                    d.dim_param = d.dim_param or f"{vi.name}_dim{i}"
+                else:
+                    d.dim_value = w
+            if ranges:
+                bounds[vi.name] = ranges
         else:
             for i, d in enumerate(dims):
                 if not is_static(d):
@@ -71,6 +95,8 @@ def finish(
         calibration=provider,
         evaluation=evaluation,
         torch_source=torch_source,
+        bounds=bounds,
+        batches=tuple(sorted(set(options.batch))),
     )
 
 

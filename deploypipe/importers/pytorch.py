@@ -26,11 +26,22 @@ if TYPE_CHECKING:
     from deploypipe.model import Model
 
 
+def _dynamic_axes(dynamic: dict[str, list[int]] | None, outputs: list[str]) -> dict[str, dict[int, str]] | None:
+    """torch.onnx's dynamic_axes for the inputs' dynamic dims; a dynamic batch is the outputs' too."""
+    if not dynamic:
+        return None
+    axes = {name: {i: f"{name}_dim{i}" for i in dims} for name, dims in dynamic.items()}
+    if any(0 in dims for dims in dynamic.values()):
+        axes |= {out: {0: "batch"} for out in outputs}
+    return axes
+
+
 def export_module(
     module: torch.nn.Module,
     inputs: dict[str, tuple[int, ...]],
     dtypes: dict[str, str] | None = None,
     opset: int = 17,
+    dynamic: dict[str, list[int]] | None = None,
 ) -> onnx.ModelProto:
     """Export with the TorchScript-based exporter (fast, opset 17); fall back to dynamo for
     modules it cannot trace. Static shapes: edge compilers want them. The module must already
@@ -58,6 +69,7 @@ def export_module(
         torch.onnx.export(
             module, args, buf, dynamo=False, opset_version=opset,
             input_names=list(inputs), output_names=out_names, do_constant_folding=True,
+            dynamic_axes=_dynamic_axes(dynamic, out_names),
         )
     except Exception as legacy_exc:  # noqa: BLE001 - retried with the other exporter, re-raised below
         buf = io.BytesIO()

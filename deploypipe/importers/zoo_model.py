@@ -30,7 +30,15 @@ def load(name: str, options: ImportOptions) -> Model:
     for unknown in sorted(set(options.input_shapes) - set(entry.inputs)):
         raise ShapeError(f"--input-shape {unknown}: {name} has no input '{unknown}'; its inputs: {', '.join(entry.inputs)}")
     shapes = {**entry.inputs, **options.input_shapes}
-    proto = export_module(module, shapes, entry.input_dtypes, opset=options.opset)
+    # export with the dims asked to be dynamic left symbolic (at their lower bound for tracing)
+    dynamic = {n: {i for i, d in enumerate(s) if d is None} | ({0} if len(options.batch) > 1 else set())
+               for n, s in shapes.items()}
+    concrete = {n: tuple(d if d is not None else options.input_bounds.get(n, {}).get(i, (1, 1))[0]
+                         for i, d in enumerate(s)) for n, s in shapes.items()}
+    if len(options.batch) == 1:
+        concrete = {n: (options.batch[0], *s[1:]) for n, s in concrete.items()}
+    proto = export_module(module, concrete, entry.input_dtypes, opset=options.opset,
+                          dynamic={n: sorted(d) for n, d in dynamic.items() if d})
     calibration, evaluation = zoo.data_providers(entry)
     if options.weights is not None:
         weights_note = f"weights from {options.weights}"

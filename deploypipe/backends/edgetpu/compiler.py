@@ -221,6 +221,8 @@ def report_table(report: EdgeTpuReport) -> list[tuple[str, ...]]:
 
 
 class EdgeTpuCompiler(Compiler):
+    shapes = "fixed"
+    fixed_why = "the Edge TPU compiler needs static shapes"
     name = "edgetpu"
     Options = EdgeTpuOptions
     extra = "tflite"

@@ -59,6 +59,8 @@ class FpgaOptions(BaseModel):
 
 
 class Hls4mlCompiler(Compiler):
+    shapes = "fixed"
+    fixed_why = "the hls4ml design streams one sample at a time (batch 1)"
     name = "hls4ml"
     Options = FpgaOptions
     extra = "fpga"

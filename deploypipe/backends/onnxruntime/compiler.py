@@ -15,6 +15,7 @@ class OrtOptions(BaseModel):
 
 
 class OnnxRuntimeCompiler(Compiler):
+    shapes = "dynamic"
     name = "onnxruntime"
     Options = OrtOptions
     extra = "all"

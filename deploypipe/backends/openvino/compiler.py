@@ -83,6 +83,7 @@ def _refuse(target: str, findings: list[Finding], what: str) -> None:
 
 
 class OpenVinoCompiler(Compiler):
+    shapes = "dynamic"
     name = "openvino"
     extra = "openvino"
     Options = OpenVinoOptions
@@ -129,6 +130,11 @@ class OpenVinoCompiler(Compiler):
                 converted = ov.convert_model(io.BytesIO(model.proto.SerializeToString()))
             except Exception as exc:  # noqa: BLE001 - the converter's own message is the useful part
                 raise BuildError(f"OpenVINO could not convert {model.name}: {exc}") from exc
+            bounded = {s.name: ov.PartialShape([ov.Dimension(*b) if b else ov.Dimension(d if d is not None else -1)
+                                                for d, b in zip(s.shape, s.bounds, strict=True)])
+                       for s in model.inputs if s.bounds}
+            if bounded:  # dynamic dims with the bounds the build was asked for (OpenVINO plans memory by them)
+                converted.reshape(bounded)
             self._converted = (key, converted)
         return self._converted[1].clone()
 

@@ -41,6 +41,7 @@ class TrtOptions(BaseModel):
 
 
 class TensorRTCompiler(Compiler):
+    shapes = "profiles"
     name = "tensorrt"
     Options = TrtOptions
     extra = "tensorrt"
@@ -64,7 +65,8 @@ class TensorRTCompiler(Compiler):
         opts, table = self._options(ctx)
         ver, work = opts.tensorrt_version, ctx.workdir
         ctx.progress(f"preparing ONNX for TensorRT {ver}")
-        prep = trt_prepare.prepare(model.proto, table, ver, opts.opset_max)
+        prep = trt_prepare.prepare(model.proto, table, ver, opts.opset_max,
+                                   frozenset(s.name for s in model.inputs if s.bounds))
         prepared = model.with_proto(prep.proto)
         files = {"model": "model.onnx", "build_script": "build_engine.sh"}
         info: dict[str, object] = {
@@ -74,6 +76,12 @@ class TensorRTCompiler(Compiler):
             "prepare": prep.details,
         }
         notes = []
+        profiles = _profiles(model)
+        if profiles:
+            info["profiles"] = profiles
+            notes.append("dynamic inputs: one TensorRT optimization profile, "
+                         + "; ".join(f"{n} min {'x'.join(map(str, s[0]))} opt {'x'.join(map(str, s[1]))} "
+                                     f"max {'x'.join(map(str, s[2]))}" for n, s in profiles.items()))
         if prep.opset != prep.opset_from:
             notes.append(f"ONNX opset {prep.opset_from} -> {prep.opset} for TensorRT {ver}'s parser ({prep.conversion})")
         implicit = None
@@ -91,7 +99,8 @@ class TensorRTCompiler(Compiler):
             prepared.save(work / "model_fp32.onnx")
             n = trt_int8.write_calibration_cache(work / "calibration.cache", ranges, ver)
             files |= {"onnx_fp32": "model_fp32.onnx", "calibration_cache": "calibration.cache"}
-            implicit = trt_engine.trtexec_args("model_fp32.onnx", "int8", ver, opts.workspace_mib, "calibration.cache")
+            implicit = trt_engine.trtexec_args("model_fp32.onnx", "int8", ver, opts.workspace_mib, "calibration.cache",
+                                               profiles=profiles)
             info |= {
                 "int8": {"mode": "explicit Q/DQ (onnxruntime quantize_static: symmetric int8, per-channel weights)",
                          "calibration": f"{len(feeds)} samples, {model.calibration.description}",
@@ -100,7 +109,7 @@ class TensorRTCompiler(Compiler):
             }
         else:
             prepared.save(work / "model.onnx")
-        explicit = trt_engine.trtexec_args("model.onnx", ctx.precision, ver, opts.workspace_mib)
+        explicit = trt_engine.trtexec_args("model.onnx", ctx.precision, ver, opts.workspace_mib, profiles=profiles)
         info["trtexec"] = " ".join(explicit)
         script = work / "build_engine.sh"
         script.write_text(trt_engine.build_script(explicit, implicit, ctx.target.name, ver))
@@ -160,3 +169,19 @@ def _provider_note(providers: list[str]) -> str:
 
 
 __all__ = ["TensorRTCompiler", "TrtOptions"]
+
+
+def _profiles(model: Model) -> trt_engine.Profiles:
+    """One optimization profile for the dynamic inputs: min and max from the build's bounds, opt at
+    the middle of the batch sizes asked for (else the max), the way trtexec takes them."""
+    out: trt_engine.Profiles = {}
+    for spec in model.inputs:
+        if not spec.bounds:
+            continue
+        low = [d if d is not None else (b[0] if b else 1) for d, b in zip(spec.shape, spec.bounds, strict=True)]
+        high = [d if d is not None else (b[1] if b else 1) for d, b in zip(spec.shape, spec.bounds, strict=True)]
+        opt = list(high)
+        if model.batches and spec.shape[0] is None:
+            opt[0] = sorted(model.batches)[len(model.batches) // 2]
+        out[spec.name] = (low, opt, high)
+    return out

@@ -37,12 +37,25 @@ def _workspace_flag(version: str, mib: int) -> str:
     return f"--memPoolSize=workspace:{mib}M" if major >= 10 else f"--memPoolSize=workspace:{mib}"
 
 
+Profiles = dict[str, tuple[list[int], list[int], list[int]]]  # input -> (min, opt, max) shapes
+
+
+def profile_flags(profiles: Profiles | None) -> list[str]:
+    """trtexec's --minShapes/--optShapes/--maxShapes for an optimization profile."""
+    if not profiles:
+        return []
+    def spec(k: int) -> str:
+        return ",".join(f"{name}:{'x'.join(map(str, shapes[k]))}" for name, shapes in profiles.items())
+    return [f"--minShapes={spec(0)}", f"--optShapes={spec(1)}", f"--maxShapes={spec(2)}"]
+
+
 def trtexec_args(onnx: str, precision: str, version: str, workspace_mib: int,
-                 calib: str | None = None, engine: str = ENGINE) -> list[str]:
+                 calib: str | None = None, engine: str = ENGINE, profiles: Profiles | None = None) -> list[str]:
     """The trtexec command for one precision. FP16 and INT8 are builder flags: with a Q/DQ ONNX
     `--int8` makes TensorRT honour the explicit quantization; with `calib` it builds implicit
-    INT8 from the calibration cache."""
-    args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", _workspace_flag(version, workspace_mib)]
+    INT8 from the calibration cache. Dynamic inputs get one optimization profile (min/opt/max)."""
+    args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", _workspace_flag(version, workspace_mib),
+            *profile_flags(profiles)]
     if precision == "fp16":
         args.append("--fp16")
     elif precision == "int8":
@@ -75,7 +88,7 @@ def build_script(explicit: list[str], implicit: list[str] | None, target: str, v
 
 
 def _python_api_build(onnx_path: Path, engine_path: Path, precision: str, workspace_mib: int,
-                      calib_text: str | None) -> None:
+                      calib_text: str | None, profiles: Profiles | None = None) -> None:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -88,6 +101,11 @@ def _python_api_build(onnx_path: Path, engine_path: Path, precision: str, worksp
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise UnsupportedError(f"TensorRT's ONNX parser rejected {onnx_path.name}: " + "; ".join(errs[:5]))
     config = builder.create_builder_config()
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for name, (low, opt, high) in profiles.items():
+            profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(profile)
     if hasattr(config, "set_memory_pool_limit"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     else:  # TensorRT 8.2
@@ -138,7 +156,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def build_engine(folder: Path, onnx: str, precision: str, version: str, workspace_mib: int,
-                 calib: str | None = None) -> EngineFacts:
+                 calib: str | None = None, profiles: Profiles | None = None) -> EngineFacts:
     """Build `folder/model.engine` with the TensorRT found here; returns the engine facts for the
     manifest. `version` is the TensorRT the recipe was written for (used to re-head a calibration
     cache for the TensorRT actually present)."""
@@ -158,7 +176,7 @@ def build_engine(folder: Path, onnx: str, precision: str, version: str, workspac
         if have is not None:
             calib_text = reheaded(calib_text, have)
     if have is not None:
-        _python_api_build(folder / onnx, folder / ENGINE, precision, workspace_mib, calib_text)
+        _python_api_build(folder / onnx, folder / ENGINE, precision, workspace_mib, calib_text, profiles)
         return _facts(gpu, have, "tensorrt Python API", precision, calib)
     assert trtexec is not None
     version_out = subprocess.run([trtexec, "--help"], capture_output=True, text=True, check=False).stdout
@@ -171,7 +189,7 @@ def build_engine(folder: Path, onnx: str, precision: str, version: str, workspac
             cache_arg = str(Path(tmp) / "calibration.cache")
             Path(cache_arg).write_text(calib_text)
         engine_tmp = str(Path(tmp) / ENGINE)
-        args = trtexec_args(onnx, precision, trt_ver, workspace_mib, cache_arg, engine=engine_tmp)
+        args = trtexec_args(onnx, precision, trt_ver, workspace_mib, cache_arg, engine=engine_tmp, profiles=profiles)
         proc = subprocess.run([trtexec, *args[1:]], cwd=folder, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])

@@ -36,7 +36,7 @@ def trt_build(path: Path, any_gpu: bool = False, implicit: bool = False) -> Engi
     onnx_role = "onnx_fp32" if implicit else "model"
     calib = m.files["calibration_cache"].path if implicit else None
     facts = build_engine(art.path, m.files[onnx_role].path, m.precision, info["tensorrt_version"],
-                         int(info["workspace_mib"]), calib)
+                         int(info["workspace_mib"]), calib, info.get("profiles"))
     m.files["engine"] = file_entry(art.path, ENGINE)
     m.compiler_info["engine"] = facts.model_dump()  # the runner checks the engine against it
     inputs, reference, _ = art.golden()

@@ -156,22 +156,23 @@ def downgrade(proto: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto, str
     return converted, method
 
 
-def static_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape-inferred model whose inputs and outputs all have static dims (engines here are built
-    for one shape; no optimization profiles)."""
+def static_shapes(proto: onnx.ModelProto, dynamic_ok: frozenset[str] = frozenset()) -> onnx.ModelProto:
+    """Shape-inferred model whose inputs and outputs have static dims, except the inputs in
+    `dynamic_ok` (they get an optimization profile) and outputs that follow them."""
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types here
         raise BuildError(f"shape inference failed on the prepared model: {str(exc).splitlines()[0]}") from exc
     inits = {i.name for i in inferred.graph.initializer}
     for vi in [*inferred.graph.input, *inferred.graph.output]:
-        if vi.name in inits:
+        if vi.name in inits or (dynamic_ok and (vi.name in dynamic_ok or vi in inferred.graph.output)):
             continue
         dims = vi.type.tensor_type.shape.dim
         dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
         if dynamic:
             raise ShapeError(f"tensor '{vi.name}' has dynamic dim(s) {dynamic} after shape inference; "
-                             f"TensorRT engines here are built for static shapes (use --input-shape)")
+                             f"give it a range (--batch, --input-shape NAME=1..8x...) for an optimization profile, "
+                             f"or a fixed size with --input-shape")
     return inferred
 
 
@@ -181,13 +182,15 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     return onnxslim.slim(proto)
 
 
-def prepare(proto: onnx.ModelProto, table: OpTable, version: str, opset_max: int) -> Prepared:
-    """Simplify -> opset <= min(opset_max, parser max) -> static shapes -> operator check."""
+def prepare(proto: onnx.ModelProto, table: OpTable, version: str, opset_max: int,
+            dynamic_ok: frozenset[str] = frozenset()) -> Prepared:
+    """Simplify -> opset <= min(opset_max, parser max) -> static shapes (but for the inputs in
+    `dynamic_ok`, which get a profile) -> operator check."""
     target = min(opset_max, table.opset_max)
     start = opset_of(proto)
     slim = simplify(proto)
     converted, method = downgrade(slim, target)
-    shaped = static_shapes(converted)
+    shaped = static_shapes(converted, dynamic_ok)
     check_operators(shaped, table, version)
     return Prepared(
         proto=shaped, opset_from=start, opset=opset_of(shaped), conversion=method,

@@ -16,6 +16,8 @@ from deploypipe.model import Model
 
 
 class TfliteCompiler(Compiler):
+    shapes = "fixed"
+    fixed_why = "onnx2tf writes one static signature: build one artifact per shape (--input-shape NAME=8x3x224x224)"
     name = "tflite"
     Options = TfliteOptions
     extra = "tflite"

@@ -55,6 +55,8 @@ from deploypipe.model import Model
 
 
 class TvmCompiler(Compiler):
+    shapes = "fixed"
+    fixed_why = "the Relax build here compiles one static shape: build one artifact per shape (--input-shape NAME=8x3x224x224)"
     name = "tvm"
     extra = "tvm"
 

@@ -1,0 +1,136 @@
+"""Dynamic shapes end to end: ranges and batch sizes in, per-compiler support (kept, profiled, or
+refused before any work), bounds in the manifest, fidelity at every batch asked for, one clear
+error outside the bounds, and bench measuring each batch for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import tiny_classifier
+from onnx import TensorProto, helper, numpy_helper
+
+from deploypipe.api import BuildConfig, build, load
+from deploypipe.cliutil import parse_shapes, parse_sizes
+from deploypipe.errors import ShapeError, UnsupportedError, UserError
+from deploypipe.importers import ImportOptions
+
+
+def dynamic_classifier(path: Path) -> Path:
+    """tiny_classifier with a symbolic batch dim (as `torch.onnx.export(dynamic_axes=...)` writes)."""
+    model = tiny_classifier()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save_model(model, str(path))
+    return path
+
+
+def token_model(path: Path) -> Path:
+    """input_ids [1, S] int64 -> embedding Gather -> mean over S: a text model's dynamic sequence."""
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32), "emb")
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="gather"),
+             helper.make_node("ReduceMean", ["e"], ["out"], name="mean", axes=[1], keepdims=0)]
+    graph = helper.make_graph(nodes, "tok", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_shape_ranges_and_sizes_parse() -> None:
+    assert parse_shapes(["x=1..32x3x224x224"]) == {
+        "input_shapes": {"x": (None, 3, 224, 224)}, "input_dtypes": {}, "input_bounds": {"x": {0: (1, 32)}}}
+    assert parse_sizes("32,1,8,8", "--batch") == (1, 8, 32)
+    for bad in ("x=32..1x3", "x=1..x3", "x=0..4x3"):
+        with pytest.raises(UserError):
+            parse_shapes([bad])
+    with pytest.raises(UserError, match="--batch"):
+        parse_sizes("1,a", "--batch")
+
+
+def test_onnxruntime_keeps_a_dynamic_batch_checked_at_every_size(tmp_path: Path) -> None:
+    src = dynamic_classifier(tmp_path / "dyn.onnx")
+    rep = build(BuildConfig(model=str(src), output=tmp_path / "out", import_options=ImportOptions(batch=(1, 8, 32))))
+    (spec,) = rep.manifest.inputs
+    assert spec.shape == (None, 3, 16, 16) and spec.bounds == ((1, 32), None, None, None)
+    assert [s.split(":")[0] for s in rep.manifest.fidelity.shapes_checked] == ["batch 1", "batch 8", "batch 32"]
+    assert "also checked at batch 32" in rep.summary()
+    with load(rep.path) as runner:
+        assert runner.infer({"input": np.zeros((8, 3, 16, 16), np.float32)})["logits"].shape == (8, 10)
+        with pytest.raises(ShapeError, match=r"shape 64x3x16x16, this artifact accepts 1\.\.32x3x16x16"):
+            runner.infer({"input": np.zeros((64, 3, 16, 16), np.float32)})
+
+
+@pytest.mark.parametrize("compiler", ["tvm", "tflite", "hls4ml"])
+def test_fixed_shape_compilers_refuse_a_range_before_any_work(tmp_path: Path, compiler: str) -> None:
+    target = "pynq-z1" if compiler == "hls4ml" else "host-cpu"
+    missing = tmp_path / "never-read.onnx"  # refused before the import would fail on it
+    with pytest.raises(UnsupportedError, match=f"{compiler} cannot take a range of input shapes"):
+        build(BuildConfig(model=str(missing), target=target, compiler=compiler, output=tmp_path / "out",
+                          import_options=ImportOptions(batch=(1, 8))))
+
+
+def test_a_static_batch_cannot_be_made_dynamic(tmp_path: Path) -> None:
+    onnx.save_model(tiny_classifier(), str(tmp_path / "static.onnx"))
+    with pytest.raises(ShapeError, match="dim 0 is fixed at 1 in the model, got 1..8; re-export"):
+        build(BuildConfig(model=str(tmp_path / "static.onnx"), output=tmp_path / "out",
+                          import_options=ImportOptions(batch=(1, 8))))
+
+
+def test_sequence_length_range_for_token_inputs(tmp_path: Path) -> None:
+    src = token_model(tmp_path / "tok.onnx")
+    rep = build(BuildConfig(model=str(src), output=tmp_path / "out", import_options=ImportOptions(seq_len=(4, 16))))
+    (spec,) = rep.manifest.inputs
+    assert spec.shape == (1, None) and spec.bounds == (None, (4, 16))
+    with load(rep.path) as runner:
+        for n in (4, 16):
+            assert runner.infer({"input_ids": np.ones((1, n), np.int64)})["out"].shape == (1, 8)
+        with pytest.raises(ShapeError, match=r"accepts 1x4\.\.16"):
+            runner.infer({"input_ids": np.ones((1, 17), np.int64)})
+
+
+def test_tensorrt_artifact_carries_an_optimization_profile(tmp_path: Path) -> None:
+    src = dynamic_classifier(tmp_path / "dyn.onnx")
+    rep = build(BuildConfig(model=str(src), target="jetson-nano", output=tmp_path / "out",
+                            import_options=ImportOptions(batch=(1, 8, 32))))
+    line = rep.manifest.compiler_info["trtexec"]
+    assert ("--minShapes=input:1x3x16x16 --optShapes=input:8x3x16x16 --maxShapes=input:32x3x16x16" in line)
+    assert line in (rep.path / "build_engine.sh").read_text()
+
+
+@pytest.mark.openvino
+def test_openvino_keeps_the_dynamic_batch_with_its_bounds(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    src = dynamic_classifier(tmp_path / "dyn.onnx")
+    rep = build(BuildConfig(model=str(src), compiler="openvino", output=tmp_path / "out",
+                            import_options=ImportOptions(batch=(1, 4))))
+    with load(rep.path) as runner:
+        assert runner.infer({"input": np.zeros((4, 3, 16, 16), np.float32)})["logits"].shape == (4, 10)
+
+
+def test_bench_measures_each_batch_and_says_why_a_static_artifact_cannot(cli, tmp_path: Path) -> None:
+    dyn = build(BuildConfig(model=str(dynamic_classifier(tmp_path / "dyn.onnx")), output=tmp_path / "arts",
+                            import_options=ImportOptions(batch=(1, 8))))
+    onnx.save_model(tiny_classifier(), str(tmp_path / "static.onnx"))
+    build(BuildConfig(model=str(tmp_path / "static.onnx"), output=tmp_path / "arts"))
+    res = cli("bench", str(tmp_path / "arts"), "--batch", "1,8", "--iterations", "3", "--warmup", "1",
+              "--min-seconds", "0", "--energy", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    measured = {(r["name"], r["batch_size"]) for r in rows if r["ran"]}
+    assert {(dyn.path.name, 1), (dyn.path.name, 8), ("static-host-cpu-onnxruntime-fp32", 1)} <= measured
+    (refused,) = [r for r in rows if not r["ran"]]
+    assert refused["name"] == "static-host-cpu-onnxruntime-fp32" and "batch 8" in refused["reason"]
+    assert all(r["fidelity"]["max_abs_err"] < 1e-5 for r in rows if r["ran"])
+
+
+def test_zoo_models_export_with_a_dynamic_batch_when_asked(tmp_path: Path) -> None:
+    from deploypipe.importers import import_model
+
+    model = import_model("mlp-mnist", ImportOptions(batch=(1, 4)))
+    (spec,) = model.inputs
+    assert spec.shape[0] is None and spec.bounds[0] == (1, 4)
