@@ -189,6 +189,7 @@ def bench(
     affinity: Annotated[list[str], typer.Option(help="Core set(s) to pin to: '0' or a sweep '0/0,1'; repeatable.")] = [],  # noqa: B006
     repeats: Annotated[int, typer.Option(help="Fresh-process runs per point; reports the spread of medians.", min=1)] = 1,
     batch: Annotated[str | None, typer.Option(help="Batch sizes to measure, e.g. 1,8,32 (artifacts built to take them).")] = None,
+    seq_len: Annotated[str | None, typer.Option(help="Token-input lengths to measure, e.g. 16,64,256 (artifacts built with --seq-len).")] = None,
     throughput_runs: Annotated[int, typer.Option(help="Throughput: time N back-to-back runs (0: skip).", min=0)] = 0,
     workers: Annotated[int, typer.Option(help="Throughput with K runner instances at once.", min=1)] = 1,
     concurrency: Annotated[int, typer.Option(help="Also run K artifacts at once (memory-bounded).", min=1)] = 1,
@@ -237,7 +238,8 @@ def bench(
                           trace_dir=str(trace_dir.resolve()) if trace_dir else None)
         sweep = SweepConfig(threads=_parse_threads(threads), affinity=_parse_affinity(affinity), repeats=repeats,
                             concurrency=concurrency, memory_limit_mb=memory_limit_mb,
-                            batches=list(parse_sizes(batch, "--batch")) or None)
+                            batches=list(parse_sizes(batch, "--batch")) or None,
+                            seq_lens=list(parse_sizes(seq_len, "--seq-len")) or None)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
@@ -462,6 +464,8 @@ def serve(
     client_timeout: ClientTimeoutOpt = 60.0,
     max_frame_mb: Annotated[float, typer.Option(help="Cap on a request's decoded tensors for models with dynamic dims "
                                                      "(static ones are capped by their shapes).", min=0.001)] = 256,
+    max_batch: Annotated[int, typer.Option(help="Batch concurrent requests up to N rows (models with a dynamic batch).", min=1)] = 1,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.", min=0)] = 2.0,
 ) -> None:
     """Serve cloud halves of split models over TCP for `deploypipe.partition.client` edges."""
     from contextlib import ExitStack
@@ -471,8 +475,10 @@ def serve(
     with ExitStack() as stack:
         server = CloudServer(load_executors(paths, threads, stack), host, port, token_file=token_file,
                              insecure_no_auth=insecure_no_auth, max_clients=max_clients,
-                             client_timeout=client_timeout, max_frame_bytes=int(max_frame_mb * 2**20))
-        sys.stdout.write(f"serving {', '.join(server.executors)} on {host}:{server.port}\n")
+                             client_timeout=client_timeout, max_frame_bytes=int(max_frame_mb * 2**20),
+                             max_batch=max_batch, max_wait_ms=max_wait_ms)
+        batched = f" (batching {', '.join(server.batchers)} up to {max_batch})" if server.batchers else ""
+        sys.stdout.write(f"serving {', '.join(server.executors)} on {host}:{server.port}{batched}\n")
         sys.stdout.flush()
         server.serve_forever()
 

@@ -134,3 +134,31 @@ def test_zoo_models_export_with_a_dynamic_batch_when_asked(tmp_path: Path) -> No
     model = import_model("mlp-mnist", ImportOptions(batch=(1, 4)))
     (spec,) = model.inputs
     assert spec.shape[0] is None and spec.bounds[0] == (1, 4)
+
+
+def test_cloud_batcher_stacks_concurrent_requests_and_returns_each_its_rows(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deploypipe.partition.server import Batcher, ort_executor
+
+    run = ort_executor(dynamic_classifier(tmp_path / "dyn.onnx"))
+    batcher = Batcher(run, max_batch=8, max_wait_ms=200)
+    rng = np.random.default_rng(0)
+    feeds = [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(batcher, feeds))
+    for f, o in zip(feeds, outs, strict=True):
+        np.testing.assert_allclose(o["logits"], run(f)["logits"], rtol=1e-5, atol=1e-5)
+    assert sum(batcher.batches) == 8 and max(batcher.batches) > 1  # at least two requests ran together
+
+
+def test_bench_measures_token_models_at_each_sequence_length(cli, tmp_path: Path) -> None:
+    build(BuildConfig(model=str(token_model(tmp_path / "tok.onnx")), output=tmp_path / "arts",
+                      import_options=ImportOptions(seq_len=(4, 16))))
+    res = cli("bench", str(tmp_path / "arts"), "--seq-len", "4,16,64", "--iterations", "3", "--warmup", "1",
+              "--min-seconds", "0", "--energy", "off", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert sorted(r["seq_len"] for r in rows if r["ran"]) == [4, 16]
+    (refused,) = [r for r in rows if not r["ran"]]
+    assert "seq 64" in refused["reason"] and "1x4..16" in refused["reason"]

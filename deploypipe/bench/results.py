@@ -24,6 +24,7 @@ class BenchConfig(BaseModel):
     timeout_s: float = 900.0
     throughput_runs: int = 0  # throughput: time this many back-to-back runs (0: skip)
     batch_size: int | None = None  # feed this batch (the golden input stacked); None: the artifact's own
+    seq_len: int | None = None  # token inputs (integer, rank 2) at this length (the golden ids tiled)
     workers: int = 1  # throughput with K runner instances running at once in one process
     energy: Literal["auto", "rapl", "rails", "nvidia-smi", "estimate", "off"] = "auto"
     scenario: Literal["singlestream", "offline", "server"] | None = None  # MLPerf LoadGen run
@@ -51,6 +52,7 @@ class SweepConfig(BaseModel):
     threads: list[int | None] | None = None
     affinity: list[list[int] | None] | None = None
     batches: list[int] | None = None  # batch sizes to measure (artifacts that take them); None: their own
+    seq_lens: list[int] | None = None  # sequence lengths of token inputs to measure
     repeats: int = Field(default=1, ge=1)  # fresh worker processes per point: run-to-run variation
     concurrency: int = Field(default=1, ge=1)  # K artifacts at once (seed 003), memory-bounded
     memory_limit_mb: float | None = None  # default: 80% of available memory
@@ -119,6 +121,7 @@ class BenchResult(BaseModel):
     threads: int | None = None
     affinity: list[int] | None = None
     batch_size: int = 1  # samples per inference (items/s counts samples)
+    seq_len: int | None = None  # the token inputs' length, where swept
     remote: str | None = None  # "host:port" when measured by `deploypipe serve-runtime` elsewhere
     latency_ms: Latency | None = None
     run_to_run: RunToRun | None = None

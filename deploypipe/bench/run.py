@@ -75,6 +75,21 @@ def _batch_refused(art: Artifact, batch: int | None) -> str | None:
     return None
 
 
+def _seq_refused(art: Artifact, seq: int | None) -> str | None:
+    """Why the artifact's token inputs cannot take length `seq`, else None."""
+    if seq is None:
+        return None
+    tokens = [s for s in art.manifest.inputs if s.dtype.startswith(("int", "uint")) and len(s.shape) == 2]
+    if not tokens:
+        return f"seq {seq}: the artifact has no token input (an integer input of rank 2)"
+    for spec in tokens:
+        bound = spec.bounds[1] if spec.bounds else None
+        ok = seq == spec.shape[1] if spec.shape[1] is not None else bound is None or bound[0] <= seq <= bound[1]
+        if not ok:
+            return f"seq {seq}: input '{spec.name}' takes {spec.accepts()} (build with --seq-len)"
+    return None
+
+
 def bench_one(path: Path, cfg: BenchConfig) -> BenchResult:
     art, skipped = open_runnable(path, cfg)
     if skipped is not None:
@@ -171,18 +186,21 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
             results.append(skipped)
             continue
         art = Artifact(path)
-        for batch in sweep.batches or [None]:
-            if (why := _batch_refused(art, batch)) is not None:
+        shape_points = [(b, s) for b in sweep.batches or [None] for s in sweep.seq_lens or [None]]
+        for batch, seq in shape_points:
+            if (why := _batch_refused(art, batch) or _seq_refused(art, seq)) is not None:
                 results.append(_skipped(path, art, why))
                 continue
             for threads in thread_points:
                 for affinity in core_points:
                     label = f"bench {path.name} threads={threads or 'default'} cores={affinity or 'all'}"
-                    say(Step(label + (f" batch={batch}" if batch else ""), i, len(found)))
-                    point = cfg.model_copy(update={"threads": threads, "affinity": affinity, "batch_size": batch})
+                    say(Step(label + (f" batch={batch}" if batch else "") + (f" seq={seq}" if seq else ""), i, len(found)))
+                    point = cfg.model_copy(update={"threads": threads, "affinity": affinity, "batch_size": batch,
+                                                   "seq_len": seq})
                     res = _repeated(path, point, sweep.repeats)
                     results.append(res)
-                    if res.ran and threads == thread_points[0] and affinity == core_points[0] and batch == (sweep.batches or [None])[0]:
+                    if (res.ran and threads == thread_points[0] and affinity == core_points[0]
+                            and (batch, seq) == shape_points[0]):
                         solo.append(res)
     if sweep.concurrency > 1 and len(solo) > 1:
         point = cfg.model_copy(update={"threads": thread_points[0], "affinity": core_points[0], "scenario": None})

@@ -70,7 +70,7 @@ def baseline(r: BenchResult, results: list[BenchResult], measured: bool = True) 
     for b in results:
         if (b is not r and b.model == r.model and b.target == r.target and b.compiler == r.compiler
                 and b.precision == "fp32" and not b.pruned and b.threads == r.threads
-                and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote and b.batch_size == r.batch_size
+                and b.affinity == r.affinity and b.concurrency == 1 and b.remote == r.remote and b.batch_size == r.batch_size and b.seq_len == r.seq_len
                 and (b.ran if measured else b.estimated_ms is not None)):
             return b
     return None
@@ -134,7 +134,8 @@ def _artifact(r: BenchResult) -> str:
     """The artifact's name without the target (it has its own column), spaced around the compiler
     so a narrow column wraps between words: 'resnet50 onnxruntime int8-pruned50'."""
     short = r.name.replace(f"-{r.target}-", "-", 1).replace(f"-{r.compiler}-", f" {r.compiler} ", 1)
-    return short + (f" b{r.batch_size}" if r.batch_size > 1 else "") + (f" @{r.remote}" if r.remote else "")
+    shape = (f" b{r.batch_size}" if r.batch_size > 1 else "") + (f" s{r.seq_len}" if r.seq_len else "")
+    return short + shape + (f" @{r.remote}" if r.remote else "")
 
 
 @dataclass(frozen=True)

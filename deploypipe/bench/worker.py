@@ -88,6 +88,9 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     golden_rows = next(iter(inputs.values())).shape[0]
     if cfg.batch_size is not None:  # the golden sample stacked to the batch asked for
         inputs = {k: np.concatenate([v] * (cfg.batch_size // len(v) + 1))[:cfg.batch_size] for k, v in inputs.items()}
+    if cfg.seq_len is not None:  # token ids tiled to the length asked for
+        inputs = {k: np.concatenate([v] * (cfg.seq_len // v.shape[1] + 1), axis=1)[:, :cfg.seq_len]
+                  if v.dtype.kind in "iu" and v.ndim == 2 else v for k, v in inputs.items()}
     batch = next(iter(inputs.values())).shape[0]
     runner = cls(art, RunOptions(threads=cfg.threads, profile=cfg.profile, device=cfg.device))
     t0 = time.perf_counter()
@@ -135,19 +138,20 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
         loadgen = lgen.run(runner, inputs, cfg.scenario, outdir, min_queries=cfg.iterations,
                            min_seconds=cfg.min_seconds, expected_ms=lat.p50, server_qps=cfg.server_qps)
     runner.deactivate()
-    fid = compare([reference], [{k: v[:golden_rows] for k, v in first.items()}], m.precision, {})
+    same_shape = cfg.seq_len is None  # at another length the outputs are another computation
+    fid = compare([reference], [{k: v[:golden_rows] for k, v in first.items()}], m.precision, {}) if same_shape else None
     model_bytes = sum(e.bytes for role, e in m.files.items() if role != "golden")
     return BenchResult(
         artifact=str(path), name=m.name, model=m.model.name, target=m.target, compiler=m.compiler,
         precision=m.precision, kind=m.kind, ran=True,
         where=remote_where or f"measured on {ctx['host']} ({ctx['cpu']})", threads=cfg.threads, affinity=cfg.affinity,
-        batch_size=batch, latency_ms=lat,
+        batch_size=batch, seq_len=cfg.seq_len, latency_ms=lat,
         cold_start=ColdStart(library_load_s=t_lib, model_load_s=t_load, first_inference_ms=t_first),
         peak_rss_mb=peak_rss_mb,
         size_mb=model_bytes / 1e6, model_stats=dict(m.model.stats), passes=m.changed_passes(), throughput=throughput, energy=energy,
         temperature_c={k: [v, temp_end[k]] for k, v in temp_start.items() if k in temp_end},
         loadgen=loadgen,
-        fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement},
+        fidelity={"max_abs_err": fid.max_abs_err, "cosine": fid.cosine, "top1_agreement": fid.top1_agreement} if fid else {},
         accuracy=accuracy_label(m.fidelity),
         layers=[lt.model_dump() for lt in layers], context=ctx, trace=str(trace) if trace else None,
     )

@@ -10,8 +10,11 @@ past the size the model's inputs fix (dynamic dims are bounded by `max_frame_byt
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +69,8 @@ def _static_bytes(inputs: wire.Expect | None) -> int | None:
 def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> dict[str, Served]:
     """Models keyed by name: an artifact folder runs with its own runner, an .onnx file with ORT,
     a split build folder serves its cloud artifact (as 'cloud', the name its plan gives edges)."""
-    from deploypipe.backends.runner import RunOptions
     from deploypipe.backends import load as load_runner
+    from deploypipe.backends.runner import RunOptions
 
     out: dict[str, Served] = {}
     for path in paths:
@@ -88,16 +91,65 @@ def load_executors(paths: list[Path], threads: int | None, stack: ExitStack) -> 
     return out
 
 
+class Batcher:
+    """Dynamic batching of one model: concurrent requests wait up to `max_wait_ms` for others,
+    up to `max_batch` rows are stacked along dim 0, run once, and the outputs split back. The
+    model must take a dynamic batch (its inputs' dim 0); each request keeps its own rows."""
+
+    def __init__(self, run: Executor, max_batch: int, max_wait_ms: float) -> None:
+        self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
+        self.queue: queue.Queue[tuple[dict[str, np.ndarray], Future[dict[str, np.ndarray]]]] = queue.Queue()
+        self.batches: list[int] = []  # rows per run, for the measurements
+        threading.Thread(target=self._loop, daemon=True, name="serve-batcher").start()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        done: Future[dict[str, np.ndarray]] = Future()
+        self.queue.put((feeds, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            group = [self.queue.get()]
+            rows = len(next(iter(group[0][0].values())))
+            deadline = time.monotonic() + self.max_wait
+            while rows < self.max_batch:
+                try:
+                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                group.append(item)
+                rows += len(next(iter(item[0].values())))
+            self._run(group)
+
+    def _run(self, group: list[tuple[dict[str, np.ndarray], Future[dict[str, np.ndarray]]]]) -> None:
+        try:
+            stacked = {k: np.concatenate([feeds[k] for feeds, _ in group]) for k in group[0][0]}
+            outs = self.run(stacked)
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error back
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        self.batches.append(len(next(iter(stacked.values()))))
+        start = 0
+        for feeds, done in group:
+            n = len(next(iter(feeds.values())))
+            done.set_result({k: v[start:start + n] for k, v in outs.items()})
+            start += n
+
+
 class CloudServer:
-    """Serves `models` on host:port; `serve_forever()` until `shutdown()` (from another thread)."""
+    """Serves `models` on host:port; `serve_forever()` until `shutdown()` (from another thread).
+    With `max_batch` > 1, requests to a model that takes a dynamic batch are batched."""
 
     def __init__(self, models: dict[str, Served | Executor], host: str = "127.0.0.1", port: int = 0, *,
                  token_file: Path | None = None, insecure_no_auth: bool = False, max_clients: int = 16,
-                 client_timeout: float = 60.0,
+                 client_timeout: float = 60.0, max_batch: int = 1, max_wait_ms: float = 2.0,
                  max_frame_bytes: int = 256 << 20, log: Callable[[str], None] | None = None) -> None:
         if not models:
             raise InputFileError("serve needs at least one cloud model")
         self.models = {k: m if isinstance(m, Served) else Served(m) for k, m in models.items()}
+        self.batchers = {k: Batcher(m.run, max_batch, max_wait_ms) for k, m in self.models.items()
+                         if max_batch > 1 and m.inputs and all(shape[0] is None for shape, _ in m.inputs.values())}
         self.executors = {k: m.run for k, m in self.models.items()}
         self.default = next(iter(models))
         self.locks = {k: threading.Lock() for k in models}
@@ -146,6 +198,8 @@ class CloudServer:
         except net.ProtocolError as exc:
             return header, {}, str(exc)
         try:
+            if name in self.batchers:
+                return header, self.batchers[name](tensors), None
             with self.locks[name]:
                 return header, model.run(tensors), None
         except Exception as exc:  # noqa: BLE001 - the error goes back to the client, the server lives on
