@@ -17,7 +17,7 @@ _LAZY = {
     "tune": "deploypipe.api",
     "TuneConfig": "deploypipe.api",
     "self_check": "deploypipe.api",
-    "bench": "deploypipe.bench",
+    "bench": "deploypipe.api",
 }
 
 
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module = importlib.import_module(_LAZY[name])
-        return getattr(module, "run_bench" if name == "bench" else name)
+        return getattr(module, name)
     raise AttributeError(f"module 'deploypipe' has no attribute {name!r}")
 
 

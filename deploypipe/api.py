@@ -1,5 +1,5 @@
-"""The public Python API: `build()`, `load()`, `tune()`, `self_check()` (and `bench`/`partition`
-re-exported from their packages). The CLI is a thin layer over these."""
+"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()` and
+`self_check()`. The CLI is a thin layer over these."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from deploypipe.artifact import (
 from deploypipe.backends import load as load_runner
 from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, TuningReport
 from deploypipe.backends.runner import Runner, RunOptions
+from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
 from deploypipe.data import attach as attach_data
 from deploypipe.data.metrics import UserMetric, load_metric, run_metric
 from deploypipe.data.record import DataRecord
@@ -48,6 +49,9 @@ from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
 from deploypipe.model import Model
+from deploypipe.partition.api import PartitionConfig
+from deploypipe.partition.api import partition as _partition
+from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
 from deploypipe.targets import unfused_on_host
@@ -373,6 +377,17 @@ def _tune(cfg: TuneConfig, say: Progress) -> TuningReport:
     ctx = CompileContext(workdir=work_dir, target=spec, precision=res.precision,
                          options=backends.compiler_options(res.compiler, spec), tuning_dir=work_dir, progress=say)
     return compiler.tune(current, ctx, request)
+
+
+def bench(paths: list[Path], config: BenchConfig | None = None, sweep: SweepConfig | None = None,
+          progress: Progress | None = None) -> list[BenchResult]:
+    """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point."""
+    return run_bench(paths, config, progress=progress, sweep=sweep)
+
+
+def partition(config: PartitionConfig) -> PartitionReport:
+    """Cost every edge/cloud cut of a model over a network and pick the best (Neurosurgeon)."""
+    return _partition(config)
 
 
 def load(path: str | Path, options: RunOptions | None = None) -> Runner:
