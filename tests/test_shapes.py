@@ -162,3 +162,6 @@ def test_bench_measures_token_models_at_each_sequence_length(cli, tmp_path: Path
     assert sorted(r["seq_len"] for r in rows if r["ran"]) == [4, 16]
     (refused,) = [r for r in rows if not r["ran"]]
     assert "seq 64" in refused["reason"] and "1x4..16" in refused["reason"]
+    text = import_model("transformer-small", ImportOptions(seq_len=(16, 64)))
+    (ids,) = text.inputs
+    assert ids.shape == (1, None) and ids.bounds == (None, (16, 64))

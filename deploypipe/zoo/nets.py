@@ -225,7 +225,8 @@ class _EncoderLayer(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """A small BERT-like text classifier over int64 token ids: embeddings, encoder, mean-pool, head."""
+    """A small BERT-like text classifier over int64 token ids: embeddings, encoder, mean-pool, head.
+    Sequences of any length up to 512 (the position table is sliced), `seq` by default."""
 
     def __init__(
         self, vocab: int = 8000, seq: int = 128, dim: int = 256, heads: int = 4, ff: int = 1024, layers: int = 4,
@@ -233,9 +234,9 @@ class TransformerClassifier(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         self.tok = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(1, seq, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, max(seq, 512), dim) * 0.02)  # positions for up to 512 tokens
         self.layers = nn.Sequential(*(_EncoderLayer(dim, heads, ff) for _ in range(layers)))
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layers(self.tok(ids) + self.pos).mean(dim=1))
+        return self.head(self.layers(self.tok(ids) + self.pos[:, : ids.shape[1]]).mean(dim=1))
