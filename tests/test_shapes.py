@@ -134,6 +134,9 @@ def test_zoo_models_export_with_a_dynamic_batch_when_asked(tmp_path: Path) -> No
     model = import_model("mlp-mnist", ImportOptions(batch=(1, 4)))
     (spec,) = model.inputs
     assert spec.shape[0] is None and spec.bounds[0] == (1, 4)
+    text = import_model("transformer-small", ImportOptions(seq_len=(16, 64)))
+    (ids,) = text.inputs
+    assert ids.shape == (1, None) and ids.bounds == (None, (16, 64))
 
 
 def test_cloud_batcher_stacks_concurrent_requests_and_returns_each_its_rows(tmp_path: Path) -> None:
@@ -162,6 +165,3 @@ def test_bench_measures_token_models_at_each_sequence_length(cli, tmp_path: Path
     assert sorted(r["seq_len"] for r in rows if r["ran"]) == [4, 16]
     (refused,) = [r for r in rows if not r["ran"]]
     assert "seq 64" in refused["reason"] and "1x4..16" in refused["reason"]
-    text = import_model("transformer-small", ImportOptions(seq_len=(16, 64)))
-    (ids,) = text.inputs
-    assert ids.shape == (1, None) and ids.bounds == (None, (16, 64))

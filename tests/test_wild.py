@@ -105,7 +105,7 @@ def test_batch_stored_as_minus_one_or_zero_is_dynamic(batch: int, tmp_path: Path
     pinned = import_model(path, ImportOptions(input_shapes={"x": (1, 3, 16, 16)}))
     assert pinned.inputs[0].shape == (1, 3, 16, 16)
     assert import_model(path).inputs[0].shape == (1, 3, 16, 16)
-    with pytest.raises(ShapeError, match="dim 3 is fixed in the model, got 4"):
+    with pytest.raises(ShapeError, match="dim 1 is fixed at 3 in the model, got 4"):
         import_model(path, ImportOptions(input_shapes={"x": (1, 4, 16, 16)}))
 
 
