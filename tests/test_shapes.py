@@ -165,3 +165,16 @@ def test_bench_measures_token_models_at_each_sequence_length(cli, tmp_path: Path
     assert sorted(r["seq_len"] for r in rows if r["ran"]) == [4, 16]
     (refused,) = [r for r in rows if not r["ran"]]
     assert "seq 64" in refused["reason"] and "1x4..16" in refused["reason"]
+
+
+def test_a_split_model_keeps_its_dynamic_batch_on_both_halves(tmp_path: Path) -> None:
+    from deploypipe.partition.build import build_split
+
+    rep = build_split(BuildConfig(model=str(dynamic_classifier(tmp_path / "dyn.onnx")), output=tmp_path / "out",
+                                  import_options=ImportOptions(batch=(1, 8))), "relu", "host-cpu", "host-cpu", "wifi")
+    (crossing,) = rep.plan.cut.tensors
+    assert crossing.shape[0] is None and crossing.bytes == 8 * 16 * 16 * 4  # costed per sample
+    feeds = {"input": np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)}
+    with load(rep.path / "edge") as edge, load(rep.path / "cloud") as cloud, load(rep.path / "edge-full") as full:
+        np.testing.assert_allclose(cloud.infer(edge.infer(feeds))["logits"], full.infer(feeds)["logits"],
+                                   rtol=1e-5, atol=1e-5)

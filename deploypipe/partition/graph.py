@@ -24,7 +24,7 @@ class Crossing:
     """One activation tensor that crosses a cut."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]  # None: a dynamic (batch) dim
     dtype: str  # numpy dtype name
     nbytes: int
 
@@ -63,14 +63,16 @@ def _tensor_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto.Tensor]:
 
 def _crossing(name: str, types: dict[str, onnx.TypeProto.Tensor]) -> Crossing:
     tt = types.get(name)
-    if tt is None or not tt.HasField("shape") or any(not d.HasField("dim_value") for d in tt.shape.dim):
+    if tt is None or not tt.HasField("shape") or any(not (d.HasField("dim_value") or d.dim_param) for d in tt.shape.dim):
         raise UnsupportedError(
-            f"tensor '{name}' has no static shape after shape inference; partitioning needs static "
-            "shapes (give them with --input-shape)"
+            f"tensor '{name}' has no known shape after shape inference; partitioning needs its shape "
+            "(give the inputs' shapes with --input-shape)"
         )
-    shape = tuple(d.dim_value for d in tt.shape.dim)
+    # a symbolic dim (a dynamic batch) stays None; the bytes are costed per sample (that dim as 1)
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     np_dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    return Crossing(name=name, shape=shape, dtype=np_dtype.name, nbytes=math.prod(shape) * np_dtype.itemsize)
+    return Crossing(name=name, shape=shape, dtype=np_dtype.name,
+                    nbytes=math.prod(d or 1 for d in shape) * np_dtype.itemsize)
 
 
 def activation_tensors(proto: onnx.ModelProto) -> set[str]:
