@@ -65,13 +65,24 @@ def test_onnxruntime_keeps_a_dynamic_batch_checked_at_every_size(tmp_path: Path)
             runner.infer({"input": np.zeros((64, 3, 16, 16), np.float32)})
 
 
-@pytest.mark.parametrize("compiler", ["tvm", "tflite", "hls4ml"])
+@pytest.mark.parametrize("compiler", ["tflite", "hls4ml"])
 def test_fixed_shape_compilers_refuse_a_range_before_any_work(tmp_path: Path, compiler: str) -> None:
     target = "pynq-z1" if compiler == "hls4ml" else "host-cpu"
     missing = tmp_path / "never-read.onnx"  # refused before the import would fail on it
     with pytest.raises(UnsupportedError, match=f"{compiler} cannot take a range of input shapes"):
         build(BuildConfig(model=str(missing), target=target, compiler=compiler, output=tmp_path / "out",
                           import_options=ImportOptions(batch=(1, 8))))
+
+
+@pytest.mark.tvm
+def test_tvm_builds_one_library_for_a_symbolic_batch(tmp_path: Path) -> None:
+    pytest.importorskip("tvm")
+    rep = build(BuildConfig(model=str(dynamic_classifier(tmp_path / "dyn.onnx")), compiler="tvm",
+                            output=tmp_path / "out", import_options=ImportOptions(batch=(1, 8))))
+    assert [s.split(":")[0] for s in rep.manifest.fidelity.shapes_checked] == ["batch 1", "batch 8"]
+    assert any("one library takes every size" in n for n in rep.manifest.notes)
+    with load(rep.path) as runner:
+        assert runner.infer({"input": np.zeros((8, 3, 16, 16), np.float32)})["logits"].shape == (8, 10)
 
 
 def test_a_static_batch_cannot_be_made_dynamic(tmp_path: Path) -> None:

@@ -55,8 +55,7 @@ from deploypipe.model import Model
 
 
 class TvmCompiler(Compiler):
-    shapes = "fixed"
-    fixed_why = "the Relax build here compiles one static shape: build one artifact per shape (--input-shape NAME=8x3x224x224)"
+    shapes = "dynamic"  # Relax keeps a symbolic dim: one library for every size in the bounds
     name = "tvm"
     extra = "tvm"
 
@@ -92,11 +91,12 @@ class TvmCompiler(Compiler):
         notes: list[str] = []
         tuning: dict[str, Any] = {"database": None, "records": 0}
         if ctx.tune_trials > 0:
+            _static_for_tuning(model)
             report = tvm_tune.tune(model, opts, ctx.tuning_dir, ctx.tune_trials, progress=ctx.progress)
             tuning["session"] = report.model_dump()
         repair_database(ctx.tuning_dir)
         records = tuning_records(ctx.tuning_dir)
-        if records:
+        if records and not model.dynamic:
             ctx.progress(f"TVM: applying {records} tuning records from {ctx.tuning_dir}")
             lowered = apply_database(lowered, target, ctx.tuning_dir)
             cpus = tuned_for(ctx.tuning_dir)
@@ -106,7 +106,10 @@ class TvmCompiler(Compiler):
                 notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
                              f"is for -mcpu={mcpu}: they are applied (correct either way) but their speed was "
                              f"not measured on this CPU; retune into a new tuning_logs directory for it")
-        else:
+        if model.dynamic:
+            notes.append("dynamic shapes: one library takes every size in the bounds; its kernels are untuned "
+                         "(MetaSchedule tunes static shapes: build a fixed shape to use tuning records)")
+        elif not records:
             notes.append(f"untuned: no MetaSchedule database in {ctx.tuning_dir} "
                          f"(run `deploypipe tvm tune --model {model.name} --target {ctx.target.name}`); "
                          "untuned TVM kernels are far slower than ONNX Runtime on CPUs")
@@ -146,6 +149,7 @@ class TvmCompiler(Compiler):
 
     def tune(self, model: Model, ctx: CompileContext, request: TuneRequest) -> TuningReport:
         """MetaSchedule tuning into ctx.tuning_dir, measured here or on the RPC device."""
+        _static_for_tuning(model)
         opts: TvmOptions = ctx.options
         remote = RemoteSpec.from_device(request.device)
         tvm_tune.check_measurable(opts, remote)
@@ -173,3 +177,9 @@ def _gcc_version(compiler: str) -> str:
 
     proc = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True, check=False)
     return f"{compiler} {proc.stdout.strip()}"
+
+
+def _static_for_tuning(model: Model) -> None:
+    if model.dynamic:
+        raise UnsupportedError(f"{model.name} has dynamic input dims: MetaSchedule tunes static shapes; "
+                               "tune and build a fixed shape (--input-shape NAME=8x3x224x224)")

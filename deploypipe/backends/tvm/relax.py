@@ -22,10 +22,12 @@ def tvm_target(opts: TvmOptions) -> tvm.target.Target:
 
 
 def import_relax(model: Model) -> tvm.IRModule:
-    """ONNX -> Relax with static input shapes and the weights bound as constants."""
+    """ONNX -> Relax with the weights bound as constants. Static inputs get their shapes; a dynamic
+    dim stays symbolic (the frontend names it after the ONNX dim_param), so one library takes
+    every batch size."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    shapes = {s.name: list(s.concrete_shape()) for s in model.inputs}
+    shapes = {s.name: list(s.shape) for s in model.inputs if None not in s.shape}
     dtypes = {s.name: s.dtype for s in model.inputs}
     try:
         return from_onnx(model.proto, shape_dict=shapes, dtype_dict=dtypes)
