@@ -145,7 +145,7 @@ def test_bench_request_header(header: object, tmp_path_factory: pytest.TempPathF
         cfg = rt.config(header)
     except (UserError, InputFileError, ValueError):  # pydantic's ValidationError is a ValueError
         return
-    assert Path(cfg.loadgen_dir).is_relative_to(rt.workdir) and cfg.rpc is None
+    assert Path(cfg.loadgen_dir).is_relative_to(rt.workdir) and cfg.device is None
 
 
 def _tar(members: list[tuple[str, bytes, bytes]]) -> bytes:
