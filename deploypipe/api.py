@@ -48,7 +48,7 @@ from deploypipe.data.record import DataRecord
 from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
-from deploypipe.model import Model
+from deploypipe.model import Model, stack_rows
 from deploypipe.partition.api import PartitionConfig
 from deploypipe.partition.api import partition as _partition
 from deploypipe.partition.analyzer import PartitionReport
@@ -217,9 +217,7 @@ def _check_batches(runner: Runner, model: Model, precision: str, tolerance: dict
     """Every batch size the build was asked for, checked against the reference at that size (the
     same samples stacked): an artifact that is right at batch 1 and wrong at 32 fails its gate."""
     for b in model.batches:
-        stacked = {k: np.concatenate([f[k] for f in feeds] * (b // len(feeds) + 1))[:b] for k in feeds[0]}
-        if any(len(v) != b for v in stacked.values()):
-            continue
+        stacked = stack_rows(feeds, b)
         at_b = compare(reference.run(model.proto, [stacked]), [runner.infer(stacked)], precision,
                        {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"}, evidence=fid.evidence or None)
         fid.shapes_checked.append(f"batch {b}: max abs err {at_b.max_abs_err:.3g}, cosine {at_b.cosine:.5f}")
@@ -246,8 +244,7 @@ def _checking(progress: Progress | None) -> Progress:
 
 def _check_shapes_request(options: ImportOptions, name: str, compiler: Compiler) -> None:
     """Refuse, before any work, shape ranges a compiler cannot build (it says why)."""
-    ranged = len(options.batch) > 1 or options.seq_len is not None or any(options.input_bounds.values())
-    if ranged and compiler.shapes == "fixed":
+    if options.ranged and compiler.shapes == "fixed":
         raise UnsupportedError(f"{name} cannot take a range of input shapes (--batch with several sizes, "
                                f"--seq-len, or MIN..MAX in --input-shape): {compiler.fixed_why}")
 

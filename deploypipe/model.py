@@ -54,10 +54,20 @@ class TensorSpec(BaseModel):
         lows = [b[0] if b else None for b in self.bounds] if self.bounds else [None] * len(self.shape)
         return tuple(d if d is not None else (low if low is not None else batch) for d, low in zip(self.shape, lows, strict=True))
 
+    def takes(self, dim: int, size: int) -> bool:
+        """Whether dim `dim` accepts `size`: a fixed dim its value, a dynamic one any size within
+        its bounds (any size where it has none)."""
+        fixed, bound = self.shape[dim], self.bounds[dim] if self.bounds else None
+        return size == fixed if fixed is not None else bound is None or bound[0] <= size <= bound[1]
+
+    def dim_text(self, dim: int) -> str:
+        """One dim for messages: 3, 1..32, or ? (dynamic without bounds)."""
+        fixed, bound = self.shape[dim], self.bounds[dim] if self.bounds else None
+        return str(fixed) if fixed is not None else f"{bound[0]}..{bound[1]}" if bound else "?"
+
     def accepts(self) -> str:
         """The shapes this tensor takes, for messages: 1..32x3x224x224."""
-        bounds = self.bounds or (None,) * len(self.shape)
-        return "x".join(str(d) if d is not None else (f"{b[0]}..{b[1]}" if b else "?") for d, b in zip(self.shape, bounds, strict=True))
+        return "x".join(self.dim_text(i) for i in range(len(self.shape)))
 
 
 def is_static(dim: onnx.TensorShapeProto.Dimension) -> bool:
@@ -238,6 +248,12 @@ class Model:
         return next(SyntheticProvider(self.inputs, integer_ranges(self.proto)).samples(1, seed))
 
 
+def stack_rows(feeds: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+    """The samples' rows stacked along dim 0, repeated as needed, to exactly `rows` rows: a batch
+    made of known samples (fidelity at a batch size, bench at a batch size)."""
+    return {k: np.concatenate([f[k] for f in feeds] * (rows // len(feeds) + 1))[:rows] for k in feeds[0]}
+
+
 def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
     """One clear error for wrong input names/shapes/dtypes instead of a backend traceback."""
     names = [s.name for s in specs]
@@ -245,11 +261,7 @@ def check_feeds(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
         raise ShapeError(f"inputs {sorted(feeds)} given, model expects {names}")
     for spec in specs:
         arr = feeds[spec.name]
-        bounds = spec.bounds or (None,) * len(spec.shape)
-        if len(arr.shape) != len(spec.shape) or any(
-            (d is not None and d != a) or (b is not None and not b[0] <= a <= b[1])
-            for d, a, b in zip(spec.shape, arr.shape, bounds, strict=True)
-        ):
+        if len(arr.shape) != len(spec.shape) or not all(spec.takes(i, n) for i, n in enumerate(arr.shape)):
             raise ShapeError(
                 f"input '{spec.name}' has shape {'x'.join(map(str, arr.shape))}, this artifact accepts {spec.accepts()}"
             )

@@ -67,11 +67,8 @@ def _batch_refused(art: Artifact, batch: int | None) -> str | None:
     if batch is None:
         return None
     for spec in art.manifest.inputs:
-        dim0 = spec.shape[0] if spec.shape else None
-        bound = spec.bounds[0] if spec.bounds else None
-        ok = batch == dim0 if dim0 is not None else bound is None or bound[0] <= batch <= bound[1]
-        if not ok:
-            return f"batch {batch}: input '{spec.name}' takes batch {spec.accepts().split('x')[0]} (build with --batch)"
+        if spec.shape and not spec.takes(0, batch):
+            return f"batch {batch}: input '{spec.name}' takes batch {spec.dim_text(0)} (build with --batch)"
     return None
 
 
@@ -83,9 +80,7 @@ def _seq_refused(art: Artifact, seq: int | None) -> str | None:
     if not tokens:
         return f"seq {seq}: the artifact has no token input (an integer input of rank 2)"
     for spec in tokens:
-        bound = spec.bounds[1] if spec.bounds else None
-        ok = seq == spec.shape[1] if spec.shape[1] is not None else bound is None or bound[0] <= seq <= bound[1]
-        if not ok:
+        if not spec.takes(1, seq):
             return f"seq {seq}: input '{spec.name}' takes {spec.accepts()} (build with --seq-len)"
     return None
 

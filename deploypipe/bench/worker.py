@@ -19,12 +19,12 @@ import numpy as np
 from deploypipe.analysis.fidelity import accuracy_label, compare
 from deploypipe.artifact import Artifact
 from deploypipe.backends import runner_class
-from deploypipe.backends.runner import Runner, RunOptions
+from deploypipe.backends.runner import LayerTime, Runner, RunOptions
 from deploypipe.bench import energy as en
 from deploypipe.bench.context import run_context, temperatures
 from deploypipe.bench.results import BenchConfig, BenchResult, ColdStart, Throughput
 from deploypipe.bench.stats import latency
-from deploypipe.backends.runner import LayerTime
+from deploypipe.model import stack_rows
 
 
 def _throughput(cls: type[Runner], art: Artifact, cfg: BenchConfig, runner: Runner,
@@ -87,7 +87,7 @@ def measure(path: Path, cfg: BenchConfig) -> BenchResult:
     inputs, reference, _ = art.golden()
     golden_rows = next(iter(inputs.values())).shape[0]
     if cfg.batch_size is not None:  # the golden sample stacked to the batch asked for
-        inputs = {k: np.concatenate([v] * (cfg.batch_size // len(v) + 1))[:cfg.batch_size] for k, v in inputs.items()}
+        inputs = stack_rows([inputs], cfg.batch_size)
     if cfg.seq_len is not None:  # token ids tiled to the length asked for
         inputs = {k: np.concatenate([v] * (cfg.seq_len // v.shape[1] + 1), axis=1)[:, :cfg.seq_len]
                   if v.dtype.kind in "iu" and v.ndim == 2 else v for k, v in inputs.items()}

@@ -49,6 +49,31 @@ class ImportOptions(BaseModel):
         if any(b < 1 or b > 1 << 16 for b in v):
             raise ValueError("batch sizes must be between 1 and 65536")
         return tuple(sorted(set(v)))
+
+    @property
+    def ranged(self) -> bool:
+        """Whether some input is asked to take more than one shape."""
+        return len(self.batch) > 1 or self.seq_len is not None or any(self.input_bounds.values())
+
+    def requested(self, name: str, dims: tuple[int | None, ...], integer: bool,
+                  ) -> tuple[tuple[int | None, ...], dict[int, tuple[int, int]]] | None:
+        """What was asked of one input whose dims are `dims` (None: dynamic): the shape with None
+        where it stays dynamic, and those dims' (min, max); None when nothing was asked. From
+        --input-shape, else --batch (dim 0) and --seq-len (dim 1 of an integer rank-2 input)."""
+        wanted = self.input_shapes.get(name)
+        ranges = dict(self.input_bounds.get(name, {}))
+        token = bool(self.seq_len) and integer and len(dims) == 2
+        if wanted is None and (self.batch or token):
+            wanted = dims
+            if len(self.batch) == 1:
+                wanted = (self.batch[0], *wanted[1:])
+            elif self.batch:
+                wanted, ranges[0] = (None, *wanted[1:]), (self.batch[0], self.batch[-1])
+            elif wanted[0] is None:
+                wanted = (1, *wanted[1:])
+            if token:
+                wanted, ranges[1] = (wanted[0], None), self.seq_len  # type: ignore[assignment]
+        return None if wanted is None else (tuple(wanted), ranges)
     # dtypes of inputs a source does not record (TorchScript); checked against an ONNX's own
     input_dtypes: dict[str, InputDtype] = Field(default_factory=dict)
     allow_pickle: bool = False

@@ -46,20 +46,10 @@ def finish(
             continue
         dims = vi.type.tensor_type.shape.dim
         _check_dtype(vi, options)
-        wanted = options.input_shapes.get(vi.name)
-        ranges = dict(options.input_bounds.get(vi.name, {}))
         integer = vi.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-        if wanted is None and (options.batch or (options.seq_len and integer and len(dims) == 2)):
-            wanted = tuple(d.dim_value if is_static(d) else None for d in dims)
-            if len(options.batch) == 1:
-                wanted = (options.batch[0], *wanted[1:])
-            elif options.batch:
-                wanted, ranges[0] = (None, *wanted[1:]), (min(options.batch), max(options.batch))
-            elif wanted[0] is None:
-                wanted = (1, *wanted[1:])
-            if options.seq_len and integer and len(dims) == 2:
-                wanted, ranges[1] = (wanted[0], None), options.seq_len
-        if wanted is not None:
+        asked = options.requested(vi.name, tuple(d.dim_value if is_static(d) else None for d in dims), integer)
+        if asked is not None:
+            wanted, ranges = asked
             if len(wanted) != len(dims):
                 raise ShapeError(f"--input-shape {vi.name}: rank {len(wanted)}, model input has rank {len(dims)}")
             for i, (d, w) in enumerate(zip(dims, wanted, strict=True)):

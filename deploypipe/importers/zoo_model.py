@@ -29,20 +29,17 @@ def load(name: str, options: ImportOptions) -> Model:
     module = entry.module(options.weights)
     for unknown in sorted(set(options.input_shapes) - set(entry.inputs)):
         raise ShapeError(f"--input-shape {unknown}: {name} has no input '{unknown}'; its inputs: {', '.join(entry.inputs)}")
-    shapes = {**entry.inputs, **options.input_shapes}
-    # export with the dims asked to be dynamic left symbolic (at their lower bound for tracing)
-    tokens = {n for n, s in shapes.items() if len(s) == 2 and entry.input_dtypes.get(n, "float32").startswith("int")}
-    seq = {1} if options.seq_len else set()
-    dynamic = {n: {i for i, d in enumerate(s) if d is None} | ({0} if len(options.batch) > 1 else set())
-               | (seq if n in tokens else set()) for n, s in shapes.items()}
-    concrete = {n: tuple(d if d is not None else options.input_bounds.get(n, {}).get(i, (1, 1))[0]
-                         for i, d in enumerate(s)) for n, s in shapes.items()}
-    if options.seq_len:
-        concrete = {n: (s[0], options.seq_len[0]) if n in tokens else s for n, s in concrete.items()}
-    if len(options.batch) == 1:
-        concrete = {n: (options.batch[0], *s[1:]) for n, s in concrete.items()}
-    proto = export_module(module, concrete, entry.input_dtypes, opset=options.opset,
-                          dynamic={n: sorted(d) for n, d in dynamic.items() if d})
+    # export with the dims asked to be dynamic left symbolic (traced at their lower bound); the
+    # importer's common `finish` then applies the same request to the exported graph
+    concrete: dict[str, tuple[int, ...]] = {}
+    dynamic: dict[str, list[int]] = {}
+    for n, shape in entry.inputs.items():
+        asked = options.requested(n, shape, entry.input_dtypes.get(n, "float32").startswith("int"))
+        wanted, ranges = asked if asked is not None else (shape, {})
+        concrete[n] = tuple(w if w is not None else ranges.get(i, (1, 1))[0] for i, w in enumerate(wanted))
+        if held := [i for i, w in enumerate(wanted) if w is None]:
+            dynamic[n] = held
+    proto = export_module(module, concrete, entry.input_dtypes, opset=options.opset, dynamic=dynamic)
     calibration, evaluation = zoo.data_providers(entry)
     if options.weights is not None:
         weights_note = f"weights from {options.weights}"
