@@ -42,9 +42,9 @@ def batches(out: Path, model: str, sizes: tuple[int, ...], cfg: BenchConfig) -> 
         built_s = time.perf_counter() - t0
         results = run_bench([rep.path], cfg, sweep=SweepConfig(batches=list(sizes), threads=[2]))
         base = next(r for r in results if r.batch_size == sizes[0])
-        base_ips = 1000.0 * base.batch_size / base.latency_ms.p50
+        base_ips = base.samples_per_s
         for r in results:
-            ips = 1000.0 * r.batch_size / r.latency_ms.p50
+            ips = r.samples_per_s
             rows.append({"model": model, "compiler": compiler, "batch": r.batch_size, "p50_ms": r.latency_ms.p50,
                          "samples_per_s": ips, "vs_batch1": ips / base_ips, "build_s": built_s,
                          "fidelity_checked": rep.manifest.fidelity.shapes_checked})
@@ -104,7 +104,7 @@ def serve(model: str, edges: int, requests: int) -> list[dict]:
         batcher = server.batchers.get("m")
         rows.append({"model": model, "edges": edges, "max_batch": max_batch, "requests": per_edge * edges,
                      "requests_per_s": per_edge * edges / dt,
-                     "mean_rows_per_run": float(np.mean(batcher.batches)) if batcher and batcher.batches else 1.0})
+                     "mean_rows_per_run": batcher.rows / batcher.runs if batcher and batcher.runs else 1.0})
         server.shutdown()
         thread.join(5)
         print(f"serve {model}, {edges} edges, max-batch {max_batch}: {per_edge * edges / dt:.1f} requests/s "

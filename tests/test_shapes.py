@@ -163,7 +163,7 @@ def test_cloud_batcher_stacks_concurrent_requests_and_returns_each_its_rows(tmp_
         outs = list(pool.map(batcher, feeds))
     for f, o in zip(feeds, outs, strict=True):
         np.testing.assert_allclose(o["logits"], run(f)["logits"], rtol=1e-5, atol=1e-5)
-    assert sum(batcher.batches) == 8 and max(batcher.batches) > 1  # at least two requests ran together
+    assert batcher.rows == 8 and batcher.runs < 8  # at least two requests ran together
 
 
 def test_bench_measures_token_models_at_each_sequence_length(cli, tmp_path: Path) -> None:
@@ -189,3 +189,21 @@ def test_a_split_model_keeps_its_dynamic_batch_on_both_halves(tmp_path: Path) ->
     with load(rep.path / "edge") as edge, load(rep.path / "cloud") as cloud, load(rep.path / "edge-full") as full:
         np.testing.assert_allclose(cloud.infer(edge.infer(feeds))["logits"], full.infer(feeds)["logits"],
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_efficiency_counts_samples_of_a_batched_row() -> None:
+    """ips/W and ips/$ of a batch-8 row count 8 samples per inference (they counted one)."""
+    from deploypipe.bench.derived import add_efficiency
+    from deploypipe.bench.results import BenchResult, Latency
+
+    lat = Latency(n=3, mean=10.0, std=0.0, p50=10.0, p90=10.0, p99=10.0, min=10.0)
+    rows = [BenchResult(artifact="a", name="a", model="m", target="host-cpu", compiler="onnxruntime", precision="fp32",
+                        kind="onnxruntime", ran=True, latency_ms=lat, batch_size=b) for b in (1, 8)]
+    for r in rows:
+        add_efficiency(r)
+    one, eight = (r.efficiency for r in rows)
+    assert one is not None and eight is not None
+    for key in ("ips_per_watt", "ips_per_usd"):
+        if getattr(one, key) is not None:
+            assert getattr(eight, key) == pytest.approx(8 * getattr(one, key))
+    assert (one.ips_per_watt, one.ips_per_usd) != (None, None)

@@ -76,9 +76,9 @@ def add_estimates(results: list[BenchResult], calibration: Path | None = None) -
 
 
 def add_efficiency(r: BenchResult) -> None:
-    """Inferences/s per watt and per dollar, from the figures of the machine the figure is for."""
-    if r.ran and r.latency_ms:
-        ips = r.throughput.ips if r.throughput else 1000.0 / r.latency_ms.p50
+    """Samples/s per watt and per dollar, from the figures of the machine the figure is for."""
+    if r.ran and r.latency_ms and r.samples_per_s:
+        ips = r.samples_per_s  # samples, so a batch-8 row is not counted as one inference
         spec = targets.all_targets().get(r.target if r.remote else "host-cpu")
         basis = f"measured throughput on {'remote ' + r.remote if r.remote else 'this host'}"
     elif r.estimated_ms:

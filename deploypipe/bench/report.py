@@ -146,7 +146,7 @@ def _batch_plot(results: list[BenchResult]) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, rows in series.items():
         xs = [r.latency_ms.p50 for r in rows]  # type: ignore[union-attr]
-        ys = [1000.0 * r.batch_size / r.latency_ms.p50 for r in rows]  # type: ignore[union-attr]
+        ys = [r.samples_per_s for r in rows]
         ax.plot(xs, ys, marker="o", label=name)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(f"b{r.batch_size}", (x, y), fontsize=7)

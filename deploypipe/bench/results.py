@@ -108,6 +108,13 @@ class BenchResult(BaseModel):
     def pruned(self) -> bool:
         return "prune" in self.passes
 
+    @property
+    def samples_per_s(self) -> float | None:
+        """The --throughput-runs rate when measured, else the batch over the median latency."""
+        if self.throughput:
+            return self.throughput.ips
+        return 1000.0 * self.batch_size / self.latency_ms.p50 if self.latency_ms and self.latency_ms.p50 > 0 else None
+
     artifact: str
     name: str
     model: str

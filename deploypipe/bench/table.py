@@ -94,13 +94,6 @@ def _where(r: BenchResult) -> str:
     return "rpc" if " RPC server " in r.where or " via tracker " in r.where else "here"
 
 
-def _ips(r: BenchResult) -> float | None:
-    """Samples per second: --throughput-runs when measured, else the batch over the median run."""
-    if r.throughput:
-        return r.throughput.ips
-    return 1000.0 * r.batch_size / r.latency_ms.p50 if r.latency_ms and r.latency_ms.p50 > 0 else None
-
-
 def _speedup(r: BenchResult, results: list[BenchResult]) -> str:
     """Baseline time / this time, measured against measured, estimated against estimated."""
     if r.precision == "fp32" and not r.pruned:
@@ -166,7 +159,7 @@ COLUMNS: dict[str, Column] = {
     "load": _c("lib+load s", lambda r: fixed(r.cold_start.library_load_s + r.cold_start.model_load_s
                                           if r.cold_start else None, ".2f")),
     "first": _c("1st ms", lambda r: fixed(r.cold_start.first_inference_ms if r.cold_start else None, ".1f")),
-    "ips": _c("items/s", lambda r: num(_ips(r))),
+    "ips": _c("items/s", lambda r: num(r.samples_per_s)),
     "speedup": Column("vs fp32", _speedup),
     "fidelity": _c("cosine", _fidelity),
     "accuracy": _c("accuracy", lambda r: r.accuracy or "-", left=True),

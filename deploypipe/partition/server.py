@@ -99,7 +99,7 @@ class Batcher:
     def __init__(self, run: Executor, max_batch: int, max_wait_ms: float) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.queue: queue.Queue[tuple[dict[str, np.ndarray], Future[dict[str, np.ndarray]]]] = queue.Queue()
-        self.batches: list[int] = []  # rows per run, for the measurements
+        self.runs = self.rows = 0  # inferences run and rows they held (a long-lived server keeps no list)
         threading.Thread(target=self._loop, daemon=True, name="serve-batcher").start()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -129,7 +129,8 @@ class Batcher:
             for _, done in group:
                 done.set_exception(exc)
             return
-        self.batches.append(len(next(iter(stacked.values()))))
+        self.runs += 1
+        self.rows += len(next(iter(stacked.values())))
         start = 0
         for feeds, done in group:
             n = len(next(iter(feeds.values())))
