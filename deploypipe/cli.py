@@ -22,6 +22,7 @@ from deploypipe.cliutil import (
     parse_range,
     parse_shapes,
     parse_sizes,
+    old_device_flags,
     parse_tolerance,
     progress_bar,
 )
@@ -166,19 +167,6 @@ def _parse_affinity(values: list[str]) -> list[list[int] | None]:
     return sets or [None]
 
 
-def _old_device_flags(rpc: str | None, tracker: str | None, key: str | None, emulate: bool) -> str | None:
-    """The device spec the pre-0.2 flags --rpc/--tracker/--key/--emulate spelled."""
-    from deploypipe.errors import UserError
-
-    if sum(map(bool, (rpc, tracker or key, emulate))) > 1:
-        raise UserError("give one of --rpc HOST:PORT, --tracker HOST:PORT --key KEY or --emulate (better: --device)")
-    if tracker or key:
-        if not (tracker and key):
-            raise UserError("--tracker and --key go together (better: --device tracker://HOST:PORT/KEY)")
-        return f"tracker://{tracker}/{key}"
-    return f"rpc://{rpc}" if rpc else ("qemu" if emulate else None)
-
-
 @app.command()
 def bench(
     paths: Annotated[list[Path], typer.Argument(help="Artifact folders or folders holding them.")],
@@ -224,7 +212,7 @@ def bench(
 
     from deploypipe.errors import UserError
 
-    device = device or _old_device_flags(rpc, tracker, key, emulate)
+    device = device or old_device_flags(rpc, tracker, key, emulate)
     shown = pick_columns(columns, wide)  # a wrong column name fails before any run
     if trace_dir is not None and not profile:
         raise UserError("--trace-dir needs --profile (the traces are the per-layer profile)")
@@ -444,7 +432,7 @@ def partition_cmd(
         compression=compression, max_tensors=max_tensors, threads=threads,
         import_options=ImportOptions(**parse_shapes(input_shape)),
     )
-    with err.status("profiling cut points"):
+    with progress_bar("profiling cut points"):
         report = partition(cfg)
     if as_json:
         emit_json(report.model_dump())

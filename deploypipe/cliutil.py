@@ -134,3 +134,16 @@ def progress_bar(label: str) -> Iterator[Callable[[str], None]]:
             bar.update(task, description=message, completed=done)
 
         yield say
+
+
+def old_device_flags(rpc: str | None, tracker: str | None, key: str | None, emulate: bool) -> str | None:
+    """The device spec the pre-0.2 flags --rpc/--tracker/--key/--emulate spelled."""
+    from deploypipe.errors import UserError
+
+    if sum(map(bool, (rpc, tracker or key, emulate))) > 1:
+        raise UserError("give one of --rpc HOST:PORT, --tracker HOST:PORT --key KEY or --emulate (better: --device)")
+    if tracker or key:
+        if not (tracker and key):
+            raise UserError("--tracker and --key go together (better: --device tracker://HOST:PORT/KEY)")
+        return f"tracker://{tracker}/{key}"
+    return f"rpc://{rpc}" if rpc else ("qemu" if emulate else None)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, emit_json, err, out
+from deploypipe.cliutil import JsonOpt, emit_json, out, progress_bar
 
 app = typer.Typer(no_args_is_help=True, help="TensorRT: build an artifact's engine on the device.")
 
@@ -22,7 +22,7 @@ def build_engine(
     """On the device: build the TensorRT engine of an artifact and record GPU and TensorRT in its manifest."""
     from deploypipe.backends.tensorrt.ondevice import trt_build
 
-    with err.status("building the TensorRT engine"):
+    with progress_bar("building the TensorRT engine"):
         facts = trt_build(artifact, any_gpu=any_gpu, implicit=implicit)
     if as_json:
         emit_json(facts.model_dump())

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from deploypipe.cliutil import JsonOpt, choice, emit_json, out, parse_shapes, progress_bar
+from deploypipe.cliutil import JsonOpt, choice, emit_json, old_device_flags, out, parse_shapes, progress_bar
 
 app = typer.Typer(no_args_is_help=True, help="Apache TVM: tune schedules, build the device app.")
 
@@ -39,8 +39,7 @@ def tune(
     from deploypipe.backends.tvm.rpc import RemoteSpec
     from deploypipe.importers import ImportOptions
 
-    if rpc or tracker or key:  # the old spellings, checked as before, become a device spec
-        device = device or RemoteSpec(rpc=rpc, tracker=tracker, key=key).device()
+    device = device or old_device_flags(rpc, tracker, key, emulate=False)
     RemoteSpec.from_device(device)  # a malformed spec is one error before any work
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
                      trials_per_iter=trials_per_iter, device=device, tuning_logs=tuning_logs,

@@ -65,12 +65,6 @@ class RemoteSpec(BaseModel):
             return cls(tracker=addr, key=key)
         raise UserError(f"--device '{device}': expected rpc://HOST:PORT, tracker://HOST:PORT/KEY or qemu")
 
-    def device(self) -> str | None:
-        """This remote as a device spec (the inverse of `from_device`)."""
-        if self.rpc:
-            return f"rpc://{self.rpc}"
-        return f"tracker://{self.tracker}/{self.key}" if self.tracker else None
-
     @property
     def enabled(self) -> bool:
         return bool(self.rpc or self.tracker)
