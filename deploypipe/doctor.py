@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deploypipe import __version__, targets
-from deploypipe.toolchains import COMPILERS, EMULATORS
+from deploypipe.toolchains import APT, COMPILERS, EMULATORS, VENV_ENV, toolchain_versions, venv_dir
 
 _ROOT = Path(__file__).resolve().parent.parent
 _EXTRA = "pip install 'deploypipe[{}]'"
@@ -46,7 +46,6 @@ _BACKENDS: list[tuple[str, tuple[str, ...], str]] = [
     ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "on a Jetson: JetPack; on a server: pip install tensorrt"),
     ("loadgen", ("mlcommons-loadgen",), _EXTRA.format("bench")),
 ]
-_TFLITE_VENV_ENV = "DEPLOYPIPE_TFLITE_VENV"
 _MACHINE = {"armv7": "armv7l"}  # target files' arch -> platform.machine() spelling (deploypipe.toolchains' keys)
 # CPU feature flags that change what a backend does: /proc/cpuinfo name -> what it means here
 _X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI (fast INT8)",
@@ -79,19 +78,11 @@ def backends() -> list[Item]:
 
 def tflite_venv() -> Item:
     """The TFLite converter's own venv (TensorFlow + onnx2tf): found where the tflite compiler looks."""
-    env = os.environ.get(_TFLITE_VENV_ENV)
-    candidates = [Path(env)] if env else []
-    candidates += [_ROOT / ".venv-tflite", Path.cwd() / ".venv-tflite"]
-    venv = next((c for c in candidates if (c / "bin" / "python").is_file()), None)
+    venv = venv_dir()
     if venv is None:
-        return Item("TFLite converter venv", False, "",
-                    f"bash scripts/install.sh (creates .venv-tflite) or set {_TFLITE_VENV_ENV}")
-    versions = []
-    for site in sorted(venv.glob("lib/python*/site-packages")):
-        for pkg in ("tensorflow", "onnx2tf"):
-            dist = next(iter(sorted(site.glob(f"{pkg}-*.dist-info"))), None)
-            if dist is not None:
-                versions.append(f"{pkg} {dist.name.removesuffix('.dist-info').split('-')[-1]}")
+        return Item("TFLite converter venv", False, "", f"bash scripts/install.sh (creates .venv-tflite) or set {VENV_ENV}")
+    have = toolchain_versions()
+    versions = [f"{pkg} {have[f'converter:{pkg}']}" for pkg in ("tensorflow", "onnx2tf") if f"converter:{pkg}" in have]
     return Item("TFLite converter venv", True, f"{venv} ({', '.join(versions) or 'no TensorFlow found'})")
 
 
@@ -150,7 +141,7 @@ def _gpu() -> Item:
 def tools() -> list[Item]:
     return [
         _which("g++", "apt-get install g++ (hls4ml C simulation, deploypipe-run)"),
-        *(_which(cxx, f"apt-get install g++-{cxx.removesuffix('-g++')}") for arch, cxx in COMPILERS.items()
+        *(_which(cxx, f"apt-get install {APT[arch]}") for arch, cxx in COMPILERS.items()
           if arch != platform.machine()),
         *(_which(qemu, "apt-get install qemu-user-static") for qemu, _sysroot in EMULATORS.values()),
         arm64_root(),

@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_classifier
 from onnx import TensorProto, helper, numpy_helper
 
-from deploypipe.litert.convert import venv_dir
+from deploypipe.toolchains import venv_dir
 
 pytestmark = [
     pytest.mark.tflite,

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from deploypipe.litert.convert import venv_dir
+from deploypipe.toolchains import venv_dir
 
 pytestmark = [
     pytest.mark.tflite,

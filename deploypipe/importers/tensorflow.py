@@ -37,7 +37,8 @@ def _kind(path: Path) -> str:
 
 
 def load(path: Path, options: ImportOptions) -> Model:
-    from deploypipe.litert.convert import run_toolchain, toolchain_versions
+    from deploypipe.litert.convert import run_toolchain
+    from deploypipe.toolchains import toolchain_versions
 
     kind = _kind(path)
     opset = min(options.opset, 18)  # tf2onnx 1.16 writes at most opset 18

@@ -14,7 +14,6 @@ tflite runner transposes and quantizes (q = round(x/s) + z), then dequantizes ((
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -33,8 +32,8 @@ from deploypipe.errors import (
     UnsupportedError,
 )
 from deploypipe.model import Model, QuantParams, TensorSpec
+from deploypipe.toolchains import VENV_ENV, venv_dir
 
-VENV_ENV = "DEPLOYPIPE_TFLITE_VENV"
 _SCRIPT = Path(__file__).with_name("_convert_script.py")
 _INSTALL_HINT = "the converter lives in its own venv: run `bash scripts/install.sh` (creates .venv-tflite) " \
                 f"or point {VENV_ENV} at a venv made from scripts/requirements-tflite*.txt"
@@ -50,36 +49,11 @@ class TfliteOptions(BaseModel):
     timeout_s: int = Field(default=1800, ge=60)
 
 
-def venv_dir() -> Path | None:
-    """The converter venv: $DEPLOYPIPE_TFLITE_VENV, else `.venv-tflite` beside the package or in cwd."""
-    env = os.environ.get(VENV_ENV)
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / ".venv-tflite", Path.cwd() / ".venv-tflite"]
-    return next((c for c in candidates if (c / "bin" / "python").is_file()), None)
-
-
 def toolchain_python(what: str = "TFLite converter (onnx2tf + TensorFlow)") -> Path:
     venv = venv_dir()
     if venv is None:
         raise MissingBackendError(what, "tflite", _INSTALL_HINT)
     return venv / "bin" / "python"
-
-
-def toolchain_versions() -> dict[str, str]:
-    """Versions in the converter venv, read from its package metadata (no TensorFlow import)."""
-    venv = venv_dir()
-    if venv is None:
-        return {}
-    site = next(iter(sorted(venv.glob("lib/python*/site-packages"))), None)
-    if site is None:
-        return {}
-    wanted = {"tensorflow", "tf-keras", "onnx2tf", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf"}
-    out = {}
-    for dist in importlib.metadata.distributions(path=[str(site)]):
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name in wanted:
-            out[f"converter:{name}"] = dist.version
-    return dict(sorted(out.items()))
 
 
 def run_toolchain(request: dict[str, Any], timeout_s: int, what: str) -> dict[str, Any]:

@@ -39,9 +39,9 @@ from deploypipe.litert.convert import (
     io_specs,
     io_summary,
     toolchain_python,
-    toolchain_versions,
 )
 from deploypipe.model import Model
+from deploypipe.toolchains import toolchain_versions
 
 # TFLite builtin op -> limitation checked here ("" = none beyond the general rules), from the
 # Coral table (compiler/runtime 16). Ops whose table entry needs runtime >= 13/14 are included:

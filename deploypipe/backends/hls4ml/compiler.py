@@ -34,6 +34,7 @@ from deploypipe.backends.hls4ml.graph import (
 )
 from deploypipe.errors import BuildError, MissingBackendError, UnsupportedError
 from deploypipe.model import Model
+from deploypipe.toolchains import gxx_version
 
 PROJECT = "deploypipe_nn"
 NOT_BUILT = "bitstream not built: vendor tools (Vivado) not on this host; run build_bitstream.sh where Vivado HLS + Vivado are installed"
@@ -190,7 +191,7 @@ class Hls4mlCompiler(Compiler):
             import hls4ml
         except ImportError:
             return {}
-        return {"hls4ml": hls4ml.__version__, "g++": _gxx_version()}
+        return {"hls4ml": hls4ml.__version__, "g++": gxx_version() or "missing"}
 
 
 def _hls4ml() -> Any:
@@ -201,15 +202,6 @@ def _hls4ml() -> Any:
     if shutil.which("g++") is None:
         raise MissingBackendError("g++ (for hls4ml's C simulation)", "fpga")
     return hls4ml
-
-
-def _gxx_version() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["g++", "-dumpfullversion"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "missing"
 
 
 @contextlib.contextmanager

@@ -10,9 +10,9 @@ from deploypipe.litert.convert import (
     io_specs,
     io_summary,
     toolchain_python,
-    toolchain_versions,
 )
 from deploypipe.model import Model
+from deploypipe.toolchains import toolchain_versions
 
 
 class TfliteCompiler(Compiler):

@@ -52,6 +52,7 @@ from deploypipe.backends.tvm.relax import (
 from deploypipe.backends.tvm.rpc import RemoteSpec
 from deploypipe.errors import BuildError, MissingBackendError, UnsupportedError
 from deploypipe.model import Model
+from deploypipe.toolchains import gxx_version
 
 
 class TvmCompiler(Compiler):
@@ -139,7 +140,7 @@ class TvmCompiler(Compiler):
                          "kernels on CPU (no int8 kernels): int8 accuracy, FP32 speed or slower")
         return CompileResult(
             kind="tvm", files=files, inputs=model.inputs, outputs=model.outputs,
-            toolchain=self.versions() | ({"cross_compiler": _gcc_version(opts.cross_compiler)} if opts.cross_compiler else {}),
+            toolchain=self.versions() | ({"cross_compiler": f"{opts.cross_compiler} {gxx_version(opts.cross_compiler) or ''}"} if opts.cross_compiler else {}),
             info={"target": target_string(target), "target_dict": opts.resolved_target(),
                   "target_as_written": opts.target, "library_arch": arch,
                   "cross_compiler": opts.cross_compiler, "params": "bound as constants inside model.so",
@@ -170,13 +171,6 @@ def _require_tvm() -> None:
         import tvm  # noqa: F401
     except ImportError as exc:
         raise MissingBackendError("tvm", "tvm", str(exc)) from exc
-
-
-def _gcc_version(compiler: str) -> str:
-    import subprocess
-
-    proc = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True, check=False)
-    return f"{compiler} {proc.stdout.strip()}"
 
 
 def _static_for_tuning(model: Model) -> None:
