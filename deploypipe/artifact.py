@@ -387,5 +387,17 @@ def staging(dest: Path) -> Iterator[Path]:
         _drop_empty(store)
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace one file in place: readers see the old bytes or the new, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     (root / MANIFEST).write_text(manifest.model_dump_json(indent=2))

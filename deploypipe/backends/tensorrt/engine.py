@@ -23,6 +23,7 @@ from deploypipe.backends.tensorrt.facts import (
     local_gpu,
     tensorrt_version,
 )
+from deploypipe.artifact import atomic_write
 from deploypipe.backends.tensorrt.int8 import reheaded
 from deploypipe.errors import BuildError, MissingBackendError, UnsupportedError
 
@@ -142,17 +143,6 @@ def _cache_calibrator(trt: Any, cache: bytes) -> Any:
             return None
 
     return CacheCalibrator()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_engine(folder: Path, onnx: str, precision: str, version: str, workspace_mib: int,

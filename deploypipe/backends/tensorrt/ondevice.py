@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deploypipe.artifact import MANIFEST, Artifact, file_entry
+from deploypipe.artifact import MANIFEST, Artifact, atomic_write, file_entry
 from deploypipe.backends.runner import RunOptions
-from deploypipe.backends.tensorrt.engine import ENGINE, atomic_write, build_engine
+from deploypipe.backends.tensorrt.engine import ENGINE, build_engine
 from deploypipe.backends.tensorrt.facts import EngineFacts, GoldenCheck, local_gpu
 from deploypipe.backends.tensorrt.runner import TensorRTRunner
 from deploypipe.errors import UnsupportedError, UserError
