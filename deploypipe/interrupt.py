@@ -14,8 +14,16 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-_state: dict[str, object] = {"signal": None, "deferring": 0}
+
+@dataclass
+class _Signals:
+    signal: str | None = None  # the first signal received
+    deferring: int = 0  # nesting depth of deferred() sections
+
+
+_state = _Signals()
 
 
 def install() -> None:
@@ -26,29 +34,29 @@ def install() -> None:
 
 def _handler(signum: int, _frame: object) -> None:
     name = signal.Signals(signum).name
-    if _state["signal"] is not None or not _state["deferring"]:
-        _state["signal"] = _state["signal"] or name
+    if _state.signal is not None or not _state.deferring:
+        _state.signal = _state.signal or name
         raise KeyboardInterrupt
-    _state["signal"] = name
+    _state.signal = name
     sys.stderr.write(f"{name}: stopping at the next safe point (send it again to stop at once)\n")
 
 
 def received() -> str | None:
     """SIGINT / SIGTERM if one arrived, else None."""
-    return _state["signal"]  # type: ignore[return-value]
+    return _state.signal
 
 
 def checkpoint() -> None:
     """Raise KeyboardInterrupt here if a signal arrived during a deferred section."""
-    if _state["signal"] is not None:
+    if _state.signal is not None:
         raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """A section in which a first signal waits for the next `checkpoint()`."""
-    _state["deferring"] = int(_state["deferring"]) + 1  # type: ignore[call-overload]
+    _state.deferring += 1
     try:
         yield
     finally:
-        _state["deferring"] = int(_state["deferring"]) - 1  # type: ignore[call-overload]
+        _state.deferring -= 1

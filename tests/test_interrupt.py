@@ -13,7 +13,7 @@ from deploypipe import interrupt
 
 @pytest.fixture(autouse=True)
 def clean_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(interrupt, "_state", {"signal": None, "deferring": 0})
+    monkeypatch.setattr(interrupt, "_state", interrupt._Signals())
 
 
 def test_first_signal_in_a_deferred_section_waits_for_the_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
