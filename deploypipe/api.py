@@ -21,8 +21,10 @@ from deploypipe.analysis import reference
 from deploypipe.analysis.fidelity import (
     DEFAULT_TOLERANCE,
     PRUNED_TOLERANCE,
+    UNCERTIFYING,
     compare,
     evidence_of,
+    judge_metric,
     merge_tolerance,
 )
 from deploypipe.analysis.stats import analyze
@@ -43,7 +45,7 @@ from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, 
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
 from deploypipe.data import attach as attach_data
-from deploypipe.data.metrics import UserMetric, load_metric, run_metric
+from deploypipe.data.metrics import UserMetric, load_metric
 from deploypipe.data.record import DataRecord
 from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
@@ -132,10 +134,12 @@ def _fidelity_lines(f: Fidelity) -> list[str]:
                 extra.append(f"retrieval@1 {o.retrieval_at_1:.3f}")
             lines.append(f"    output {o.name} ({o.kind}): cosine {o.cosine:.5f}, {', '.join(extra)}")
     if f.metrics:
-        lines.append(f"  metric: {', '.join(f'{k} {v:.4g}' for k, v in f.metrics.items())}")
+        fp32 = f.metrics_fp32
+        lines.append("  metric: " + ", ".join(f"{k} {v:.4g}" + (f" (FP32 {fp32[k]:.4g})" if k in fp32 else "")
+                                              for k, v in f.metrics.items()))
     if f.verdict:
         hint = (" (give real data with --data PATH: an image folder, .npz, .npy folder, or text with --tokenizer; "
-                "see docs/data.md)") if f.evidence == "synthetic" and not f.certified else ""
+                "see docs/data.md)") if f.evidence in UNCERTIFYING and not f.certified else ""
         lines.append(f"  {f.verdict}{hint}")
     return lines
 
@@ -185,9 +189,9 @@ def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]],
     ev = model.evaluation
     if ev is not None:
         feeds = list(ev.samples(len(ev.x)))
-        return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.real)
+        return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.evidence)
     provider = model.calibration
-    return list(provider.samples(n, seed=10_000)), None, provider.description, evidence_of(None, provider.real)
+    return list(provider.samples(n, seed=10_000)), None, provider.description, provider.evidence
 
 
 def _producers(model: Model) -> dict[str, str]:
@@ -207,7 +211,7 @@ def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict
     fid = compare(refs, outs, precision, tolerance, labels, evidence=evidence, ops=_producers(model))
     fid.data = data
     if metric is not None:
-        fid.metrics = run_metric(metric[1], metric[0], refs, outs, labels)
+        judge_metric(fid, metric[0], metric[1], refs, outs, labels, tolerance)
     _check_batches(runner, model, precision, tolerance, feeds, fid)
     return fid, feeds[0], refs[0], outs[0]
 
@@ -276,7 +280,7 @@ def _build(config: BuildConfig, say: Progress) -> BuildReport:
     tolerance = merge_tolerance(base, config.tolerance)
     with staging(dest) as tmp:
         current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say,
-                                                                  compiler=res.compiler))
+                                                                  compiler=res.compiler, metric=metric))
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
             options=backends.compiler_options(res.compiler, spec),

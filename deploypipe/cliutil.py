@@ -86,9 +86,9 @@ def parse_sizes(text: str | None, flag: str) -> tuple[int, ...]:
 
 def parse_tolerance(values: list[str]) -> dict[str, float]:
     from deploypipe.errors import UnknownNameError, UserError
-    from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE
+    from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, METRIC_TOLERANCE, PRUNED_TOLERANCE
 
-    known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t}
+    known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t} | {METRIC_TOLERANCE}
     tol = {}
     for v in values:
         key, sep, num = v.partition("=")

@@ -91,6 +91,8 @@ class DataProvider:
 
     def __init__(self, description: str, real: bool) -> None:
         self.description, self.real = description, real
+        # what a gate judging on these samples rests on (deploypipe.analysis.fidelity.EVIDENCE)
+        self.evidence = "real-unlabelled" if real else "synthetic"
 
     def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
         raise NotImplementedError

@@ -27,7 +27,9 @@ _SEED000 = "seed 000 table"
 
 def data_providers(entry: ZooEntry) -> tuple[DataProvider, ArrayProvider | None]:
     """(calibration, labelled held-out evaluation) for an entry: the real digits split for models
-    trained on it, else synthetic inputs (labelled as such) and no evaluation set."""
+    trained on it; for an RGB image model, stand-in natural photos (deploypipe.data.natural: a
+    better calibration than noise, never evidence of accuracy); else synthetic inputs. Only the
+    trained models have an evaluation set."""
     from deploypipe.model import ArrayProvider, SyntheticProvider, TensorSpec
 
     if entry.trained:
@@ -40,7 +42,12 @@ def data_providers(entry: ZooEntry) -> tuple[DataProvider, ArrayProvider | None]
         evaluation = ArrayProvider(name, split.x_test, split.y_test,
                                    f"scikit-learn digits, held-out split ({len(split.x_test)} images, real labels)")
         return calibration, evaluation
+    from deploypipe.data.natural import NaturalImages, image_input, photo_paths
+
     specs = [TensorSpec(name=n, shape=s, dtype=entry.input_dtypes.get(n, "float32")) for n, s in entry.inputs.items()]
+    image = image_input(specs)
+    if image is not None and photo_paths():
+        return NaturalImages(image), None
     return SyntheticProvider(specs), None
 
 
