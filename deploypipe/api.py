@@ -284,7 +284,7 @@ def _build(config: BuildConfig, say: Progress) -> BuildReport:
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
             options=backends.compiler_options(res.compiler, spec),
-            tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
+            tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials, tolerance=tolerance, metric=metric,
         )
         with refusing(f"{res.compiler} cannot compile {model.name} for {spec.name}", current.proto):
             compiler.check(current, ctx)
