@@ -70,8 +70,8 @@ def try_build(name: str, out: Path, compiler: str | None, quantize: str | None,
                 "where": traceback.format_exc(limit=-3)}, None
     fid = report.manifest.fidelity
     return {"outcome": "built", "seconds": round(time.perf_counter() - t0, 1), "precision": report.manifest.precision,
-            "fidelity": fid.model_dump(include={"samples", "data", "cosine", "top1_agreement", "max_abs_err",
-                                                "accuracy", "passed", "reasons"}),
+            "fidelity": fid.model_dump(include={"samples", "data", "evidence", "certified", "verdict", "cosine",
+                                                "top1_agreement", "max_abs_err", "accuracy", "passed", "reasons"}),
             "passes": [p.name for p in report.manifest.passes]}, report.path
 
 

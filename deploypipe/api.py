@@ -248,6 +248,9 @@ def _checking(progress: Progress | None) -> Progress:
 
 def _check_shapes_request(options: ImportOptions, name: str, compiler: Compiler) -> None:
     """Refuse, before any work, shape ranges a compiler cannot build (it says why)."""
+    if compiler.shapes == "set" and options.ranged and not options.listed:
+        raise UnsupportedError(f"{name} builds a set of fixed shapes, one model each: give the batch sizes as a list "
+                               f"(--batch 1,8,32), not --seq-len or MIN..MAX in --input-shape ({compiler.fixed_why})")
     if options.ranged and compiler.shapes == "fixed":
         raise UnsupportedError(f"{name} cannot take a range of input shapes (--batch with several sizes, "
                                f"--seq-len, or MIN..MAX in --input-shape): {compiler.fixed_why}")

@@ -92,8 +92,9 @@ class Compiler(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions  # `[compilers.<name>] options` of a target file
     # what input shapes an artifact can take: "dynamic" (any within the bounds), "profiles"
-    # (min/opt/max ranges chosen at build), "fixed" (one static shape); `fixed_why` says why
-    shapes: ClassVar[Literal["dynamic", "profiles", "fixed"]] = "fixed"
+    # (min/opt/max ranges chosen at build), "set" (a listed set of fixed batch sizes, one compiled
+    # model each, in one artifact), "fixed" (one static shape); `fixed_why` says why not dynamic
+    shapes: ClassVar[Literal["dynamic", "profiles", "set", "fixed"]] = "fixed"
     fixed_why: ClassVar[str] = "this compiler builds static shapes only"
     extra: ClassVar[str]  # pip extra that installs the toolchain
     # precisions this compiler quantizes itself; others arrive already converted by generic passes

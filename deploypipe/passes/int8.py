@@ -26,6 +26,8 @@ Three choices are made from the graph and the target, and recorded in the pass d
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -43,7 +45,7 @@ from deploypipe.errors import FidelityError, UnsupportedError
 from deploypipe.model import Model
 from deploypipe.analysis import reference as _ort
 from deploypipe.passes.base import Pass, PassContext, PassResult, refusal
-from deploypipe.progress import Progress, Step
+from deploypipe.progress import Note, Progress, Step
 
 _EVAL_SEED = 10_000  # apart from the calibration seeds, so the gate sees data the calibration did not
 
@@ -251,7 +253,7 @@ class _Search:
             judge_metric(fid, *self.ctx.metric, self.refs, outs, self.labels, self.cfg.tolerance)
         step = _Step(method, excluded, exclude_nodes, proto, fid, self._score(fid), _latency_ms(proto, self.feeds[0]))
         self.steps.append(step)
-        self.ctx.progress(self._describe(len(self.steps), step))
+        self.ctx.progress(Note(self._describe(len(self.steps), step)))
         return step
 
     def _score(self, fid: Fidelity) -> float:
@@ -305,8 +307,9 @@ def _gate_data(model: Model, cfg: Int8Config) -> tuple[list[dict[str, np.ndarray
                 evidence_of(ev.labels, ev.evidence))
     provider = model.calibration
     if provider.real:
+        what = "held-out split" if provider.held_out else "calibration data (no held-out set)"
         return list(provider.samples(cfg.eval_samples, seed=_EVAL_SEED)), None, (
-            f"calibration data (no held-out set): {provider.description}"), "real-unlabelled"
+            f"{what}: {provider.description}"), "real-unlabelled"
     feeds = list(provider.samples(cfg.eval_samples, seed=_EVAL_SEED))
     return feeds, None, f"{provider.description}, held-out seed {_EVAL_SEED}", provider.evidence
 
@@ -433,18 +436,19 @@ def _quantize(proto: onnx.ModelProto, calib: list[dict[str, np.ndarray]], cfg: I
     with tempfile.TemporaryDirectory(prefix="deploypipe-int8-") as tmp:
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         onnx.save_model(proto, str(src))
-        try:
-            if plan.dynamic:
-                quantize_dynamic(str(src), str(dst), weight_type=types[cfg.weights], per_channel=plan.per_channel,
-                                 reduce_range=plan.reduce_range, nodes_to_exclude=exclude, **ops)
-            else:
-                quantize_static(
-                    str(src), str(dst), _Reader(calib, progress),  # type: ignore[arg-type]
-                    quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-                    activation_type=types[cfg.activations], weight_type=types[cfg.weights],
-                    per_channel=plan.per_channel, reduce_range=plan.reduce_range, calibrate_method=method,
-                    nodes_to_exclude=exclude, extra_options=extra, **ops,
-                )
+        try:  # ORT's entropy/percentile calibrators print to stdout, which would corrupt --json output
+            with contextlib.redirect_stdout(io.StringIO()):
+                if plan.dynamic:
+                    quantize_dynamic(str(src), str(dst), weight_type=types[cfg.weights], per_channel=plan.per_channel,
+                                     reduce_range=plan.reduce_range, nodes_to_exclude=exclude, **ops)
+                else:
+                    quantize_static(
+                        str(src), str(dst), _Reader(calib, progress),  # type: ignore[arg-type]
+                        quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
+                        activation_type=types[cfg.activations], weight_type=types[cfg.weights],
+                        per_channel=plan.per_channel, reduce_range=plan.reduce_range, calibrate_method=method,
+                        nodes_to_exclude=exclude, extra_options=extra, **ops,
+                    )
         except Exception as exc:
             raise refusal("int8: ONNX Runtime's quantizer cannot quantize this graph", proto, exc) from exc
         out = onnx.load_model(str(dst))
