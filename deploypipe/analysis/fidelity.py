@@ -177,7 +177,7 @@ def _judge(fid: Fidelity, figs: list[OutputFidelity], tol: dict[str, float], evi
     floor_key = "synthetic_min_cosine" if synthetic and "synthetic_min_cosine" in tol else "min_cosine"
     if floor_key in tol:
         what = f"cosine on {UNCERTIFYING[evidence]}" if synthetic else "cosine"  # type: ignore[index]
-        reasons += [f"output '{f.name}': {what} {f.cosine:.4f} < {tol[floor_key]}" for f in figs
+        reasons += [f"output '{f.name}': {what} {_below(f.cosine, tol[floor_key])} < {tol[floor_key]}" for f in figs
                     if f.cosine is not None and not np.isnan(f.cosine) and f.cosine < tol[floor_key]]
     if synthetic:
         return reasons  # agreement and accuracy on synthetic inputs are noise, never a verdict
@@ -201,6 +201,14 @@ def accuracy_label(f: Fidelity) -> str:
     if f.certified:
         return f"verified ({f.evidence}, n={f.samples})"
     return f"unverified: {f.evidence}" if f.evidence in UNCERTIFYING else f"unverified ({f.evidence}, n={f.samples})"
+
+
+def _below(value: float, floor: float) -> str:
+    """`value` with enough digits to show it under `floor` (0.999993, not 1.0000, under 0.999995)."""
+    for digits in range(4, 10):
+        if round(value, digits) < floor:
+            return f"{value:.{digits}f}"
+    return f"{value:.10f}"
 
 
 def _verdict(fid: Fidelity, tol: dict[str, float], evidence: str | None) -> tuple[bool | None, str]:
