@@ -86,7 +86,7 @@ def main() -> None:
         if not args.skip_ocr:
             ocr = results.setdefault("ppocr_rec", {})
             for key, target, extra in (
-                ("edgetpu_real_data", "edgetpu", {}),
+                ("edgetpu_real_data", "edgetpu", {"metric": OCR_METRIC, "tolerance": {"max_metric_drop": 0.02}}),
                 ("host_cpu_metric_search", "host-cpu", {"metric": OCR_METRIC, "tolerance": {"max_metric_drop": 0.02}}),
             ):
                 if key not in ocr:

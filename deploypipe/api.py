@@ -59,6 +59,7 @@ from deploypipe.passes.base import refusing
 from deploypipe.targets import unfused_on_host
 
 Progress = Callable[[str], None]
+REAL_EVAL_MAX = 200  # held-out real samples a build's fidelity check uses at most (enough to certify)
 
 
 class BuildConfig(BaseModel):
@@ -191,6 +192,8 @@ def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]],
         feeds = list(ev.samples(len(ev.x)))
         return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.evidence)
     provider = model.calibration
+    if provider.held_out:  # a real held-out split (shipped data): all of it, not a handful
+        n = max(n, REAL_EVAL_MAX)
     return list(provider.samples(n, seed=10_000)), None, provider.description, provider.evidence
 
 
