@@ -176,8 +176,8 @@ def _judge(fid: Fidelity, figs: list[OutputFidelity], tol: dict[str, float], evi
     synthetic = lossy and evidence in UNCERTIFYING
     floor_key = "synthetic_min_cosine" if synthetic and "synthetic_min_cosine" in tol else "min_cosine"
     if floor_key in tol:
-        what = f"cosine on {UNCERTIFYING[evidence]}" if synthetic else "cosine"  # type: ignore[index]
-        reasons += [f"output '{f.name}': {what} {_below(f.cosine, tol[floor_key])} < {tol[floor_key]}" for f in figs
+        on = f" (on {UNCERTIFYING[evidence]})" if synthetic else ""  # type: ignore[index]
+        reasons += [f"output '{f.name}': cosine {_below(f.cosine, tol[floor_key])} < {tol[floor_key]}{on}" for f in figs
                     if f.cosine is not None and not np.isnan(f.cosine) and f.cosine < tol[floor_key]]
     if synthetic:
         return reasons  # agreement and accuracy on synthetic inputs are noise, never a verdict
