@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -70,8 +71,9 @@ def run_toolchain(request: dict[str, Any], timeout_s: int, what: str) -> dict[st
         except subprocess.TimeoutExpired as exc:
             raise BuildError(f"{what}: the TFLite toolchain ran past {timeout_s} s") from exc
         if not res.is_file():
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise BuildError(f"{what}: the TFLite toolchain crashed (exit {proc.returncode}): {tail}")
+            tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-6:] if "] Ignored " not in line)[-400:]
+            how = f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            raise BuildError(f"{what}: the TFLite toolchain crashed ({how}; TensorFlow's converter, not deploypipe): {tail}")
         result = json.loads(res.read_text())
     if result.get("ok"):
         return result
