@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
 from pydantic import BaseModel
 
 from deploypipe import interrupt, targets
@@ -72,6 +74,7 @@ class CampaignReport(BaseModel):
     run_id: int
     executor: str
     wall_s: float
+    build_wall_s: float  # the build phase (what the executor fans out); measurements follow, one at a time
     cells: int
     counts: dict[str, int]  # final status -> cells, this run's work and earlier runs' finished cells
     resumed: int  # cells an earlier run had finished: not redone
@@ -86,7 +89,7 @@ class CampaignReport(BaseModel):
                 f"results in {self.store} (run {self.run_id})")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Built:
     cell: grid.Cell
     path: Path
@@ -146,6 +149,7 @@ class _Run:
         self.on_cell = on_cell
         self.where: dict[str, int] = {}
         self.builds = self.cache_hits = 0
+        self.built: list[_Built] = []
 
     def finish(self, cell: grid.Cell, status: str, fields: dict[str, Any], event: CellEvent,
                figures: list[dict[str, Any]] | None = None) -> None:
@@ -175,7 +179,8 @@ class _Run:
                                     {**_cell_fields(cell), "status": "built", **_build_fields(summary)})
                 built.append(_Built(cell, Path(summary["artifact"]), summary))
         order = {c.key: i for i, c in enumerate(cells)}
-        return sorted(built, key=lambda b: order[b.cell.key])
+        self.built = sorted(built, key=lambda b: order[b.cell.key])
+        return self.built
 
     def _config(self, cell: grid.Cell, device: str | None) -> BenchConfig:
         s = self.spec.bench
@@ -219,6 +224,22 @@ class _Run:
                                   cached=b.summary.get("cached")), _figures(r))
         return rest
 
+    def _stand_in_graphs(self, rest: list[_Built]) -> dict[_Built, tuple[str, onnx.ModelProto]]:
+        """For artifacts with no ONNX graph (TFLite, TVM, OpenVINO IR ...), the graph of another
+        artifact of the same model, pruning and batch built by this run — at the same precision if
+        there is one, else FP32 — which the roofline reads with the cell's own precision."""
+        out = {}
+        for b in rest:
+            if artifact_proto(b.path) is not None:
+                continue
+            same = [o for o in self.built if o.cell.model == b.cell.model and o.cell.variant.prune == b.cell.variant.prune
+                    and o.cell.variant.batch == b.cell.variant.batch and o.cell.precision in (b.cell.precision, "fp32")]
+            for o in sorted(same, key=lambda o: o.cell.precision != b.cell.precision):
+                if (proto := artifact_proto(o.path)) is not None:
+                    out[b] = (o.path.name, proto)
+                    break
+        return out
+
     def estimate_all(self, rest: list[_Built]) -> None:
         """The cost model for what could not be measured, calibrated on the campaign's FP32 host
         measurements (this run's and earlier runs')."""
@@ -227,8 +248,11 @@ class _Run:
         host = [BenchResult.model_validate_json(row["bench_json"])
                 for row in self.store.finished(self.spec.name).values() if row["status"] == "measured" and row["bench_json"]]
         rows = [not_run(b.path, Artifact(b.path, verify=False), b.reason) for b in rest]
-        add_derived([*host, *rows])
+        stand_ins = self._stand_in_graphs(rest)
+        add_derived([*host, *rows], graphs={str(b.path): proto for b, (_, proto) in stand_ins.items()})
         for b, r in zip(rest, rows, strict=True):
+            if b in stand_ins and r.estimated_ms is not None:
+                r.estimate_label += f" (the ONNX graph of {stand_ins[b][0]}: this {b.summary['kind']} artifact carries none)"
             if r.estimated_ms is None:
                 why = (f"the cost model reads an ONNX graph and this {b.summary['kind']} artifact carries none"
                        if artifact_proto(b.path) is None else f"the cost model has no figures for {b.cell.target}")
@@ -241,6 +265,24 @@ class _Run:
                                   cached=b.summary.get("cached")), _figures(r))
 
 
+@contextmanager
+def _token(path: Path | None) -> Iterator[None]:
+    """The serve-runtime token file named by the campaign, where bench_remote reads it, for the run only."""
+    from deploypipe import net
+
+    old = os.environ.get(net.TOKEN_ENV)
+    if path is not None:
+        os.environ[net.TOKEN_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if path is not None:
+            if old is None:
+                os.environ.pop(net.TOKEN_ENV, None)
+            else:
+                os.environ[net.TOKEN_ENV] = old
+
+
 def run(spec: CampaignSpec, file: str, engine: Engine, executor: Executor, output: Path, store_path: Path,
         on_cell: Callable[[CellEvent], None] | None = None, redo: bool = False) -> CampaignReport:
     """Plan, build, measure, estimate; every finished cell is in the store before the next starts."""
@@ -248,11 +290,7 @@ def run(spec: CampaignSpec, file: str, engine: Engine, executor: Executor, outpu
     cells = grid.expand(spec)
     out = output / spec.name
     say = on_cell or (lambda _e: None)
-    if spec.farm.token_file is not None:
-        from deploypipe import net
-
-        os.environ[net.TOKEN_ENV] = str(spec.farm.token_file)  # what bench_remote reads
-    with Store(store_path) as store:
+    with _token(spec.farm.token_file), Store(store_path) as store:
         done = {} if redo else store.finished(spec.name)
         ctx = run_context()
         run_id = store.start_run(spec.name, file, spec.digest(), executor.describe(), platform.node(), host_isa(), ctx)
@@ -265,10 +303,12 @@ def run(spec: CampaignSpec, file: str, engine: Engine, executor: Executor, outpu
                 job.finish(cell, cell.status, {"reason": cell.reason}, CellEvent(cell, cell.status, cell.reason))
             else:
                 todo.append(cell)
+        build_started = time.perf_counter()
         try:
             built = job.build_all(todo, executor)
         finally:
             executor.close()
+        build_wall = time.perf_counter() - build_started
         job.estimate_all(job.measure_all(built))
         store.finish_run(run_id)
         latest = {r["cell_key"]: r["status"] for r in store.query(campaign=spec.name)}
@@ -277,6 +317,6 @@ def run(spec: CampaignSpec, file: str, engine: Engine, executor: Executor, outpu
         status = latest.get(cell.key, "unfinished")
         counts[status] = counts.get(status, 0) + 1
     return CampaignReport(campaign=spec.name, store=str(store_path), run_id=run_id, executor=executor.describe(),
-                          wall_s=time.perf_counter() - started, cells=len(cells), counts=counts,
+                          wall_s=time.perf_counter() - started, build_wall_s=build_wall, cells=len(cells), counts=counts,
                           resumed=sum(1 for c in cells if c.key in done), builds=job.builds,
                           cache_hits=job.cache_hits, where=job.where)

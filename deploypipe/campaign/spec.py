@@ -80,9 +80,7 @@ class VariantSpec(BaseModel):
         out = []
         for combo in itertools.product(*lists):
             v = Variant(**dict(zip(fields, combo, strict=True)))
-            v.name = v.derived_name() if several or not self.name else self.name
-            if several and self.name:
-                v.name = f"{self.name}:{v.name}"
+            v.name = self.name if self.name and not several else v.derived_name(self.name)
             out.append(v)
         return out
 
@@ -99,8 +97,9 @@ class Variant(BaseModel):
     threads: int | None = None
     batch: int = 1
 
-    def derived_name(self) -> str:
-        parts = [self.compiler or "default", self.precision]
+    def derived_name(self, label: str | None = None) -> str:
+        """compiler-precision[-prunedNN][-recipe][-tN][-bN]; `label` stands for the compiler part."""
+        parts = [label or self.compiler or "default", self.precision]
         if self.prune:
             parts.append(f"pruned{round(self.prune * 100)}")
         if self.recipe:
