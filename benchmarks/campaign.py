@@ -2,8 +2,9 @@
 the executors buy. Every run is a fresh `deploypipe campaign` process (each pays its own imports).
 
 1. serial, cold: a fresh output folder (no artifact cache, no store).
-2. serial, warm: the same folder with `--redo`: every build is a cache hit, every cell measured again.
-3. pool with 2 workers and 4. Ray (a local instance started by the run) with 2 CPUs, each in a fresh
+2. serial, resumed: the same command again: every cell finished, nothing is redone.
+3. serial, warm: the same folder with `--redo`: every build is a cache hit, every cell measured again.
+4. pool with 2 workers and 5. Ray (a local instance started by the run) with 2 CPUs, each in a fresh
    output folder, so no cache helps them: total wall time and build-phase wall time against the
    serial cold run of this same invocation. Measurements are serialized in every executor, so only
    the build phase can get faster.
@@ -54,6 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="campaign-bench-") as tmp:
         root = Path(tmp)
         cold = campaign(args.campaign, root / "serial", "serial")
+        resumed = campaign(args.campaign, root / "serial", "serial")
         warm = campaign(args.campaign, root / "serial", "serial", "--redo")
         pool = campaign(args.campaign, root / "pool", "pool")
         ray = campaign(args.campaign, root / "ray", "ray")
@@ -62,9 +64,12 @@ def main() -> None:
         "measured_on": f"{ctx['host']} ({ctx['cpu']}, {ctx['cores']} cores, INT8 ISA {host_isa()})",
         "load_average_at_end": ctx["loadavg"],
         "campaign": str(args.campaign.relative_to(ROOT) if args.campaign.is_relative_to(ROOT) else args.campaign),
-        "runs": {"serial_cold": cold, "serial_warm": warm, "pool_2_workers": pool, "ray_2_cpus": ray},
+        "runs": {"serial_cold": cold, "serial_resumed": resumed, "serial_warm": warm, "pool_2_workers": pool,
+                 "ray_2_cpus": ray},
         "cells": cold["counts"],
-        "warm_vs_cold": cold["process_wall_s"] / warm["process_wall_s"],
+        "warm_vs_cold": {"total": cold["process_wall_s"] / warm["process_wall_s"],
+                         "build_phase": cold["build_wall_s"] / warm["build_wall_s"]},
+        "resumed_vs_cold": cold["process_wall_s"] / resumed["process_wall_s"],
         "speedup_vs_serial": {
             name: {"total": cold["process_wall_s"] / run["process_wall_s"],
                    "build_phase": cold["build_wall_s"] / run["build_wall_s"]}

@@ -257,7 +257,7 @@ def test_a_target_with_a_serve_runtime_host_is_measured_there(tmp_path: Path) ->
 def test_tvm_cells_go_to_their_device_on_the_tracker(tmp_path: Path) -> None:
     pytest.importorskip("tvm")
     from tvm import rpc
-    from tvm_servers import free_port, host_server, started, tracker
+    from tvm_servers import free_port, host_server, started, started_together, tracker
 
     a, _ = _models(tmp_path)
     tport, pa, pb = free_port(), free_port(), free_port()
@@ -273,8 +273,8 @@ tracker = "{addr}"
 keys = {{ host-cpu = "board-a", xeon = "board-b" }}
 {BENCH}""")
     with started(tracker(tport), tport, log=tmp_path / "tracker.log"), \
-            started(host_server(pa, addr, "board-a"), pa, log=tmp_path / "a.log"), \
-            started(host_server(pb, addr, "board-b"), pb, log=tmp_path / "b.log"):
+            started_together([(host_server(pa, addr, "board-a"), pa, tmp_path / "a.log"),
+                              (host_server(pb, addr, "board-b"), pb, tmp_path / "b.log")]):
         deadline = time.monotonic() + 30
         while not all(k in str(rpc.connect_tracker("127.0.0.1", tport).summary()) for k in ("board-a", "board-b")):
             assert time.monotonic() < deadline, "the two devices never registered with the tracker"

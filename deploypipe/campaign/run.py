@@ -34,6 +34,7 @@ from deploypipe.campaign import grid
 from deploypipe.campaign.executors import Executor, Task
 from deploypipe.campaign.spec import CampaignSpec
 from deploypipe.campaign.store import Store
+from deploypipe.errors import DeployPipeError
 from deploypipe.isa import host_isa
 
 BenchFn = Callable[..., list[BenchResult]]
@@ -213,8 +214,11 @@ class _Run:
             if where == "estimate":
                 rest.append(b)
                 continue
-            r = self.engine.bench([b.path], self._config(b.cell, device), SweepConfig(repeats=self.spec.bench.repeats),
-                                  remote=remote)[0]
+            try:
+                r = self.engine.bench([b.path], self._config(b.cell, device),
+                                      SweepConfig(repeats=self.spec.bench.repeats), remote=remote)[0]
+            except DeployPipeError as exc:  # e.g. a serve-runtime that is down: this cell, not the campaign
+                r = not_run(b.path, Artifact(b.path, verify=False), str(exc))
             if not r.ran:
                 b.reason = f"not measured ({where}): {r.reason}"
                 rest.append(b)
@@ -245,8 +249,9 @@ class _Run:
         measurements (this run's and earlier runs')."""
         if not rest:
             return
-        host = [BenchResult.model_validate_json(row["bench_json"])
-                for row in self.store.finished(self.spec.name).values() if row["status"] == "measured" and row["bench_json"]]
+        measured = [BenchResult.model_validate_json(row["bench_json"])
+                    for row in self.store.finished(self.spec.name).values() if row["status"] == "measured"]
+        host = [r for r in measured if r.remote is None and " via tracker " not in r.where]  # calibrate on this host only
         rows = [not_run(b.path, Artifact(b.path, verify=False), b.reason) for b in rest]
         stand_ins = self._stand_in_graphs(rest)
         add_derived([*host, *rows], graphs={str(b.path): proto for b, (_, proto) in stand_ins.items()})
