@@ -46,9 +46,17 @@ class Serial(Executor):
             yield item, task(item)
 
 
+def _share_cores(threads: int) -> None:
+    """Runs first in each pool worker, before torch or NumPy load: their thread pools get the
+    worker's share of the cores (as Ray does for a task of one CPU), so N workers do not each start
+    a thread per core and fight over them."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 class Pool(Executor):
     """A local process pool (spawned processes: a forked copy of a process that has loaded ONNX
-    Runtime or torch threads is not safe)."""
+    Runtime or torch threads is not safe), each worker with its share of the cores."""
 
     name = "pool"
 
@@ -56,7 +64,9 @@ class Pool(Executor):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        share = max(1, _cores() // self.workers)
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_share_cores, initargs=(share,)) as pool:
             futures = {pool.submit(task, item): item for item in items}
             try:
                 for fut in as_completed(futures):
@@ -117,9 +127,14 @@ class Ray(Executor):
         return f"ray {self.address or 'local'} ({self.workers} CPUs)" if not self.address else f"ray {self.address}"
 
 
+def _cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def make(spec: str, workers: int | None = None) -> Executor:
     """`serial`, `pool` or `ray[://HOST:PORT]`; workers default to the cores this process may use."""
-    n = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = workers or _cores()
     if n < 1:
         raise UserError(f"--workers {n}: must be at least 1")
     if spec == "serial":
