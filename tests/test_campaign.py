@@ -253,6 +253,23 @@ def test_a_target_with_a_serve_runtime_host_is_measured_there(tmp_path: Path) ->
     assert "by serve-runtime" in row["measured_label"] and row["measured_p50_ms"] > 0
 
 
+def test_a_serve_runtime_that_is_down_fails_its_cell_not_the_campaign(tmp_path: Path) -> None:
+    import socket
+
+    a, _ = _models(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    file = _file(tmp_path, f'name = "d"\nmodels = ["{a}"]\ntargets = ["xeon"]\n'
+                           f'[farm]\nremote = {{ xeon = "127.0.0.1:{port}" }}\n{BENCH}')
+    report = run_campaign(file, output=tmp_path / "out", executor="serial")
+    assert report.counts == {"estimated": 1}
+    with Store(tmp_path / "out" / "results.db") as db:
+        (row,) = db.query()
+    assert row["reason"].startswith(f"not measured (remote): remote 127.0.0.1:{port}")
+    assert row["estimate_label"].startswith("estimated by roofline(xeon")
+
+
 @pytest.mark.tvm
 def test_tvm_cells_go_to_their_device_on_the_tracker(tmp_path: Path) -> None:
     pytest.importorskip("tvm")
