@@ -18,6 +18,7 @@ _LAZY = {
     "TuneConfig": "deploypipe.api",
     "self_check": "deploypipe.api",
     "bench": "deploypipe.api",
+    "run_campaign": "deploypipe.api",  # `deploypipe.campaign` is the package (deploypipe/campaign/)
 }
 
 
@@ -30,4 +31,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'deploypipe' has no attribute {name!r}")
 
 
-__all__ = ["BuildConfig", "TuneConfig", "__version__", "bench", "build", "load", "self_check", "tune"]
+__all__ = ["BuildConfig", "TuneConfig", "__version__", "bench", "build", "load", "run_campaign", "self_check", "tune"]

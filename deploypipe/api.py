@@ -1,4 +1,4 @@
-"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()` and
+"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `run_campaign()` and
 `self_check()`. The CLI is a thin layer over these."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import hashlib
 import json
 import platform
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +42,32 @@ from deploypipe.artifact import (
     write_manifest,
 )
 from deploypipe.backends import load as load_runner
-from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, TuningReport
+from deploypipe.backends.compiler import (
+    CompileContext,
+    Compiler,
+    TuneRequest,
+    TuningReport,
+)
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
+from deploypipe.campaign import executors
+from deploypipe.campaign import run as campaign_run
+from deploypipe.campaign import spec as campaign_spec
 from deploypipe.data import attach as attach_data
 from deploypipe.data.metrics import UserMetric, load_metric
 from deploypipe.data.record import DataRecord
-from deploypipe.errors import FidelityError, UnsupportedError
+from deploypipe.errors import (
+    DeployPipeError,
+    FidelityError,
+    MissingBackendError,
+    UnsupportedError,
+)
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
 from deploypipe.model import Model, stack_rows
+from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.partition.api import PartitionConfig
 from deploypipe.partition.api import partition as _partition
-from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
 from deploypipe.targets import unfused_on_host
@@ -387,9 +401,50 @@ def _tune(cfg: TuneConfig, say: Progress) -> TuningReport:
 
 
 def bench(paths: list[Path], config: BenchConfig | None = None, sweep: SweepConfig | None = None,
-          progress: Progress | None = None) -> list[BenchResult]:
-    """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point."""
-    return run_bench(paths, config, progress=progress, sweep=sweep)
+          progress: Progress | None = None, remote: str | None = None) -> list[BenchResult]:
+    """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point;
+    with `remote` (HOST:PORT) on that `deploypipe serve-runtime` instead."""
+    return run_bench(paths, config, progress=progress, sweep=sweep, remote=remote)
+
+
+def build_cell(fields: dict[str, Any]) -> dict[str, Any]:
+    """One campaign build, as process-pool and Ray workers run it: BuildConfig fields in, a small
+    picklable summary out. A cell that cannot be built is an outcome of the campaign, not an error
+    of it: refusals (unsupported, missing backend) and failures come back as text."""
+    started = time.perf_counter()
+    try:
+        report = build(BuildConfig.model_validate(fields))
+    except (UnsupportedError, MissingBackendError) as exc:
+        return {"ok": False, "status": "refused", "reason": str(exc), "build_s": time.perf_counter() - started}
+    except DeployPipeError as exc:
+        return {"ok": False, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                "build_s": time.perf_counter() - started}
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the other cells of a campaign
+        return {"ok": False, "status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}",
+                "build_s": time.perf_counter() - started}
+    m = report.manifest
+    f = m.fidelity
+    return {"ok": True, "artifact": str(report.path), "cached": report.cached, "build_key": m.build_key,
+            "build_s": time.perf_counter() - started, "kind": m.kind,
+            "size_mb": sum(e.bytes for role, e in m.files.items() if role != "golden") / 1e6,
+            "cosine": f.cosine, "max_abs_err": f.max_abs_err, "top1_agreement": f.top1_agreement,
+            "accuracy": f.accuracy, "accuracy_fp32": f.accuracy_fp32, "fidelity_where": f.where}
+
+
+def run_campaign(file: str | Path, output: str | Path = "artifacts", store: str | Path | None = None,
+             executor: str = "pool", workers: int | None = None,
+             on_cell: Callable[[campaign_run.CellEvent], None] | None = None,
+             redo: bool = False) -> campaign_run.CampaignReport:
+    """Run a campaign file (docs/campaign.md): every cell built, measured here / on the farm or
+    estimated, into the results store (default OUTPUT/results.db); cells an earlier run finished are
+    not redone unless `redo`."""
+    spec = campaign_spec.load(Path(file))
+    ex = executors.make(executor, workers)
+    out = Path(output)
+    engine = campaign_run.Engine(build=build_cell, bench=bench)
+    with interrupt.deferred():
+        return campaign_run.run(spec, str(file), engine, ex, out, Path(store) if store else out / "results.db",
+                                on_cell, redo)
 
 
 def partition(config: PartitionConfig) -> PartitionReport:

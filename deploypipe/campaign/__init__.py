@@ -1,0 +1,2 @@
+"""Characterization campaigns: models x targets x variants built, measured or estimated, and kept in
+one results store (docs/campaign.md)."""
