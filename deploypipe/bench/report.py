@@ -377,7 +377,8 @@ def _cell(v: Any) -> str:
 
 def _table(results: list[BenchResult]) -> str:
     """The results, a fixed set of short columns that fit the page; where each figure comes from
-    (measured on ..., estimated by ..., the energy source, why a row did not run) is a numbered
+    (measured on ..., estimated by ..., the energy source, why a row did not run, what the build's
+    accuracy rests on: verified on labelled data, unverified: synthetic, ...) is a numbered
     footnote, written once however many rows share it."""
     notes: dict[str, int] = {}
 
@@ -391,7 +392,7 @@ def _table(results: list[BenchResult]) -> str:
     body = []
     for r in results:
         src = mark(r.where if r.ran else f"not run: {r.reason}") + mark(r.estimate_label) + mark(
-            r.energy.source if r.energy else "")
+            r.energy.source if r.energy else "") + mark(f"accuracy {r.accuracy}" if r.accuracy else "")
         tds = "".join(f"<td>{_cell(get(r))}</td>" for _, get in _COLUMNS)
         body.append(f"<tr{'' if r.ran else ' class=est'}>{tds}<td>{src}</td></tr>")
     foot = "".join(f"<li value='{i}'>{html.escape(label)}</li>" for label, i in notes.items())
