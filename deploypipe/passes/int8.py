@@ -8,9 +8,10 @@ is exceeded, judged at the evidence level of that data (deploypipe.analysis.fide
 inputs refuse only a catastrophe), and by the user's --metric when one is given.
 
 Accuracy-aware: when a build judged on real data misses its budget (or `mixed_precision = true`
-asks for it on any data), the search tries the other calibration methods and then keeps the
-layers that add the most error (from a per-layer diff) in FP32, the fewest that make the gate
-pass, printing each step's figure and latency (`_Search`; every step is in the pass details).
+asks for it on any data), the search tries the other calibration methods and then keeps layers in
+FP32, greedily in the order of the error they add (a per-layer diff), each only where it helps,
+until the gate passes, printing each step's figure and latency (`_Search`; every step is in the
+pass details).
 
 Three choices are made from the graph and the target, and recorded in the pass details:
 - the scheme: transformer graphs (LayerNorm/Softmax/GELU/Erf with MatMul-heavy compute) quantize
@@ -176,9 +177,9 @@ class _Step:
 class _Search:
     """Accuracy-aware INT8: quantize, judge on the gate data, and when a build judged on real data
     (or asked to with `mixed_precision = true`) misses its budget, first try the other calibration
-    methods (keeping the best by the judged figure), then keep the layers that add the most error
-    in FP32: 1, 2, 4... of them until the gate passes, then the fewest that still pass (bisection).
-    Every step prints its figure and its latency on this host's ONNX Runtime."""
+    methods (keeping the best by the judged figure), then keep layers in FP32 in the order of the
+    error they add, each only if it improves the judged figure, until the gate passes. Every step
+    prints its figure and its latency on this host's ONNX Runtime."""
 
     def __init__(self, fp32: onnx.ModelProto, model: Model, cfg: Int8Config, plan: _Plan,
                  feeds: list[dict[str, np.ndarray]], labels: np.ndarray | None, evidence: str, ctx: PassContext) -> None:
@@ -215,31 +216,23 @@ class _Search:
         return self._keep_fp32(best)
 
     def _keep_fp32(self, base: _Step) -> _Step:
+        """Greedy: the ranked layers one at a time, each kept in FP32 only when it improves the
+        judged figure (the ranking measures added error, the gate may judge a task metric that
+        does not follow it), until the gate passes; at most `max_fp32_layers` kept, twice as many tried."""
         self.ctx.progress(f"int8: gate missed with {base.method} calibration; ranking layers by the error they add")
         self.ranking = _rank_layers(self.fp32, base.proto, self.feeds[: min(len(self.feeds), 16)])
-        limit = min(self.cfg.max_fp32_layers, len(self.ranking))
-        counts = [c for c in (2 ** i for i in range(limit.bit_length())) if c < limit] + [limit]
-        failing, passing = 0, None
-        for count in counts if limit else []:
-            step = self._with_layers(base.method, count)
-            if step.fidelity.passed:
-                passing = step
+        best, kept = base, []
+        for layer in self.ranking[: 2 * self.cfg.max_fp32_layers]:
+            if len(kept) >= self.cfg.max_fp32_layers:
                 break
-            failing = count
-        if passing is None:
-            return self.steps[-1]  # the most layers in FP32 it may keep, still missing: the gate says why
-        low, high = failing, len(passing.excluded)  # the fewest passing lies in (low, high]
-        while high - low > 1:
-            mid = (low + high) // 2
-            step = self._with_layers(base.method, mid)
-            if step.fidelity.passed:
-                passing, high = step, mid
-            else:
-                low = mid
-        return passing
+            step = self._with_layers(base.method, [*kept, layer])
+            if _rank(step) > _rank(best):
+                best, kept = step, [*kept, layer]
+            if best.fidelity.passed:
+                break
+        return best
 
-    def _with_layers(self, method: str, count: int) -> _Step:
-        layers = self.ranking[:count]
+    def _with_layers(self, method: str, layers: list[dict[str, object]]) -> _Step:
         nodes = list(self.plan.float_nodes)
         for r in layers:
             nodes += [n for n in r["nodes"] if n not in nodes]  # type: ignore[union-attr]
