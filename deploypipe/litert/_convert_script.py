@@ -179,14 +179,18 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     os.chdir(scratch)  # onnx2tf writes/reads helper files in the working folder
     try:
         with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            # onnx2tf's own int8 option calibrates four times (integer, full-integer, and two int16
+            # activation variants) plus a dynamic-range pass; only full-integer is wanted, so it
+            # converts to float (with the same signatures as its int8 path) and _full_integer
+            # runs the one calibrated conversion with onnx2tf's settings
             onnx2tf.convert(
                 input_onnx_file_path=str(src), output_folder_path=str(tf_out),
                 copy_onnx_input_output_names_to_tflite=True, non_verbose=True,
-                output_integer_quantized_tflite=want_int8,
-                custom_input_op_name_np_data_path=custom if want_int8 else None,
-                quant_type=req.get("quant_type", "per-channel"),
-                input_quant_dtype=req.get("io_dtype", "int8"), output_quant_dtype=req.get("io_dtype", "int8"),
+                output_signaturedefs=want_int8,
             )
+            if want_int8:
+                _full_integer(tf_out, custom, max(shapes["in_0"][0], 1) if shapes.get("in_0") else 1,
+                              req.get("quant_type", "per-channel"), req.get("io_dtype", "int8"))
     except SystemExit as exc:  # onnx2tf reports errors with sys.exit(1)
         raise ToolError("unsupported", f"onnx2tf could not convert the model: {_tail(log)}") from exc
     except Exception as exc:  # noqa: BLE001 - any converter failure becomes one line
@@ -216,6 +220,30 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
         results[prec] = {"file": dest.name, "io": io, "ops": desc["ops"]}
     _fix_output_layouts(src, results, req)
     return {"results": results, "versions": versions()}
+
+
+def _full_integer(tf_out: Path, custom: list[list[Any]], batch: int, quant_type: str, io_dtype: str) -> None:
+    """The full-integer .tflite from onnx2tf's SavedModel, with the converter settings onnx2tf's
+    own int8 path uses (int8 builtins, per-channel unless asked otherwise, int8/uint8 I/O),
+    calibrated once on our data (already normalized: mean 0, std 1)."""
+    import numpy as np
+    import tensorflow as tf
+
+    data = {name: np.load(path) for name, path, _mean, _std in custom}
+    count = min(len(a) for a in data.values())
+
+    def representative() -> Any:  # batches of the model's batch size, as onnx2tf yields them
+        for i in range(0, count, batch):
+            yield {name: tf.convert_to_tensor(a[i:i + batch], tf.float32) for name, a in data.items()}
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tf_out))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter._experimental_disable_per_channel = quant_type != "per-channel"  # noqa: SLF001 - as onnx2tf sets it
+    converter.unfold_batchmatmul = False
+    converter.representative_dataset = representative
+    converter.inference_input_type = converter.inference_output_type = tf.uint8 if io_dtype == "uint8" else tf.int8
+    (tf_out / f"model_{VARIANTS['int8']}.tflite").write_bytes(converter.convert())
 
 
 def _fix_output_layouts(src: Path, results: dict[str, Any], req: dict[str, Any]) -> None:
