@@ -31,16 +31,40 @@ def _build(model: Path, out: Path, target: str = "host-cpu", quantize: str | Non
                              quantize=quantize, output=out, **kw))  # type: ignore[arg-type]
 
 
+_STAGES: dict[str, list[str]] = {}  # progress messages of each fixture build, by precision
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from deploypipe.api import BuildConfig, build
+
     root = tmp_path_factory.mktemp("tfl")
     src = root / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(src))
     out = {}
     for prec in ("fp32", "fp16", "int8"):
-        rep = _build(src, root / "art", quantize=None if prec == "fp32" else prec, compiler="tflite")
+        said = _STAGES.setdefault(prec, [])
+        rep = build(BuildConfig(model=str(src), target="host-cpu", compiler="tflite",
+                                quantize=None if prec == "fp32" else prec, output=root / "art"),  # type: ignore[arg-type]
+                    progress=lambda m, said=said: said.append(str(m)))
         out[prec] = rep.path
     return out
+
+
+def test_int8_conversion_calibrates_once_and_keeps_the_full_fidelity_check(artifacts: dict[str, Path]) -> None:
+    """The int8 conversion runs one calibrated conversion (onnx2tf's own int8 option ran four, plus
+    a dynamic-range one) on all 100 calibration samples, its stages show as progress, and the
+    build's fidelity check still runs the default samples and gates."""
+    from deploypipe.api import BuildConfig
+    from deploypipe.artifact import Artifact
+
+    said = _STAGES["int8"]
+    assert any("onnx2tf: ONNX -> TensorFlow" in m for m in said), said
+    assert sum("full-integer TFLite, calibrating on 100 samples" in m for m in said) == 1, said
+    assert not any("calibrating" in m for m in _STAGES["fp32"] + _STAGES["fp16"])
+    m = Artifact(artifacts["int8"]).manifest
+    assert m.fidelity.checked and m.fidelity.passed and m.fidelity.samples == BuildConfig.model_fields["fidelity_samples"].default
+    assert m.compiler_info["calibration"].startswith("100 samples")
 
 
 @pytest.mark.parametrize("prec", ["fp32", "fp16", "int8"])

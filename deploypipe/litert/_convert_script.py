@@ -146,7 +146,15 @@ def _layout(onnx_shape: list[int], tfl_shape: list[int], input_side: bool) -> li
     raise ToolError("build", f"TFLite tensor shape {tfl_shape} does not match ONNX shape {onnx_shape} in any known layout")
 
 
+def _stage(req: dict[str, Any], message: str) -> None:
+    """Name the stage starting now for the parent's progress display (one line per stage)."""
+    if req.get("stages"):
+        with open(req["stages"], "a") as fh:
+            fh.write(message + "\n")
+
+
 def convert(req: dict[str, Any]) -> dict[str, Any]:
+    _stage(req, "loading TensorFlow and onnx2tf")
     import numpy as np
     import onnx
     import onnx2tf
@@ -178,6 +186,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     cwd = os.getcwd()
     os.chdir(scratch)  # onnx2tf writes/reads helper files in the working folder
     try:
+        _stage(req, "onnx2tf: ONNX -> TensorFlow -> float TFLite")
         with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             # onnx2tf's own int8 option calibrates four times (integer, full-integer, and two int16
             # activation variants) plus a dynamic-range pass; only full-integer is wanted, so it
@@ -189,6 +198,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
                 output_signaturedefs=want_int8,
             )
             if want_int8:
+                _stage(req, f"full-integer TFLite, calibrating on {len(np.load(custom[0][1], mmap_mode='r'))} samples")
                 _full_integer(tf_out, custom, max(shapes["in_0"][0], 1) if shapes.get("in_0") else 1,
                               req.get("quant_type", "per-channel"), req.get("io_dtype", "int8"))
     except SystemExit as exc:  # onnx2tf reports errors with sys.exit(1)
@@ -197,6 +207,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
         raise ToolError("unsupported", f"onnx2tf failed ({type(exc).__name__}: {exc}); {_tail(log)}") from exc
     finally:
         os.chdir(cwd)
+    _stage(req, "checking the written .tflite files")
     results: dict[str, Any] = {}
     for prec in precisions:
         made = tf_out / f"model_{VARIANTS[prec]}.tflite"

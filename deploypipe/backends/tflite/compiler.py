@@ -29,7 +29,7 @@ class TfliteCompiler(Compiler):
     def compile(self, model: Model, ctx: CompileContext) -> CompileResult:
         opts: TfliteOptions = ctx.options
         ctx.progress(f"converting to TFLite {ctx.precision} with onnx2tf (TensorFlow in .venv-tflite)")
-        res = convert(model, [ctx.precision], ctx.workdir, opts, f"tflite {ctx.precision}")
+        res = convert(model, [ctx.precision], ctx.workdir, opts, f"tflite {ctx.precision}", ctx.progress)
         out = res["results"][ctx.precision]
         inputs, outputs = io_specs(model, out["io"])
         notes = [f"TFLite tensors are channel-last where the ONNX ones are channel-first: {io_summary(out['io'])}; "

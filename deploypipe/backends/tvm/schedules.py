@@ -140,6 +140,21 @@ def _factor(extent: int, candidates: tuple[int, ...]) -> int:
     return next((c for c in candidates if extent % c == 0), 1)
 
 
+def _tile(channels: int, width: int, lanes: int) -> tuple[int, int]:
+    """(tile width along the contiguous axis, tile height): the most accumulators that fit in
+    ACCUMULATORS vector registers, exact divisors only (no tails), wider tiles first on ties."""
+    best = (0, 0, 0)
+    for vectors in (4, 3, 2, 1):
+        if channels % (vectors * lanes):
+            continue
+        rows = _factor(width, tuple(r for r in ROWS if r * vectors <= ACCUMULATORS))
+        best = max(best, (rows * vectors, vectors, rows))
+    if best[0]:
+        return best[1] * lanes, best[2]
+    half = lanes // 2
+    return (half, _factor(width, ROWS)) if channels % half == 0 else (1, 1)
+
+
 def _extent(sch: Any, loop: Any) -> int | None:
     from tvm import tirx
 
@@ -164,12 +179,10 @@ def _tile_reduction(sch: Any, block: Any, lanes: int) -> bool:
     vec_axis = spatial[-1]
     if extents[vec_axis] < lanes or not out_idx.same_as(stmt.iter_vars[vec_axis].var):
         return False
-    vec = _factor(extents[vec_axis], tuple(lanes * k for k in (4, 3, 2, 1)) + (lanes // 2,))
+    rows_axis = next((i for i in reversed(spatial[:-1]) if extents[i] > 1), None)
+    vec, rows = _tile(extents[vec_axis], extents[rows_axis] if rows_axis is not None else 1, lanes)
     if vec < lanes // 2:
         return False
-    rows_axis = next((i for i in reversed(spatial[:-1]) if extents[i] > 1), None)
-    rows_max = max(ACCUMULATORS // max(vec // lanes, 1), 1)
-    rows = _factor(extents[rows_axis], tuple(r for r in ROWS if r <= rows_max)) if rows_axis is not None else 1
 
     width = min(vec, lanes)  # one machine vector: LLVM handles <48 x float> badly
     v_o, v_k, v_i = sch.split(loops[vec_axis], [None, vec // width, width])
