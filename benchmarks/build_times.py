@@ -2,7 +2,9 @@
 
 Each build runs `deploypipe.api.build` (this checkout, `force=True`: no cache) in a fresh process,
 as `deploypipe build` would, and times every progress stage (import, passes, calibration,
-conversion, fidelity check). The zoo model is imported each time, as `--model NAME` does.
+conversion, fidelity check; wall time) and the whole build's CPU time (user + system, with every
+process it waited for: on a shared machine the wall time depends on the other jobs). The zoo
+model is imported each time, as `--model NAME` does.
 
     nice -n 10 python benchmarks/build_times.py [--models resnet50 mobilenet-v2] [--only tflite]
 Writes benchmarks/results/build_times.json.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -70,15 +73,20 @@ def main() -> None:
                     continue
                 code = _CHILD.format(root=str(ROOT), model=model, target=target, compiler=compiler,
                                      quantize=quantize, out=tmp)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 key = f"{model} | {label}"
                 if proc.returncode != 0:
                     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                     results[key] = {"error": tail, "exit": proc.returncode}
                 else:
                     results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+                # CPU time of the build and every process it waited for: on a shared machine the
+                # wall time depends on the other jobs, the CPU time much less
+                results[key]["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
                 row = results[key]
-                print(f"{key:<60} {row.get('total_s', row.get('error'))}", flush=True)
+                print(f"{key:<60} wall {row.get('total_s', row.get('error'))} s, cpu {row['cpu_s']} s", flush=True)
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 out_path.write_text(json.dumps({"where": _where(), "builds": results}, indent=2))
 

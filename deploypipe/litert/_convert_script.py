@@ -181,6 +181,8 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
         custom.append([f"in_{i}", str(path), 0.0, 1.0])  # data is already normalized: mean 0, std 1
         if i == 0 and data.ndim == 4 and data.shape[-1] == 3:
             _offline_sample(scratch, data)
+    if want_int8:
+        _int8_graph_semantics()
     tf_out = scratch / "tf"
     log = scratch / "onnx2tf.log"
     cwd = os.getcwd()
@@ -231,6 +233,23 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
         results[prec] = {"file": dest.name, "io": io, "ops": desc["ops"]}
     _fix_output_layouts(src, results, req)
     return {"results": results, "versions": versions()}
+
+
+def _int8_graph_semantics() -> None:
+    """Build the TensorFlow graph as onnx2tf's int8 option would although that option is off: its
+    one graph-level effect is MaxPool padding with 0 instead of the float minimum (-3.4e38 in a
+    padded tensor ruins its quantization range; XNNPACK then refuses the int8 model)."""
+    import functools
+
+    import onnx2tf.ops.MaxPool as maxpool
+
+    original = maxpool.make_node
+
+    @functools.wraps(original)
+    def make_node(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**kwargs, "output_integer_quantized_tflite": True})
+
+    maxpool.make_node = make_node
 
 
 def _full_integer(tf_out: Path, custom: list[list[Any]], batch: int, quant_type: str, io_dtype: str) -> None:
