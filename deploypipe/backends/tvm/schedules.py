@@ -192,8 +192,8 @@ def _tile_reduction(sch: Any, block: Any, lanes: int) -> bool:
         r_o, r_i = sch.split(loops[rows_axis], [None, rows])
         outer[spatial.index(rows_axis)] = r_o
         inner = [r_i, v_k, v_i]
-    sch.reorder(*outer, v_o, *[loops[i] for i in reduce], *inner)
-    fused = sch.fuse(*outer, v_o)
+    sch.reorder(v_o, *outer, *[loops[i] for i in reduce], *inner)  # a weight slice stays cached across rows
+    fused = sch.fuse(v_o, *outer)
     sch.parallel(fused)
 
     consumers = sch.get_consumers(block)
