@@ -2,9 +2,11 @@
 
 The ONNX graph is imported with `tvm.relax.frontend.onnx` with the weights bound as constants (so
 BatchNorm and other constant work folds at compile time and the weights travel inside the
-library), lowered with Relax's "zero" pipeline, given the tuned schedules of the MetaSchedule
-database in `tuning_logs/<model>/<target>/` when there are any, and compiled to `model.so` for the
-target's LLVM triple (cross-linked with Debian's cross g++ for ARM boards).
+library), convolutions moved to NHWC/HWIO, lowered with Relax's "zero" pipeline, given the tuned
+schedules of the MetaSchedule databases that match its kernels by workload (this model's in
+`tuning_logs/<model>/<target>/`, then other models' measured for the same -mcpu), the default CPU
+schedules of `schedules.py` for every other kernel, and compiled to `model.so` for the target's
+LLVM triple (cross-linked with Debian's cross g++ for ARM boards).
 
 An artifact whose library is not for this host's CPU also carries `host_stand_in.so`, the same
 Relax module compiled for the host, so its fidelity can be checked here; the ARM library itself is
