@@ -183,11 +183,15 @@ def _key(model: Model, config: BuildConfig, res: targets.Resolution, recipe: Rec
 
 
 def _tuning_state(tuning_dir: Path, trials: int) -> dict[str, str]:
-    """A tuning database changes what a tuning compiler builds, so its content is part of the key."""
-    records = tuning_dir / "database_tuning_record.json"
+    """A tuning database changes what a tuning compiler builds, so its content is part of the key:
+    this model's and every other model's under the same tuning_logs (their records are reused by
+    workload)."""
     state = {"tune_trials": str(trials)} if trials else {}
-    if records.is_file():
-        state["tuning_db"] = hashlib.sha256(records.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for records in sorted(tuning_dir.parent.parent.glob("*/*/database_tuning_record.json")):
+        digest.update(str(records).encode() + records.read_bytes())
+    if (tuning_dir / "database_tuning_record.json").is_file() or digest.digest() != hashlib.sha256().digest():
+        state["tuning_db"] = digest.hexdigest()[:16]
     return state
 
 

@@ -119,6 +119,9 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("tune-quantize-int4", ["tune", "-m", f"{D}/tiny.onnx", "--quantize", "int4"], 2, "--quantize"),
     ("tune-trials-zero", ["tune", "-m", f"{D}/tiny.onnx", "--trials", "0"], 2, "--trials"),
     ("tune-budget-negative", ["tune", "-m", f"{D}/tiny.onnx", "--budget", "-3"], 2, "--budget"),
+    ("tune-minutes-zero", ["tune", "-m", f"{D}/tiny.onnx", "--tune-minutes", "0"], 2, "--tune-minutes"),
+    ("tune-budget-and-minutes", ["tune", "-m", f"{D}/tiny.onnx", "--budget", "60", "--tune-minutes", "1"], 2,
+     "one of --budget"),
     ("tune-trials-per-iter-zero", ["tune", "-m", f"{D}/tiny.onnx", "--trials-per-iter", "0"], 2, "--trials-per-iter"),
     # serve
     ("serve-no-path", ["serve"], 2, "Missing argument"),

@@ -31,16 +31,40 @@ def _build(model: Path, out: Path, target: str = "host-cpu", quantize: str | Non
                              quantize=quantize, output=out, **kw))  # type: ignore[arg-type]
 
 
+_STAGES: dict[str, list[str]] = {}  # progress messages of each fixture build, by precision
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from deploypipe.api import BuildConfig, build
+
     root = tmp_path_factory.mktemp("tfl")
     src = root / "tiny.onnx"
     onnx.save_model(tiny_classifier(), str(src))
     out = {}
     for prec in ("fp32", "fp16", "int8"):
-        rep = _build(src, root / "art", quantize=None if prec == "fp32" else prec, compiler="tflite")
+        said = _STAGES.setdefault(prec, [])
+        rep = build(BuildConfig(model=str(src), target="host-cpu", compiler="tflite",
+                                quantize=None if prec == "fp32" else prec, output=root / "art"),  # type: ignore[arg-type]
+                    progress=lambda m, said=said: said.append(str(m)))
         out[prec] = rep.path
     return out
+
+
+def test_int8_conversion_calibrates_once_and_keeps_the_full_fidelity_check(artifacts: dict[str, Path]) -> None:
+    """The int8 conversion runs one calibrated conversion (onnx2tf's own int8 option ran four, plus
+    a dynamic-range one) on all 100 calibration samples, its stages show as progress, and the
+    build's fidelity check still runs the default samples and gates."""
+    from deploypipe.api import BuildConfig
+    from deploypipe.artifact import Artifact
+
+    said = _STAGES["int8"]
+    assert any("onnx2tf: ONNX -> TensorFlow" in m for m in said), said
+    assert sum("full-integer TFLite, calibrating on 100 samples" in m for m in said) == 1, said
+    assert not any("calibrating" in m for m in _STAGES["fp32"] + _STAGES["fp16"])
+    m = Artifact(artifacts["int8"]).manifest
+    assert m.fidelity.checked and m.fidelity.passed and m.fidelity.samples == BuildConfig.model_fields["fidelity_samples"].default
+    assert m.compiler_info["calibration"].startswith("100 samples")
 
 
 @pytest.mark.parametrize("prec", ["fp32", "fp16", "int8"])
@@ -183,3 +207,27 @@ def test_edgetpu_report_rejects_non_tflite(tmp_path: Path, cli) -> None:
     onnx.save_model(tiny_classifier(), str(bad))
     res = cli("edgetpu-report", str(bad))
     assert res.returncode == 2 and "expected a .tflite" in res.stderr
+
+
+def test_int8_maxpool_with_padding_runs_and_matches(tmp_path: Path) -> None:
+    """A padded MaxPool (ResNet's stem) in a full-integer model: the graph pads with 0, as onnx2tf's
+    own int8 option does, not with -3.4e38 (which wrecks the quantization range; XNNPACK then
+    refused the ResNet-50 int8 model)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array((rng.standard_normal((10, 8)) * 0.3).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "pooled.onnx"
+    onnx.save_model(model, str(src))
+    rep = _build(src, tmp_path / "art", quantize="int8", compiler="tflite")
+    assert rep.manifest.fidelity.passed and rep.manifest.fidelity.max_abs_err < 0.2, rep.manifest.fidelity

@@ -77,8 +77,8 @@ def test_host_build_runs_matches_reference_and_profiles(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target, arch", [("rpi4", "aarch64"), ("rpi3", "armv7l")])
 def test_cross_build_carries_arm_library_and_host_stand_in(tmp_path: Path, target: str, arch: str) -> None:
     from deploypipe.artifact import Artifact
-    from deploypipe.backends.tvm.facts import library_arch
     from deploypipe.backends import why_not_runnable
+    from deploypipe.backends.tvm.facts import library_arch
 
     opts = TvmOptions(**targets.get(target).compilers["tvm"].options)
     if shutil.which(opts.cross_compiler or "") is None:
@@ -133,20 +133,39 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     report = _build(tmp_path, model=model)
     tuning = report.manifest.compiler_info["tuning"]
     assert tuning["records"] == recorded and tuning["database"] == str(db) and "session" not in tuning
-    assert tuning["tuned_for_mcpu"] == [str(tvm.target.codegen.llvm_get_system_cpu())]
+    host_cpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    assert tuning["tuned_for_mcpu"] == [host_cpu] and tuning["kernels"]["tuned"] >= 1 and tuning["reused"] == []
     assert report.manifest.fidelity.passed and not any("measured for -mcpu" in n for n in report.manifest.notes)
+    # another model with the same layers (other weights): its kernels are found by workload in tiny's database
+    other = tmp_path / "other.onnx"
+    onnx.save_model(tiny_classifier(seed=1), str(other))
+    report = _build(tmp_path / "other", model=other, tuning_logs=logs)
+    tuning = report.manifest.compiler_info["tuning"]
+    assert tuning["database"] is None and len(tuning["reused"]) == 1, tuning
+    reused = tuning["reused"][0]
+    assert reused["database"] == str(db) and reused["tuned_for_mcpu"] == [host_cpu] and reused["kernels"]
+    assert tuning["kernels"]["tuned"] == len(reused["kernels"]) and report.manifest.fidelity.passed
+    assert any(f"reused {len(reused['kernels'])} tuned kernel(s) by workload from {db}" in n for n in report.manifest.notes)
     # a database tuned on another CPU still applies (schedules are CPU-independent IR), but says so
     records = db / "database_tuning_record.json"
-    records.write_text(records.read_text().replace(f'"mcpu":"{tuning["tuned_for_mcpu"][0]}"', '"mcpu":"haswell"'))
+    records.write_text(records.read_text().replace(f'"mcpu":"{host_cpu}"', '"mcpu":"haswell"'))
     report = _build(tmp_path / "again", model=model, tuning_logs=logs)
     assert report.manifest.compiler_info["tuning"]["tuned_for_mcpu"] == ["haswell"]
     assert any("measured for -mcpu=haswell" in n for n in report.manifest.notes) and report.manifest.fidelity.passed
+    # ... but another model reuses records only from databases measured for this build's CPU
+    report = _build(tmp_path / "other-again", model=other, tuning_logs=logs)
+    assert report.manifest.compiler_info["tuning"]["reused"] == [] and report.manifest.fidelity.passed
 
 
 def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
     """A QDQ graph (what the int8 pass produces) imports into TVM and matches ONNX Runtime running
     the same QDQ graph; the manifest says it is simulated quantization around FP32 kernels."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     fp32 = tmp_path / "fp32.onnx"
     onnx.save_model(tiny_classifier(), str(fp32))
@@ -166,3 +185,67 @@ def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
     report = _build(tmp_path, model=qdq)
     assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-3
     assert any("simulated quantization" in n for n in report.manifest.notes)
+
+
+def _mini_mobilenet() -> onnx.ModelProto:
+    """Every operator class of the zoo's CNNs: strided conv + ReLU6, depthwise conv + ReLU6,
+    1x1 conv with a residual add, max pool, global average pool, dense."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def const(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [const("w0", 16, 3, 3, 3), const("b0", 16), const("wd", 16, 1, 3, 3), const("bd", 16),
+             const("w1", 16, 16, 1, 1), const("b1", 16), const("fc_w", 10, 16), const("fc_b", 10),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Clip", ["c0", "lo", "hi"], ["r0"]),
+        helper.make_node("Conv", ["r0", "wd", "bd"], ["cd"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Clip", ["cd", "lo", "hi"], ["rd"]),
+        helper.make_node("Conv", ["rd", "w1", "b1"], ["c1"]),
+        helper.make_node("Add", ["c1", "r0"], ["res"]),
+        helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["mp"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "mini", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Path) -> None:
+    """Without tuning records every kernel still gets a schedule: convolutions (incl. depthwise)
+    in NHWC, register-tiled, parallel and vectorized, the ReLU6 fused into them; the build
+    matches the reference and the manifest counts the default-scheduled kernels."""
+    from deploypipe.backends.tvm import schedules
+    from deploypipe.backends.tvm.relax import import_relax, lower, scheduled, tvm_target
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    proto = _mini_mobilenet()
+    model = Model(proto=proto, name="mini", provenance=Provenance("mini", "onnx", ""), calibration=SyntheticProvider([]))
+    target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
+    lowered = lower(import_relax(model), target)
+    with target:
+        mod = schedules.default_schedule()(lowered)
+    kernels = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert scheduled(mod) == set(kernels), set(kernels) - scheduled(mod)
+    convs = {n: f.script() for n, f in kernels.items() if "conv2d" in n}
+    assert len(convs) == 3 and not any("transpose" in n for n in convs)  # NHWC through, no layout flips
+    assert sum("maximum" in n and "minimum" in n for n in convs) == 2  # ReLU6 in the conv epilogue
+    for name, text in convs.items():
+        assert "T.parallel" in text and "T.vectorized" in text, name
+    dense = next(f.script() for n, f in kernels.items() if "matmul" in n or "dense" in n)
+    assert "T.parallel" in dense
+    path = tmp_path / "mini.onnx"
+    onnx.save_model(proto, str(path))
+    report = _build(tmp_path, model=path)
+    m = report.manifest
+    assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-4
+    assert m.compiler_info["tuning"]["kernels"]["default_schedule"] == m.compiler_info["tuning"]["kernels"]["total"] > 0
+    assert any("default CPU schedule" in n for n in m.notes)

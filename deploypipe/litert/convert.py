@@ -19,6 +19,8 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,21 +59,38 @@ def toolchain_python(what: str = "TFLite converter (onnx2tf + TensorFlow)") -> P
     return venv / "bin" / "python"
 
 
-def run_toolchain(request: dict[str, Any], timeout_s: int, what: str) -> dict[str, Any]:
-    """Run one command of `_convert_script.py` in the converter venv; its errors become ours."""
+def run_toolchain(request: dict[str, Any], timeout_s: int, what: str,
+                  progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Run one command of `_convert_script.py` in the converter venv; its errors become ours. The
+    script names each stage it starts (TensorFlow conversion, int8 calibration, ...) in a file
+    that is relayed to `progress` as it goes."""
     python = toolchain_python()
     with tempfile.TemporaryDirectory(prefix="dp-tflite-req-") as tmp:
-        req, res = Path(tmp, "request.json"), Path(tmp, "result.json")
-        req.write_text(json.dumps(request))
+        req, res, stages = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "stages.txt")
+        req.write_text(json.dumps({**request, "stages": str(stages)}))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONNOUSERSITE": "1"}
         env.pop("PYTHONPATH", None)  # the converter venv must not see the main venv's packages
-        try:
-            proc = subprocess.run([str(python), str(_SCRIPT), str(req), str(res)], capture_output=True, text=True,
-                                  timeout=timeout_s, env=env, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise BuildError(f"{what}: the TFLite toolchain ran past {timeout_s} s") from exc
+        start, seen = time.monotonic(), 0
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([str(python), str(_SCRIPT), str(req), str(res)], stdout=subprocess.DEVNULL,
+                                    stderr=err, text=True, env=env)
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    lines = stages.read_text().splitlines() if stages.is_file() else []
+                    for line in lines[seen:]:
+                        progress(f"{what}: {line}")
+                    seen = len(lines)
+                    if time.monotonic() - start > timeout_s:
+                        raise BuildError(f"{what}: the TFLite toolchain ran past {timeout_s} s")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            err.seek(0)
+            stderr = err.read()
         if not res.is_file():
-            tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-6:] if "] Ignored " not in line)[-400:]
+            tail = " | ".join(line for line in stderr.strip().splitlines()[-6:] if "] Ignored " not in line)[-400:]
             how = f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit {proc.returncode}"
             raise BuildError(f"{what}: the TFLite toolchain crashed ({how}; TensorFlow's converter, not deploypipe): {tail}")
         result = json.loads(res.read_text())
@@ -107,7 +126,7 @@ def _calibration_arrays(model: Model, n: int, folder: Path) -> dict[str, str]:
 
 
 def convert(model: Model, precisions: list[str], outdir: Path, opts: TfliteOptions,
-            what: str) -> dict[str, Any]:
+            what: str, progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """ONNX -> the asked .tflite variants in `outdir`; returns the toolchain's description."""
     for spec in model.inputs:
         if not spec.dtype.startswith("float"):
@@ -124,7 +143,7 @@ def convert(model: Model, precisions: list[str], outdir: Path, opts: TfliteOptio
             "precisions": precisions, "calibration": _calibration_arrays(model, n, scratch),
             "quant_type": opts.quant_type, "io_dtype": opts.io_dtype,
         }
-        result = run_toolchain(request, opts.timeout_s, what)
+        result = run_toolchain(request, opts.timeout_s, what, progress)
     result["calibration"] = f"{n} samples of {model.calibration.description}" if "int8" in precisions else ""
     return result
 

@@ -241,7 +241,7 @@ class EdgeTpuCompiler(Compiler):
         ctx.progress("converting to a full-integer int8 TFLite model with onnx2tf")
         topts = TfliteOptions(calibration_samples=opts.calibration_samples, io_dtype=opts.io_dtype,
                               timeout_s=opts.timeout_s)
-        res = convert(model, ["int8"], ctx.workdir, topts, "edgetpu int8")
+        res = convert(model, ["int8"], ctx.workdir, topts, "edgetpu int8", ctx.progress)
         out = res["results"]["int8"]
         int8_file = out["file"]
         report = compatibility_report(ctx.workdir / int8_file, opts.onchip_memory_mib)

@@ -37,7 +37,7 @@ class TfliteCompiler(Compiler):
             sub = model.at_batch(batch) if batch else model
             folder = ctx.workdir / f"batch{batch}" if batch else ctx.workdir
             folder.mkdir(exist_ok=True)
-            res = convert(sub, [ctx.precision], folder, opts, f"tflite {ctx.precision}{at}")
+            res = convert(sub, [ctx.precision], folder, opts, f"tflite {ctx.precision}{at}", ctx.progress)
             out = res["results"][ctx.precision]
             made.append((batch, str((folder / out["file"]).relative_to(ctx.workdir)), out, res["calibration"], sub))
         _, first_file, first, calibration, first_model = made[0]

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deploypipe.cliutil import JsonOpt, choice, emit_json, old_device_flags, out, parse_shapes, progress_bar
+from deploypipe.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, help="Apache TVM: tune schedules, build the device app.")
 
@@ -24,6 +25,8 @@ def tune(
     quantize: Annotated[str | None, typer.Option(help="Tune the fp16/int8 graph instead of FP32.",
                                                  callback=choice("--quantize", ("fp16", "int8")))] = None,
     budget: Annotated[float | None, typer.Option(help="Stop after this many seconds (resume later).", min=0.1)] = None,
+    tune_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes (same as --budget in minutes).",
+                                                       min=0.01)] = None,
     trials_per_iter: Annotated[int, typer.Option(help="Candidates measured per task per round.", min=1)] = 16,
     device: Annotated[str | None, typer.Option(help="Measure on a board: rpc://HOST:PORT or tracker://HOST:PORT/KEY.")] = None,
     rpc: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device rpc://HOST:PORT.")] = None,
@@ -39,6 +42,10 @@ def tune(
     from deploypipe.backends.tvm.rpc import RemoteSpec
     from deploypipe.importers import ImportOptions
 
+    if budget is not None and tune_minutes is not None:
+        raise UserError("give one of --budget SECONDS or --tune-minutes MINUTES")
+    if tune_minutes is not None:
+        budget = tune_minutes * 60
     device = device or old_device_flags(rpc, tracker, key, emulate=False)
     RemoteSpec.from_device(device)  # a malformed spec is one error before any work
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]

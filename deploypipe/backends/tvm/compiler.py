@@ -2,9 +2,11 @@
 
 The ONNX graph is imported with `tvm.relax.frontend.onnx` with the weights bound as constants (so
 BatchNorm and other constant work folds at compile time and the weights travel inside the
-library), lowered with Relax's "zero" pipeline, given the tuned schedules of the MetaSchedule
-database in `tuning_logs/<model>/<target>/` when there are any, and compiled to `model.so` for the
-target's LLVM triple (cross-linked with Debian's cross g++ for ARM boards).
+library), convolutions moved to NHWC/HWIO, lowered with Relax's "zero" pipeline, given the tuned
+schedules of the MetaSchedule databases that match its kernels by workload (this model's in
+`tuning_logs/<model>/<target>/`, then other models' measured for the same -mcpu), the default CPU
+schedules of `schedules.py` for every other kernel, and compiled to `model.so` for the target's
+LLVM triple (cross-linked with Debian's cross g++ for ARM boards).
 
 An artifact whose library is not for this host's CPU also carries `host_stand_in.so`, the same
 Relax module compiled for the host, so its fidelity can be checked here; the ARM library itself is
@@ -38,12 +40,13 @@ from deploypipe.backends.tvm.facts import (
     library_arch,
 )
 from deploypipe.backends.tvm.relax import (
-    apply_database,
+    apply_databases,
     compile_module,
     export,
     import_relax,
     lower,
     repair_database,
+    scheduled,
     target_string,
     tuned_for,
     tuning_records,
@@ -97,23 +100,32 @@ class TvmCompiler(Compiler):
             tuning["session"] = report.model_dump()
         repair_database(ctx.tuning_dir)
         records = tuning_records(ctx.tuning_dir)
+        mcpu = str(target.mcpu) if target.mcpu else "generic"
         if records and not model.dynamic:
-            ctx.progress(f"TVM: applying {records} tuning records from {ctx.tuning_dir}")
-            lowered = apply_database(lowered, target, ctx.tuning_dir)
             cpus = tuned_for(ctx.tuning_dir)
             tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus}
-            mcpu = str(target.mcpu) if target.mcpu else "generic"
             if cpus and cpus != [mcpu]:
                 notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
                              f"is for -mcpu={mcpu}: they are applied (correct either way) but their speed was "
                              f"not measured on this CPU; retune into a new tuning_logs directory for it")
+        if not model.dynamic:
+            ctx.progress("TVM: looking up tuning records by workload")
+            lowered, used = apply_databases(lowered, target, ctx.tuning_dir)
+            reused = [u for u in used if u["database"] != str(ctx.tuning_dir)]
+            tuning["reused"] = reused
+            for u in reused:
+                notes.append(f"reused {len(u['kernels'])} tuned kernel(s) by workload from {u['database']} "
+                             f"(measured for -mcpu={','.join(u['tuned_for_mcpu'])})")
+        kernels = [gv.name_hint for gv, f in lowered.functions_items() if type(f).__name__ == "PrimFunc"]
+        tuned = scheduled(lowered)
+        tuning["kernels"] = {"total": len(kernels), "tuned": len(tuned), "default_schedule": len(kernels) - len(tuned)}
         if model.dynamic:
-            notes.append("dynamic shapes: one library takes every size in the bounds; its kernels are untuned "
-                         "(MetaSchedule tunes static shapes: build a fixed shape to use tuning records)")
-        elif not records:
-            notes.append(f"untuned: no MetaSchedule database in {ctx.tuning_dir} "
-                         f"(run `deploypipe tvm tune --model {model.name} --target {ctx.target.name}`); "
-                         "untuned TVM kernels are far slower than ONNX Runtime on CPUs")
+            notes.append("dynamic shapes: one library takes every size in the bounds; its kernels get the default "
+                         "CPU schedules (MetaSchedule tunes static shapes: build a fixed shape to use tuning records)")
+        elif not tuned:
+            notes.append(f"untuned: no tuning record matched (looked in {ctx.tuning_dir.parent.parent}); every kernel "
+                         "has deploypipe's default CPU schedule (NHWC, register-tiled, parallel, vectorized); "
+                         f"`deploypipe tvm tune --model {model.name} --target {ctx.target.name}` searches for faster ones")
         ctx.progress(f"TVM: compiling for {target_string(target)}")
         try:
             executable = compile_module(lowered, target)

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploypipe.backends.tvm import schedules
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.errors import UnsupportedError
 from deploypipe.model import Model
@@ -36,19 +37,19 @@ def import_relax(model: Model) -> tvm.IRModule:
 
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """The graph-level passes that come before tuning: inference decompositions, the "zero"
-    pipeline (legalize, fold constants, fuse). Tuning tasks are extracted from this module."""
+    """The graph-level passes that come before tuning: inference decompositions, convolutions
+    to NHWC/HWIO (weights repacked at build time), the "zero" pipeline (legalize, fold constants,
+    fuse). Tuning tasks are extracted from this module."""
     import tvm
     from tvm import relax
 
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seq = tvm.transform.Sequential([
+        mod = tvm.transform.Sequential([
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            relax.get_pipeline("zero"),
-        ])
-        return seq(mod)
+        ])(mod)
+        return relax.get_pipeline("zero")(schedules.convert_layout(mod))
 
 
 def tuning_records(work_dir: Path) -> int:
@@ -105,6 +106,24 @@ def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path)
         return relax.transform.MetaScheduleApplyDatabase()(mod)
 
 
+def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
+    """Apply this model's database, then every other database under the same tuning_logs root
+    measured for this build's -mcpu (a workload is matched by its structural hash, so ResNet-18's
+    convolutions serve ResNet-50). Returns the module and, per database that gave a kernel, its
+    path, the -mcpu it was measured for and the kernels it scheduled."""
+    mcpu = str(target.mcpu) if target.mcpu else "generic"
+    others = sorted(d for d in own.parent.parent.glob("*/*") if d != own and d.is_dir() and tuning_records(d)
+                    and tuned_for(d) == [mcpu])
+    used: list[dict[str, Any]] = []
+    for work_dir in ([own] if tuning_records(own) else []) + others:
+        before = scheduled(mod)
+        mod = apply_database(mod, target, work_dir)
+        kernels = sorted(scheduled(mod) - before)
+        if kernels:
+            used.append({"database": str(work_dir), "tuned_for_mcpu": tuned_for(work_dir), "kernels": kernels})
+    return mod, used
+
+
 def export(executable: Any, path: Path, cross_compiler: str | None) -> None:
     """Write the executable as a shared library, linked by the cross g++ when there is one."""
     if cross_compiler:
@@ -116,11 +135,21 @@ def export(executable: Any, path: Path, cross_compiler: str | None) -> None:
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
+    """Give every kernel without a tuned schedule the default CPU schedule, then compile."""
     import tvm
 
-    with warnings.catch_warnings():
+    with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        mod = schedules.default_schedule()(mod)
         return tvm.compile(mod, target=target)
+
+
+def scheduled(mod: tvm.IRModule) -> set[str]:
+    """Names of the kernels that already carry a schedule (a tuned one, after apply_database)."""
+    from tvm import tirx
+
+    return {gv.name_hint for gv, f in mod.functions_items()
+            if isinstance(f, tirx.PrimFunc) and bool(f.attrs.get("tirx.is_scheduled", False))}
 
 
 def target_string(target: tvm.target.Target) -> str:
