@@ -412,6 +412,8 @@ def partition_cmd(
     network: Annotated[str, typer.Option(help="wifi, 4g, 3g, ethernet or BW_MBPS,RTT_MS.")] = "wifi",
     objective: Annotated[str, typer.Option(help="latency or energy.")] = "latency",
     deadline: Annotated[float | None, typer.Option(help="Latency budget in ms (Edgent).")] = None,
+    inter_arrival_ms: Annotated[float, typer.Option(help="Time between offloaded requests: further apart than the "
+                                                         "radio's tail, each pays promotion + tail energy.", min=0.001)] = 60_000.0,
     compression: Annotated[str, typer.Option(help="none, int8, zlib, int8+zlib (lz4 if installed).")] = "none",
     max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
@@ -429,6 +431,7 @@ def partition_cmd(
         raise UserError(f"--objective '{objective}': expected latency or energy")
     cfg = PartitionConfig(
         model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
+        inter_arrival_ms=inter_arrival_ms,
         compression=compression, max_tensors=max_tensors, threads=threads,
         import_options=ImportOptions(**parse_shapes(input_shape)),
     )
