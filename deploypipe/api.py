@@ -1,4 +1,4 @@
-"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()` and
+"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `optimize()` and
 `self_check()`. The CLI is a thin layer over these."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import hashlib
 import json
 import platform
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,11 @@ from deploypipe.backends import load as load_runner
 from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, TuningReport
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
+from deploypipe.campaign import optimize as opt
 from deploypipe.data import attach as attach_data
 from deploypipe.data.metrics import UserMetric, load_metric, run_metric
 from deploypipe.data.record import DataRecord
-from deploypipe.errors import FidelityError, UnsupportedError
+from deploypipe.errors import DeployPipeError, FidelityError, UnsupportedError
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
 from deploypipe.model import Model, stack_rows
@@ -54,6 +56,7 @@ from deploypipe.partition.api import partition as _partition
 from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
+from deploypipe.progress import Step
 from deploypipe.targets import unfused_on_host
 
 Progress = Callable[[str], None]
@@ -380,6 +383,55 @@ def bench(paths: list[Path], config: BenchConfig | None = None, sweep: SweepConf
           progress: Progress | None = None) -> list[BenchResult]:
     """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point."""
     return run_bench(paths, config, progress=progress, sweep=sweep)
+
+
+def optimize(config: opt.OptimizeConfig, progress: Progress | None = None) -> opt.OptimizeReport:
+    """Search the target's compilers x precisions x pruning ratios x FP32-layer counts: build every
+    candidate (under OUTPUT/.optimize/, cached), measure what runs here and estimate the rest, and
+    build the best objective within the accuracy budget into OUTPUT (deploypipe.campaign.optimize).
+    The report's `winner` is None when no candidate meets the budget; nothing is written then."""
+    with interrupt.deferred():
+        return _optimize(config, _checking(progress))
+
+
+def _optimize(cfg: opt.OptimizeConfig, say: Progress) -> opt.OptimizeReport:
+    spec = targets.get(cfg.target)
+    points = opt.search_space(cfg)
+    work = cfg.output / opt.WORK / f"{Path(cfg.model).stem}-{spec.name}"
+    todo = [p for p in points if not p.refused]
+    deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
+    for i, point in enumerate(todo):
+        if deadline is not None and time.monotonic() > deadline:
+            point.refused = f"not tried: the {cfg.budget_minutes:g}-minute budget was spent"
+            continue
+
+        def step(message: str, i: int = i, name: str = point.name) -> None:
+            say(Step(f"candidate {i + 1}/{len(todo)} {name}: {message}", i, len(todo)))
+        try:
+            built = _build(BuildConfig(**opt.build_fields(cfg, point, work)), step)
+        except DeployPipeError as exc:
+            opt.refuse(point, exc)
+            continue
+        opt.record_build(point, built.path, built.manifest)
+    paths = [Path(p.path) for p in points if p.path]
+    if paths and not spec.runs_here:  # one FP32 model measured here calibrates the cost model's estimates
+        ref = _build(BuildConfig(model=cfg.model, target="host-cpu", compiler="onnxruntime", output=work,
+                                 name="host-calibration", import_options=cfg.import_options), say)
+        paths.append(ref.path)
+    results = {r.artifact: r for r in run_bench(paths, cfg.bench, progress=say)} if paths else {}
+    for point in points:
+        if point.path and str(point.path) in results:
+            opt.record_bench(point, results[str(point.path)], cfg.objective, spec)
+    opt.share_estimates(points)
+    report = opt.conclude(cfg, points)
+    if report.winner is not None:
+        winner = report.point(report.winner)
+        model_name = Artifact(Path(winner.path)).manifest.model.name  # type: ignore[arg-type]
+        say(f"building the winner {winner.name} into {cfg.output}")
+        final = _build(BuildConfig(**opt.build_fields(cfg, winner, work, cfg.output,
+                                                      f"{model_name}-{spec.name}-{winner.name}")), say)
+        report.winner_path = str(final.path)
+    return report
 
 
 def partition(config: PartitionConfig) -> PartitionReport:

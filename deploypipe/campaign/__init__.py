@@ -1,0 +1,1 @@
+"""Characterization campaigns and the per-target optimization search (issue #19)."""
