@@ -47,6 +47,8 @@ def test_search_space_follows_the_target_file() -> None:
                                                            precisions=["int8"]))}
     assert "no INT8" in nano["tensorrt-int8"].refused
     assert "cannot be built with onnxruntime" in nano["onnxruntime"].refused
+    rpi = {p.name for p in search_space(OptimizeConfig(model="m", target="rpi4", compilers=["onnxruntime", "tvm"]))}
+    assert "onnxruntime-int8-pruned50" in rpi and "tvm-int8-pruned50" not in rpi  # tflite, the default, not searched
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ WORK = ".optimize"  # candidates live under OUTPUT/.optimize/ (hidden: `bench OU
 class OptimizeConfig(BaseModel):
     """Everything `deploypipe optimize` takes. Defaults give a search that finishes in minutes for a
     small model on 2 cores: every compiler × precision unpruned, the pruning ratios with the
-    target's default compiler only, and INT8 with FP32 layers with the compilers quantizing through
+    target's default compiler only (the first compiler searched when the default is not), and INT8 with FP32 layers with the compilers quantizing through
     the int8 pass (docs/optimize.md)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -134,6 +134,9 @@ def search_space(cfg: OptimizeConfig) -> list[Point]:
     bad = [r for r in cfg.prune_ratios if not 0 <= r < 1]
     if bad:
         raise UserError(f"--prune {bad[0]:g}: pruning ratios must be in [0, 1)")
+    known = [c for c in names if c in spec.compilers]
+    # pruning is searched with one compiler: the target's default, else the first one searched
+    pruned_with = spec.default_compiler if spec.default_compiler in known else (known[0] if known else "")
     points: list[Point] = []
     for compiler in names:
         if compiler not in spec.compilers:
@@ -143,7 +146,7 @@ def search_space(cfg: OptimizeConfig) -> list[Point]:
             continue
         supported = spec.compilers[compiler].precisions
         native = backends.compiler_class(compiler).native_precisions
-        ratios = cfg.prune_ratios if cfg.prune_all_compilers or compiler == spec.default_compiler else [0.0]
+        ratios = cfg.prune_ratios if cfg.prune_all_compilers or compiler == pruned_with else [0.0]
         for precision in cfg.precisions or supported:
             if precision not in supported:
                 why = spec.unsupported.get(precision, f"{compiler} runs only {', '.join(supported)} on {spec.name}")
