@@ -15,6 +15,7 @@ from deploypipe.artifact import Artifact
 from deploypipe.bench import BenchConfig
 from deploypipe.campaign.optimize import OptimizeConfig, search_space
 from deploypipe.campaign.pareto import dominates, pareto_front
+from deploypipe.cli import run
 
 from conftest import tiny_classifier
 
@@ -111,3 +112,19 @@ def test_absent_target_is_estimated_and_labelled_so(tmp_path: Path) -> None:
     assert tfl.objective == ort.objective and "on the graph of onnxruntime-fp32" in tfl.objective_source
     assert report.winner is not None and Path(report.winner_path).is_dir()  # type: ignore[arg-type]
     assert any("synthetic" in n and "never certify" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--objective", "speed"], "unknown --objective 'speed'"),
+    (["--prune", "0,1.5"], "--prune 1.5: pruning ratios must be in [0, 1)"),
+    (["--prune", "half"], "--prune 'half': expected a comma-separated list"),
+    (["--precisions", "int4"], "unknown --precisions 'int4'"),
+    (["--fp32-layers", "-1"], "--fp32-layers '-1': layer counts must be >= 0"),
+    (["-t", "rpi5"], "unknown target 'rpi5'"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_build(args: list[str], needle: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["optimize", "-m", "digits-cnn", "-o", str(tmp_path), *args]) == 2
+    stderr = " ".join(capsys.readouterr().err.split())  # the console may wrap a long line
+    assert needle in stderr
+    assert not any(tmp_path.iterdir())  # refused before any work
