@@ -7,7 +7,8 @@ ResNet-50 builds are slow on 2 shared cores, so its search is small: ONNX Runtim
 FP32/INT8, pruning 0/0.5 (ONNX Runtime only), no FP32-layer variants. MobileNet-v2 gets the default
 space over ONNX Runtime, OpenVINO and TVM (plus INT8 with 2 layers in FP32).
 
-    python benchmarks/optimize.py [--quick]        # writes benchmarks/results/optimize.json
+    python benchmarks/optimize.py [--quick] [--only MODEL:TARGET ...] [--out FILE]
+                                                   # default: writes benchmarks/results/optimize.json
 """
 
 from __future__ import annotations
@@ -63,10 +64,13 @@ def run(search: dict, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="digits-cnn only (a smoke run)")
+    ap.add_argument("--only", nargs="*", default=None, help="searches to run, as MODEL:TARGET")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "optimize.json")
     args = ap.parse_args()
+    chosen = [s for s in (QUICK if args.quick else SEARCHES)
+              if args.only is None or f"{s['model']}:{s['target']}" in args.only]
     with tempfile.TemporaryDirectory(prefix="deploypipe-optimize-") as tmp:
-        results = [run(s, Path(tmp)) for s in (QUICK if args.quick else SEARCHES)]
+        results = [run(s, Path(tmp)) for s in chosen]
     doc = {"context": run_context(), "searches": results}
     if not args.quick:
         args.out.write_text(json.dumps(doc, indent=2, default=str) + "\n")

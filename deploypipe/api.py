@@ -425,13 +425,23 @@ def _optimize(cfg: opt.OptimizeConfig, say: Progress) -> opt.OptimizeReport:
     opt.share_estimates(points)
     report = opt.conclude(cfg, points)
     if report.winner is not None:
-        winner = report.point(report.winner)
-        model_name = Artifact(Path(winner.path)).manifest.model.name  # type: ignore[arg-type]
-        say(f"building the winner {winner.name} into {cfg.output}")
-        final = _build(BuildConfig(**opt.build_fields(cfg, winner, work, cfg.output,
-                                                      f"{model_name}-{spec.name}-{winner.name}")), say)
-        report.winner_path = str(final.path)
+        say(f"copying the winner {report.winner} into {cfg.output}")
+        report.winner_path = str(_install(Path(report.point(report.winner).path), cfg.output, spec.name))  # type: ignore[arg-type]
     return report
+
+
+def _install(candidate: Path, output: Path, target: str) -> Path:
+    """The winning candidate as an ordinary artifact of `output`, named like a build of it, through
+    the same atomic staging. Its build key does not depend on the folder, so this is what a rebuild
+    would write (a later identical `build` into `output` is a cache hit), without building again."""
+    art = Artifact(candidate)
+    name = f"{art.manifest.model.name}-{target}-{candidate.name}"
+    with staging(output / name) as tmp:
+        shutil.copytree(candidate.resolve(), tmp, dirs_exist_ok=True)
+        manifest = Artifact(tmp).manifest
+        manifest.name = name
+        write_manifest(tmp, manifest)
+    return output / name
 
 
 def partition(config: PartitionConfig) -> PartitionReport:

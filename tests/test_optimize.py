@@ -13,7 +13,7 @@ import pytest
 from deploypipe import api
 from deploypipe.artifact import Artifact
 from deploypipe.bench import BenchConfig
-from deploypipe.campaign.optimize import OptimizeConfig, search_space
+from deploypipe.campaign.optimize import OptimizeConfig, build_fields, search_space
 from deploypipe.campaign.pareto import dominates, pareto_front
 from deploypipe.cli import run
 
@@ -76,7 +76,9 @@ def test_search_on_this_host_measures_and_builds_the_winner_within_budget(digits
     built = Artifact(Path(report.winner_path))  # type: ignore[arg-type]
     assert built.path.parent == digits_out and built.manifest.fidelity.passed
     assert built.manifest.precision == winner.precision and built.manifest.compiler == "onnxruntime"
-    assert not any(n.startswith(".") for n in [built.path.name])  # the winner is a plain artifact of OUTPUT
+    # copied from the candidate, not rebuilt: the same build key, so an identical build is a cache hit
+    again = api.build(api.BuildConfig(**{**build_fields(cfg, winner, digits_out), "name": built.path.name}))
+    assert again.cached and again.path == built.path
 
 
 def test_cli_json_and_a_budget_nobody_meets(digits_out: Path, cli) -> None:  # noqa: ANN001

@@ -181,10 +181,9 @@ params = {{ calibration = "minmax", calibration_samples = 32, mixed_precision = 
 '''
 
 
-def build_fields(cfg: OptimizeConfig, point: Point, work: Path, output: Path | None = None,
-                 name: str | None = None) -> dict[str, Any]:
-    """The BuildConfig fields of one candidate (in `work`, or `output` for the winner). The build's
-    gate gets the budget as its accuracy-drop tolerance: on labelled data it refuses what misses it."""
+def build_fields(cfg: OptimizeConfig, point: Point, work: Path) -> dict[str, Any]:
+    """The BuildConfig fields of one candidate, built in `work`. The build's gate gets the budget as
+    its accuracy-drop tolerance: on labelled data it refuses what misses it."""
     recipe = None
     if point.fp32_layers:
         recipe_path = work / f"int8-fp32x{point.fp32_layers}.toml"
@@ -194,7 +193,7 @@ def build_fields(cfg: OptimizeConfig, point: Point, work: Path, output: Path | N
     return {
         "model": cfg.model, "target": cfg.target, "compiler": point.compiler,
         "quantize": None if point.precision == "fp32" else point.precision, "prune": point.prune or None,
-        "recipe": recipe, "output": output or work, "name": name or point.name, "strict": True,
+        "recipe": recipe, "output": work, "name": point.name, "strict": True,
         "tolerance": {"max_accuracy_drop": cfg.max_accuracy_drop}, "fidelity_samples": cfg.fidelity_samples,
         "import_options": cfg.import_options, "data": cfg.data, "eval_data": cfg.eval_data,
         "preprocess": cfg.preprocess, "tokenizer": cfg.tokenizer, "metric": cfg.metric,
