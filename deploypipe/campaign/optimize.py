@@ -23,7 +23,6 @@ from rich.console import Group
 from rich.text import Text
 
 from deploypipe import backends, targets
-from deploypipe.analysis.fidelity import UNVERIFIED_SYNTHETIC
 from deploypipe.artifact import Manifest
 from deploypipe.bench import BenchConfig, BenchResult
 from deploypipe.bench import energy as en
@@ -35,6 +34,7 @@ from deploypipe.targets import Precision, TargetSpec
 
 Objective = Literal["latency", "energy", "size"]
 UNITS: dict[str, str] = {"latency": "ms", "energy": "mJ", "size": "MB"}
+CERTIFYING = ("labelled", "real-unlabelled")  # evidence that can certify (deploypipe.analysis.fidelity)
 WORK = ".optimize"  # candidates live under OUTPUT/.optimize/ (hidden: `bench OUTPUT` skips them)
 
 
@@ -299,9 +299,10 @@ def conclude(cfg: OptimizeConfig, points: list[Point]) -> OptimizeReport:
         front=[p.name for p in sorted(front, key=lambda p: p.objective)],  # type: ignore[arg-type,return-value]
         winner=winner.name if winner else None, baseline=baseline.name if baseline else None,
     )
-    if any(p.evidence == "synthetic" for p in figured):
-        report.notes.append(f"accuracy figures on synthetic inputs can refuse a candidate but never certify one "
-                            f"({UNVERIFIED_SYNTHETIC}): give labelled data with --data/--eval-data to verify the winner")
+    weak = sorted({p.evidence for p in figured if p.evidence and p.evidence not in CERTIFYING})
+    if weak:
+        report.notes.append(f"accuracy figures on {' and '.join(weak)} inputs can refuse a candidate but never certify "
+                            "one: give labelled data with --data/--eval-data to verify the winner")
     kinds = {p.measured for p in figured}
     if kinds == {True, False}:
         report.notes.append("the frontier mixes measured and estimated figures: each row says which")
