@@ -70,8 +70,8 @@ def try_build(name: str, out: Path, compiler: str | None, quantize: str | None,
                 "where": traceback.format_exc(limit=-3)}, None
     fid = report.manifest.fidelity
     return {"outcome": "built", "seconds": round(time.perf_counter() - t0, 1), "precision": report.manifest.precision,
-            "fidelity": fid.model_dump(include={"samples", "data", "cosine", "top1_agreement", "max_abs_err",
-                                                "accuracy", "passed", "reasons"}),
+            "fidelity": fid.model_dump(include={"samples", "data", "evidence", "certified", "verdict", "cosine",
+                                                "top1_agreement", "max_abs_err", "accuracy", "passed", "reasons"}),
             "passes": [p.name for p in report.manifest.passes]}, report.path
 
 
@@ -157,11 +157,15 @@ def main() -> None:
     ap.add_argument("--only-ort", action="store_true", help="skip the OpenVINO and TFLite FP32 builds")
     args = ap.parse_args()
     info = {**run_context(), "isa": isa()}
+    # rows of models not re-run this time are kept, each with the host it was measured on
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    kept = [{**r, "host": r.get("host", saved.get("host"))} for r in saved.get("rows", []) if r["model"] not in args.models]
+    extra = {k: v for k, v in saved.items() if k not in ("host", "reps", "rows")}
     rows = []
     with tempfile.TemporaryDirectory(prefix="deploypipe-real-") as tmp:
         for name in args.models:
-            rows.append(run_model(name, Path(tmp), args.reps, args.only_ort))
-            RESULTS.write_text(json.dumps({"host": info, "reps": args.reps, "rows": rows}, indent=1) + "\n")
+            rows.append({**run_model(name, Path(tmp), args.reps, args.only_ort), "host": info})
+            RESULTS.write_text(json.dumps({**extra, "host": info, "reps": args.reps, "rows": kept + rows}, indent=1) + "\n")
     print(json.dumps(rows, indent=1))
 
 

@@ -20,6 +20,7 @@ _LAZY = {
     "bench": "deploypipe.api",
     "optimize": "deploypipe.api",
     "OptimizeConfig": "deploypipe.campaign.optimize",
+    "run_campaign": "deploypipe.api",  # `deploypipe.campaign` is the package (deploypipe/campaign/)
 }
 
 
@@ -33,4 +34,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["BuildConfig", "OptimizeConfig", "TuneConfig", "__version__", "bench", "build", "load", "optimize",
-           "self_check", "tune"]
+           "run_campaign", "self_check", "tune"]

@@ -1,5 +1,5 @@
-"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `optimize()` and
-`self_check()`. The CLI is a thin layer over these."""
+"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `run_campaign()`,
+`optimize()` and `self_check()`. The CLI is a thin layer over these."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from deploypipe.analysis import reference
 from deploypipe.analysis.fidelity import (
     DEFAULT_TOLERANCE,
     PRUNED_TOLERANCE,
+    UNCERTIFYING,
     compare,
     evidence_of,
+    judge_metric,
     merge_tolerance,
 )
 from deploypipe.analysis.stats import analyze
@@ -40,26 +42,40 @@ from deploypipe.artifact import (
     write_manifest,
 )
 from deploypipe.backends import load as load_runner
-from deploypipe.backends.compiler import CompileContext, Compiler, TuneRequest, TuningReport
+from deploypipe.backends.compiler import (
+    CompileContext,
+    Compiler,
+    TuneRequest,
+    TuningReport,
+)
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
+from deploypipe.campaign import executors
 from deploypipe.campaign import optimize as opt
+from deploypipe.campaign import run as campaign_run
+from deploypipe.campaign import spec as campaign_spec
 from deploypipe.data import attach as attach_data
-from deploypipe.data.metrics import UserMetric, load_metric, run_metric
+from deploypipe.data.metrics import UserMetric, load_metric
 from deploypipe.data.record import DataRecord
-from deploypipe.errors import DeployPipeError, FidelityError, UnsupportedError
+from deploypipe.errors import (
+    DeployPipeError,
+    FidelityError,
+    MissingBackendError,
+    UnsupportedError,
+)
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.isa import host_isa
 from deploypipe.model import Model, stack_rows
+from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.partition.api import PartitionConfig
 from deploypipe.partition.api import partition as _partition
-from deploypipe.partition.analyzer import PartitionReport
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
 from deploypipe.progress import Step
 from deploypipe.targets import unfused_on_host
 
 Progress = Callable[[str], None]
+REAL_EVAL_MAX = 200  # held-out real samples a build's fidelity check uses at most (enough to certify)
 
 
 class BuildConfig(BaseModel):
@@ -135,10 +151,12 @@ def _fidelity_lines(f: Fidelity) -> list[str]:
                 extra.append(f"retrieval@1 {o.retrieval_at_1:.3f}")
             lines.append(f"    output {o.name} ({o.kind}): cosine {o.cosine:.5f}, {', '.join(extra)}")
     if f.metrics:
-        lines.append(f"  metric: {', '.join(f'{k} {v:.4g}' for k, v in f.metrics.items())}")
+        fp32 = f.metrics_fp32
+        lines.append("  metric: " + ", ".join(f"{k} {v:.4g}" + (f" (FP32 {fp32[k]:.4g})" if k in fp32 else "")
+                                              for k, v in f.metrics.items()))
     if f.verdict:
         hint = (" (give real data with --data PATH: an image folder, .npz, .npy folder, or text with --tokenizer; "
-                "see docs/data.md)") if f.evidence == "synthetic" and not f.certified else ""
+                "see docs/data.md)") if f.evidence in UNCERTIFYING and not f.certified else ""
         lines.append(f"  {f.verdict}{hint}")
     return lines
 
@@ -188,9 +206,11 @@ def _fidelity_inputs(model: Model, n: int) -> tuple[list[dict[str, np.ndarray]],
     ev = model.evaluation
     if ev is not None:
         feeds = list(ev.samples(len(ev.x)))
-        return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.real)
+        return feeds, ev.labels, ev.description, evidence_of(ev.labels, ev.evidence)
     provider = model.calibration
-    return list(provider.samples(n, seed=10_000)), None, provider.description, evidence_of(None, provider.real)
+    if provider.held_out:  # a real held-out split (shipped data): all of it, not a handful
+        n = max(n, REAL_EVAL_MAX)
+    return list(provider.samples(n, seed=10_000)), None, provider.description, provider.evidence
 
 
 def _producers(model: Model) -> dict[str, str]:
@@ -210,7 +230,7 @@ def check_fidelity(runner: Runner, model: Model, precision: str, tolerance: dict
     fid = compare(refs, outs, precision, tolerance, labels, evidence=evidence, ops=_producers(model))
     fid.data = data
     if metric is not None:
-        fid.metrics = run_metric(metric[1], metric[0], refs, outs, labels)
+        judge_metric(fid, metric[0], metric[1], refs, outs, labels, tolerance)
     _check_batches(runner, model, precision, tolerance, feeds, fid)
     return fid, feeds[0], refs[0], outs[0]
 
@@ -247,6 +267,9 @@ def _checking(progress: Progress | None) -> Progress:
 
 def _check_shapes_request(options: ImportOptions, name: str, compiler: Compiler) -> None:
     """Refuse, before any work, shape ranges a compiler cannot build (it says why)."""
+    if compiler.shapes == "set" and options.ranged and not options.listed:
+        raise UnsupportedError(f"{name} builds a set of fixed shapes, one model each: give the batch sizes as a list "
+                               f"(--batch 1,8,32), not --seq-len or MIN..MAX in --input-shape ({compiler.fixed_why})")
     if options.ranged and compiler.shapes == "fixed":
         raise UnsupportedError(f"{name} cannot take a range of input shapes (--batch with several sizes, "
                                f"--seq-len, or MIN..MAX in --input-shape): {compiler.fixed_why}")
@@ -279,11 +302,11 @@ def _build(config: BuildConfig, say: Progress) -> BuildReport:
     tolerance = merge_tolerance(base, config.tolerance)
     with staging(dest) as tmp:
         current, records = passes.run(recipe, model, PassContext(target=spec.name, precision=res.precision, progress=say,
-                                                                  compiler=res.compiler))
+                                                                  compiler=res.compiler, metric=metric))
         ctx = CompileContext(
             workdir=tmp, target=spec, precision=res.precision,
             options=backends.compiler_options(res.compiler, spec),
-            tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials,
+            tuning_dir=tuning_dir, progress=say, tune_trials=config.tune_trials, tolerance=tolerance, metric=metric,
         )
         with refusing(f"{res.compiler} cannot compile {model.name} for {spec.name}", current.proto):
             compiler.check(current, ctx)
@@ -380,9 +403,50 @@ def _tune(cfg: TuneConfig, say: Progress) -> TuningReport:
 
 
 def bench(paths: list[Path], config: BenchConfig | None = None, sweep: SweepConfig | None = None,
-          progress: Progress | None = None) -> list[BenchResult]:
-    """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point."""
-    return run_bench(paths, config, progress=progress, sweep=sweep)
+          progress: Progress | None = None, remote: str | None = None) -> list[BenchResult]:
+    """Measure every artifact under `paths` (each in a fresh worker process) at every sweep point;
+    with `remote` (HOST:PORT) on that `deploypipe serve-runtime` instead."""
+    return run_bench(paths, config, progress=progress, sweep=sweep, remote=remote)
+
+
+def build_cell(fields: dict[str, Any]) -> dict[str, Any]:
+    """One campaign build, as process-pool and Ray workers run it: BuildConfig fields in, a small
+    picklable summary out. A cell that cannot be built is an outcome of the campaign, not an error
+    of it: refusals (unsupported, missing backend) and failures come back as text."""
+    started = time.perf_counter()
+    try:
+        report = build(BuildConfig.model_validate(fields))
+    except (UnsupportedError, MissingBackendError) as exc:
+        return {"ok": False, "status": "refused", "reason": str(exc), "build_s": time.perf_counter() - started}
+    except DeployPipeError as exc:
+        return {"ok": False, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                "build_s": time.perf_counter() - started}
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the other cells of a campaign
+        return {"ok": False, "status": "failed", "reason": f"internal error: {type(exc).__name__}: {exc}",
+                "build_s": time.perf_counter() - started}
+    m = report.manifest
+    f = m.fidelity
+    return {"ok": True, "artifact": str(report.path), "cached": report.cached, "build_key": m.build_key,
+            "build_s": time.perf_counter() - started, "kind": m.kind,
+            "size_mb": sum(e.bytes for role, e in m.files.items() if role != "golden") / 1e6,
+            "cosine": f.cosine, "max_abs_err": f.max_abs_err, "top1_agreement": f.top1_agreement,
+            "accuracy": f.accuracy, "accuracy_fp32": f.accuracy_fp32, "fidelity_where": f.where}
+
+
+def run_campaign(file: str | Path, output: str | Path = "artifacts", store: str | Path | None = None,
+             executor: str = "pool", workers: int | None = None,
+             on_cell: Callable[[campaign_run.CellEvent], None] | None = None,
+             redo: bool = False) -> campaign_run.CampaignReport:
+    """Run a campaign file (docs/campaign.md): every cell built, measured here / on the farm or
+    estimated, into the results store (default OUTPUT/results.db); cells an earlier run finished are
+    not redone unless `redo`."""
+    spec = campaign_spec.load(Path(file))
+    ex = executors.make(executor, workers)
+    out = Path(output)
+    engine = campaign_run.Engine(build=build_cell, bench=bench)
+    with interrupt.deferred():
+        return campaign_run.run(spec, str(file), engine, ex, out, Path(store) if store else out / "results.db",
+                                on_cell, redo)
 
 
 def optimize(config: opt.OptimizeConfig, progress: Progress | None = None) -> opt.OptimizeReport:

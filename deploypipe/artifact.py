@@ -87,7 +87,7 @@ class Fidelity(BaseModel):
     shapes_checked: list[str] = Field(default_factory=list)  # each --batch size, checked on its own
     samples: int = 0
     data: str = ""  # what the inputs were (synthetic / real held-out data)
-    evidence: str = ""  # labelled | real-unlabelled | synthetic
+    evidence: str = ""  # labelled | real-unlabelled | stand-in | synthetic
     certified: bool | None = None  # the figures are evidence of accuracy (real data, enough samples)
     verdict: str = ""  # one line, e.g. "accuracy unverified: synthetic inputs"
     max_abs_err: float | None = None  # the largest over outputs
@@ -101,6 +101,7 @@ class Fidelity(BaseModel):
     top5_accuracy: float | None = None
     outputs: list[OutputFidelity] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)  # the user's --metric results
+    metrics_fp32: dict[str, float] = Field(default_factory=dict)  # the same metric of FP32 itself
     tolerance: dict[str, float] = Field(default_factory=dict)
     passed: bool | None = None
     reasons: list[str] = Field(default_factory=list)

@@ -428,19 +428,108 @@ def check(
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Argument(help="Results JSON saved by `deploypipe bench --json-file`.")],
+    results: Annotated[Path, typer.Argument(help="Results JSON saved by `deploypipe bench --json-file`, or a campaign results store.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
     title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    campaign: Annotated[str | None, typer.Option(help="With a results store: only this campaign.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a self-contained HTML report (tables and plots) of bench results."""
+    """Write a self-contained HTML report (tables and plots) of bench results or of a campaign."""
     from deploypipe.bench.report import write_report
 
-    path = write_report(results, output, title)
+    cells = None
+    if results.is_file() and results.read_bytes()[:16] == b"SQLite format 3\x00":
+        from deploypipe.campaign.store import Store
+        from deploypipe.campaign.view import report_cells
+
+        with Store(results) as db:
+            cells = report_cells(db.query(campaign=campaign))
+    path = write_report(results, output, title, cells)
     if as_json:
         emit_json({"report": str(path)})
     else:
         out.print(f"wrote {path}", highlight=False)
+
+
+@app.command("campaign")
+def campaign_cmd(
+    file: Annotated[Path, typer.Argument(help="Campaign file (TOML): models x targets x variants (docs/campaign.md).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifacts go to OUTPUT/<campaign>/.", callback=_check_output_folder)] = Path("artifacts"),
+    store: Annotated[Path | None, typer.Option(help="Results store (SQLite); default OUTPUT/results.db.")] = None,
+    executor: Annotated[str, typer.Option(help="Where builds run: serial, pool (local processes) or ray[://HOST:PORT].")] = "pool",
+    workers: Annotated[int | None, typer.Option(help="Build workers (default: the cores this process may use).", min=1)] = None,
+    redo: Annotated[bool, typer.Option(help="Redo cells an earlier run of this campaign finished.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Only list the cells (planned, excluded, refused with the reason).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build, measure (here, on the farm) or estimate every cell of a campaign into the results store.
+
+    Builds fan out over the executor; measurements run one at a time, after the builds. A campaign
+    stopped half-way and started again redoes nothing that finished.
+    """
+    if plan:
+        from deploypipe.campaign import grid, spec
+        from deploypipe.campaign.view import plan_table
+
+        cells = grid.expand(spec.load(file))
+        if as_json:
+            emit_json([{**c.model_dump(), "cell": c.key} for c in cells])
+        else:
+            out.print(plan_table(cells))
+        return
+    from deploypipe.api import run_campaign
+    from deploypipe.campaign.run import CellEvent
+
+    if as_json:
+        def line(event: CellEvent) -> None:
+            sys.stdout.write(json.dumps(event.to_dict()) + "\n")
+            sys.stdout.flush()
+
+        report = run_campaign(file, output, store, executor, workers, on_cell=line, redo=redo)
+        emit_json(report.model_dump())
+        return
+    from rich.live import Live
+
+    from deploypipe.campaign import grid, spec
+    from deploypipe.campaign.view import LiveCells
+
+    live_rows = LiveCells(f"campaign {file.name}", len(grid.expand(spec.load(file))))
+    with Live(live_rows.render(), console=out, refresh_per_second=4, transient=True) as live:
+        def show(event: CellEvent) -> None:
+            live_rows.add(event)
+            live.update(live_rows.render())
+
+        report = run_campaign(file, output, store, executor, workers, on_cell=show, redo=redo)
+    out.print(live_rows.render(last=None))
+    out.print(report.summary(), highlight=False)
+
+
+@app.command()
+def results(
+    store: Annotated[Path, typer.Argument(help="Results store written by `deploypipe campaign`.")] = Path("artifacts/results.db"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model (as the campaign names it).")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Only this target.")] = None,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the results store: the latest figures of every cell, measured and estimated apart."""
+    from deploypipe.campaign.store import Store
+    from deploypipe.campaign.view import flat_rows, results_table, to_csv
+    from deploypipe.errors import UserError
+
+    if as_csv and as_json:
+        raise UserError("give one of --json and --csv")
+    if not store.is_file():
+        raise UserError(f"results store {store}: no such file (run `deploypipe campaign FILE.toml` first)")
+    with Store(store) as db:
+        rows = db.query(model, target, campaign)
+    if as_json:
+        emit_json(flat_rows(rows))
+    elif as_csv:
+        sys.stdout.write(to_csv(rows))
+    else:
+        out.print(results_table(rows))
 
 
 TokenFileOpt = Annotated[Path | None, typer.Option(

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from deploypipe.progress import Note
+
 # Piped output gets a wide fixed width so tables are not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped
@@ -86,9 +88,9 @@ def parse_sizes(text: str | None, flag: str) -> tuple[int, ...]:
 
 def parse_tolerance(values: list[str]) -> dict[str, float]:
     from deploypipe.errors import UnknownNameError, UserError
-    from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, PRUNED_TOLERANCE
+    from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, METRIC_TOLERANCE, PRUNED_TOLERANCE
 
-    known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t}
+    known = {k for t in (*DEFAULT_TOLERANCE.values(), PRUNED_TOLERANCE) for k in t} | {METRIC_TOLERANCE}
     tol = {}
     for v in values:
         key, sep, num = v.partition("=")
@@ -127,6 +129,8 @@ def progress_bar(label: str) -> Iterator[Callable[[str], None]]:
         task = bar.add_task(label, total=None)
 
         def say(message: str) -> None:
+            if isinstance(message, Note):
+                bar.console.print(f"  {message}", highlight=False, markup=False)
             total, done = getattr(message, "total", None), getattr(message, "done", 0)
             current = bar.tasks[0]
             if total != current.total or done < current.completed or (total is None and message != current.description):

@@ -48,6 +48,8 @@ class TensorSpec(BaseModel):
     dtype: str
     quant: QuantParams | None = None
     bounds: tuple[tuple[int, int] | None, ...] | None = None
+    # for artifacts built as a set of fixed shapes (one compiled model each): the sizes a dynamic dim takes
+    sizes: tuple[tuple[int, ...] | None, ...] | None = None
 
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
         """The shape with each dynamic dim at its lower bound (or `batch` where it has none)."""
@@ -58,11 +60,17 @@ class TensorSpec(BaseModel):
         """Whether dim `dim` accepts `size`: a fixed dim its value, a dynamic one any size within
         its bounds (any size where it has none)."""
         fixed, bound = self.shape[dim], self.bounds[dim] if self.bounds else None
+        listed = self.sizes[dim] if self.sizes else None
+        if listed is not None:
+            return size in listed
         return size == fixed if fixed is not None else bound is None or bound[0] <= size <= bound[1]
 
     def dim_text(self, dim: int) -> str:
-        """One dim for messages: 3, 1..32, or ? (dynamic without bounds)."""
+        """One dim for messages: 3, 1..32, {1,8,32} (a set of sizes), or ? (dynamic without bounds)."""
         fixed, bound = self.shape[dim], self.bounds[dim] if self.bounds else None
+        listed = self.sizes[dim] if self.sizes else None
+        if listed is not None:
+            return "{" + ",".join(map(str, listed)) + "}"
         return str(fixed) if fixed is not None else f"{bound[0]}..{bound[1]}" if bound else "?"
 
     def accepts(self) -> str:
@@ -89,8 +97,12 @@ def specs_of(values: list[onnx.ValueInfoProto], skip: set[str] | None = None) ->
 class DataProvider:
     """Batches of model inputs, with an honest description of what the data is."""
 
+    held_out: bool = False  # seeds other than 0 yield samples the calibration (seed 0) never sees
+
     def __init__(self, description: str, real: bool) -> None:
         self.description, self.real = description, real
+        # what a gate judging on these samples rests on (deploypipe.analysis.fidelity.EVIDENCE)
+        self.evidence = "real-unlabelled" if real else "synthetic"
 
     def samples(self, n: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
         raise NotImplementedError
@@ -236,6 +248,24 @@ class Model:
 
     def with_proto(self, proto: onnx.ModelProto) -> Model:
         return replace(self, proto=proto)
+
+    def at_batch(self, batch: int) -> Model:
+        """The model with its dynamic batch dim (dim 0 of inputs and outputs) fixed at `batch`: what
+        a compiler that takes fixed shapes only builds once per asked size."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        symbols = set()
+        for vi in proto.graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and not is_static(dims[0]):
+                symbols.add(dims[0].dim_param)
+                dims[0].dim_value = batch
+        for vi in proto.graph.output:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and not is_static(dims[0]) and dims[0].dim_param in symbols | {""}:
+                dims[0].dim_value = batch
+        del proto.graph.value_info[:]  # inferred again with the batch fixed
+        return replace(self, proto=onnx.shape_inference.infer_shapes(proto), bounds={}, batches=())
 
     def content_hash(self) -> str:
         return hashlib.sha256(self.proto.SerializeToString(deterministic=True)).hexdigest()

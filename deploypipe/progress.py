@@ -2,7 +2,9 @@
 
 Every `progress` callback in deploypipe takes one string. A `Step` is a string that also carries
 `done` and `total` (calibration samples, tuning trials, files compiled), so callbacks written for
-plain strings keep working while the CLI draws a bar with the time left from them.
+plain strings keep working while the CLI draws a bar with the time left from them. A `Note` is a
+result worth keeping on screen (each step of the INT8 accuracy-aware search): the CLI prints it
+above the bar instead of replacing it with the next message.
 """
 
 from __future__ import annotations
@@ -23,3 +25,7 @@ class Step(str):
         step = super().__new__(cls, message)
         step.done, step.total = done, total
         return step
+
+
+class Note(str):
+    """A progress message that stays in the log (printed, not overwritten)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +65,23 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def assert_renders(page: Path, tmp_path: Path) -> None:
+    """Render an HTML page in headless Chromium (skip where it is not installed) and check the
+    screenshot is the window's size and not blank; DEPLOYPIPE_KEEP_SCREENSHOT=FILE keeps it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (scripts/install.sh installs it)")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.resolve().as_uri()], capture_output=True, timeout=120, check=True)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(shot))
+    assert img.shape[0] == 1600 and img.shape[1] == 1200
+    assert img[..., :3].std() > 0.05  # not a blank page: plots and text are there
+    if os.environ.get("DEPLOYPIPE_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["DEPLOYPIPE_KEEP_SCREENSHOT"])

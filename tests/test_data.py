@@ -322,7 +322,7 @@ def test_synthetic_near_tied_logits_are_built_unverified_not_refused() -> None:
     assert not real.passed and "top-1 agreement" in real.reasons[0]
     broken = [{"logits": rng.standard_normal((1, 1000))} for _ in refs]
     fid = compare(refs, broken, "int8", INT8_TOL, evidence="synthetic")
-    assert not fid.passed and "cosine on synthetic inputs" in fid.reasons[0]
+    assert not fid.passed and "(on synthetic inputs)" in fid.reasons[0]
     nan = [{"logits": np.full((1, 1000), np.nan)} for _ in refs]
     assert "non-finite" in compare(refs, nan, "int8", INT8_TOL, evidence="synthetic").reasons[0]
 
@@ -444,3 +444,36 @@ def test_build_with_text_data_reports_embedding_metrics(tmp_path: Path) -> None:
     assert f.verdict.startswith("accuracy unverified") and "200 needed" in f.verdict
     assert data.format == "text" and data.tokenizer["max_length"] == 8
     assert "retrieval@1" in rep.summary()
+
+
+def test_stand_in_natural_images_are_seeded_crops_of_packaged_photos() -> None:
+    from deploypipe.data.natural import NaturalImages, image_input, photo_paths
+
+    assert len(photo_paths()) >= 2  # scikit-learn's two photos at least, on every install
+    spec = TensorSpec(name="img", shape=(1, 3, 40, 48), dtype="float32")
+    provider = NaturalImages(spec)
+    a, b = list(provider.samples(4, seed=1)), list(provider.samples(4, seed=1))
+    assert all(np.array_equal(x["img"], y["img"]) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0]["img"], next(provider.samples(1, seed=2))["img"])
+    x = np.concatenate([f["img"] for f in a])
+    assert x.shape == (4, 3, 40, 48) and x.dtype == np.float32
+    assert -2.2 < x.min() < 0 < x.max() < 2.7  # ImageNet-normalised pixels, not N(0,1) noise
+    nhwc = next(NaturalImages(TensorSpec(name="img", shape=(1, 40, 48, 3), dtype="float32")).samples(1))["img"]
+    assert nhwc.shape == (1, 40, 48, 3)
+    assert provider.evidence == "stand-in" and not provider.real and "not your data" in provider.description
+    assert image_input([TensorSpec(name="x", shape=(1, 64), dtype="float32")]) is None
+    assert image_input([TensorSpec(name="x", shape=(1, 1, 8, 8), dtype="float32")]) is None  # grey: not a photo
+
+
+def test_zoo_image_model_calibrates_on_stand_in_photos_and_is_never_certified_by_them() -> None:
+    from deploypipe import passes
+    from deploypipe.importers import import_model
+    from deploypipe.passes import PassContext
+
+    model = import_model("cifarnet")
+    assert model.calibration.evidence == "stand-in"
+    d = passes.create("int8", {})(model, PassContext(target="host-cpu", precision="int8")).details
+    assert d["gate"]["evidence"] == "stand-in" and d["gate"]["passed"]
+    assert d["gate"]["verdict"] == "accuracy unverified: stand-in natural images, not your data"
+    assert "stand-in natural images" in d["calibration"]["data"]
+    assert len(d["search"]["steps"]) == 1  # no search without real data

@@ -231,3 +231,27 @@ def test_bad_option_in_target_file_is_a_user_error() -> None:
     bad = spec.compilers["openvino"].model_copy(update={"options": {**spec.compilers["openvino"].options, "bogus": 1}})
     with pytest.raises(InputFileError, match=r"ncs2: \[compilers.openvino\] options: bogus: Extra inputs"):
         backends.compiler_options("openvino", spec.model_copy(update={"compilers": {**spec.compilers, "openvino": bad}}))
+
+
+def test_int8_accuracy_control_uses_the_users_metric(tmp_path: Path) -> None:
+    """With --metric and max_metric_drop, NNCF's accuracy control restores layers by that metric,
+    and the gate (on the user's unlabelled data) judges the same figure."""
+    src = tmp_path / "outlier.onnx"
+    onnx.save_model(_outlier_classifier(), str(src))
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "data.npz", input=rng.standard_normal((60, 3, 16, 16)).astype(np.float32))
+    (tmp_path / "agree.py").write_text(
+        "import numpy as np\n"
+        "def agreement(refs, outs, labels):\n"
+        "    r = np.concatenate([x['logits'] for x in refs]).argmax(-1)\n"
+        "    o = np.concatenate([x['logits'] for x in outs]).argmax(-1)\n"
+        "    return {'agreement': float(np.mean(r == o))}\n")
+    m = api.build(BuildConfig(model=str(src), target="host-cpu", compiler="openvino", quantize="int8",
+                              output=tmp_path / "out", data=tmp_path / "data.npz",
+                              metric=f"{tmp_path / 'agree.py'}:agreement",
+                              tolerance={"max_metric_drop": 0.1})).manifest
+    q = m.compiler_info["quantization"]
+    assert q["evidence"] == "real-unlabelled"
+    assert q["plain"]["passed"] is False and q["accuracy_control_metric"].startswith("the user's metric")
+    assert q["controlled"]["passed"] and q["max_drop"] == 0.1
+    assert m.fidelity.metrics["agreement"] >= 0.9 and m.fidelity.metrics_fp32["agreement"] == 1.0

@@ -104,6 +104,49 @@ def test_int8_gate_fails_then_mixed_precision_keeps_layers_in_fp32() -> None:
     assert d["layer_ranking"][0]["node"] == d["fp32_layers"][0]
 
 
+def test_int8_search_on_real_data_tries_calibrations_then_fewest_fp32_layers(digits: Model) -> None:
+    """Judged on real labelled data, a miss starts the accuracy-aware search by itself: the other
+    calibration methods first, then the fewest FP32 layers that pass; each step has its figure
+    and its latency."""
+    messages: list[str] = []
+    ctx = PassContext(target="host-cpu", precision="int8", progress=messages.append)
+    tol = {"min_cosine": 0.999995, "max_accuracy_drop": 0.5, "min_samples": 200}
+    d = passes.create("int8", {"tolerance": tol})(digits, ctx).details
+    steps = d["search"]["steps"]
+    assert [s["calibration"] for s in steps[:3]] == ["minmax", "entropy", "percentile"]
+    assert not any(s["passed"] for s in steps[:3]) and steps[-1]["passed"]
+    assert d["fp32_layers"] == steps[-1]["fp32_layers"] and d["fp32_layers"]
+    # greedy: each step tries the kept layers plus the next ranked one; only the last one passes
+    assert all(not s["passed"] for s in steps[3:-1])
+    for a, b in zip(steps[3:], steps[4:]):  # b keeps what a kept (or a's without its last try) plus one more
+        assert b["fp32_layers"][:-1] in (a["fp32_layers"], a["fp32_layers"][:-1])
+    assert d["calibration"]["method"] == steps[-1]["calibration"]
+    assert all(s["latency_ms"] > 0 for s in steps) and d["search"]["fp32_latency_ms"] > 0
+    assert d["search"]["judged_by"] == "accuracy"
+    assert sum("int8: step" in m and " ms (" in m for m in messages) == len(steps)
+
+
+def test_int8_search_is_off_on_synthetic_evidence() -> None:
+    """Synthetic inputs refuse a catastrophe only; they never start a search nobody asked for."""
+    with pytest.raises(FidelityError):
+        passes.create("int8", {"tolerance": {"min_cosine": 0.999999, "synthetic_min_cosine": 0.999999}})(tiny_model(), CTX)
+
+
+def test_int8_judged_by_the_users_metric(digits: Model) -> None:
+    """--metric drives the gate and the search: its first figure may fall max_metric_drop below FP32's."""
+    def agreement(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], labels: np.ndarray | None) -> dict[str, float]:
+        r = np.concatenate([next(iter(x.values())) for x in refs]).argmax(-1)
+        o = np.concatenate([next(iter(x.values())) for x in outs]).argmax(-1)
+        return {"agree": float(np.mean(r == o)), "n": float(len(r))}
+
+    ctx = PassContext(target="host-cpu", precision="int8", metric=("t:agreement", agreement))
+    d = passes.create("int8", {"tolerance": {"max_metric_drop": 0.05, "max_accuracy_drop": 5}})(digits, ctx).details
+    assert d["gate"]["metrics_fp32"]["agree"] == 1.0 and d["gate"]["metrics"]["agree"] >= 0.95
+    assert d["search"]["judged_by"] == "metric t:agreement"
+    with pytest.raises(FidelityError, match="metric agree"):
+        passes.create("int8", {"tolerance": {"max_metric_drop": -1.0, "max_accuracy_drop": 5}, "max_fp32_layers": 1})(digits, ctx)
+
+
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_int8_on_trained_model_real_accuracy(digits: Model, method: str) -> None:
     result = passes.create("int8", {"calibration": method})(digits, CTX)

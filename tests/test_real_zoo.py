@@ -162,6 +162,16 @@ def test_calibration_and_checks_draw_disjoint_real_samples() -> None:
     assert not {f["x"].tobytes() for f in calib} & {f["x"].tobytes() for f in check}
 
 
+@needs_rapidocr
+def test_fidelity_check_uses_the_whole_held_out_split() -> None:
+    """A real held-out split is judged whole (40 text lines), not on the 8 samples a synthetic check draws."""
+    from deploypipe.api import _fidelity_inputs
+
+    model = import_model("ppocr-rec")
+    feeds, labels, _, evidence = _fidelity_inputs(model, 8)
+    assert len(feeds) == len(model.calibration.data.held_out) > 8 and evidence == "real-unlabelled"
+
+
 @needs_minilm
 def test_minilm_feeds_come_from_the_wheels_tokenizer_untruncated() -> None:
     sentences = [s for g in real_sets.paraphrase_groups() for s in g]

@@ -65,13 +65,42 @@ def test_onnxruntime_keeps_a_dynamic_batch_checked_at_every_size(tmp_path: Path)
             runner.infer({"input": np.zeros((64, 3, 16, 16), np.float32)})
 
 
-@pytest.mark.parametrize("compiler", ["tflite", "hls4ml"])
-def test_fixed_shape_compilers_refuse_a_range_before_any_work(tmp_path: Path, compiler: str) -> None:
-    target = "pynq-z1" if compiler == "hls4ml" else "host-cpu"
+@pytest.mark.parametrize(("compiler", "options", "why"), [
+    ("hls4ml", {"batch": (1, 8)}, "hls4ml cannot take a range of input shapes"),
+    ("edgetpu", {"batch": (1, 8)}, "edgetpu cannot take a range of input shapes.*static shapes"),
+    ("tflite", {"input_bounds": {"input": {0: (1, 8)}}}, r"tflite builds a set of fixed shapes.*--batch 1,8,32"),
+    ("tflite", {"seq_len": (16, 64)}, r"tflite builds a set of fixed shapes"),
+])
+def test_fixed_shape_compilers_refuse_a_range_before_any_work(tmp_path: Path, compiler: str,
+                                                               options: dict[str, object], why: str) -> None:
+    target = {"hls4ml": "pynq-z1", "edgetpu": "edgetpu"}.get(compiler, "host-cpu")
     missing = tmp_path / "never-read.onnx"  # refused before the import would fail on it
-    with pytest.raises(UnsupportedError, match=f"{compiler} cannot take a range of input shapes"):
+    with pytest.raises(UnsupportedError, match=why):
         build(BuildConfig(model=str(missing), target=target, compiler=compiler, output=tmp_path / "out",
-                          import_options=ImportOptions(batch=(1, 8))))
+                          quantize="int8" if compiler == "edgetpu" else None,
+                          import_options=ImportOptions(**options)))  # type: ignore[arg-type]
+
+
+@pytest.mark.tflite
+def test_tflite_builds_one_model_per_listed_batch_size_in_one_artifact(tmp_path: Path) -> None:
+    """--batch 1,4 for TFLite: a .tflite per size, the manifest says which sizes it takes, each
+    checked against FP32 at its size, and the runner picks the one matching the input."""
+    src = dynamic_classifier(tmp_path / "dyn.onnx")
+    rep = build(BuildConfig(model=str(src), compiler="tflite", output=tmp_path / "out",
+                            import_options=ImportOptions(batch=(1, 4))))
+    m = rep.manifest
+    (spec,) = m.inputs
+    assert spec.sizes == ((1, 4), None, None, None) and spec.accepts() == "{1,4}x3x16x16"
+    assert [b["batch"] for b in m.compiler_info["batches"]] == [1, 4]
+    assert {"model", "model_batch4"} <= set(m.files) and m.files["model_batch4"].path.startswith("batch4/")
+    assert [s.split(":")[0] for s in m.fidelity.shapes_checked] == ["batch 1", "batch 4"] and m.fidelity.passed
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    with load(rep.path) as runner:
+        four = runner.infer({"input": x})["logits"]
+        one = runner.infer({"input": x[:1]})["logits"]
+        assert four.shape == (4, 10) and np.allclose(four[:1], one, atol=1e-4)
+        with pytest.raises(ShapeError, match=r"accepts \{1,4\}x3x16x16"):
+            runner.infer({"input": x[:2]})
 
 
 @pytest.mark.tvm

@@ -48,6 +48,24 @@ def started(cmd: list[str], port: int, env: dict[str, str] | None = None, timeou
             out.close()  # type: ignore[union-attr]
 
 
+@contextmanager
+def started_together(servers: list[tuple[list[str], int, Path]], timeout: float = 60) -> Iterator[None]:
+    """Several servers started at once (their imports overlap), each in its own process group, all
+    stopped on exit; `servers` holds (command, port, log file)."""
+    logs = [log.open("wb") for _, _, log in servers]
+    procs = [subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+             for (cmd, _, _), out in zip(servers, logs, strict=True)]
+    try:
+        for (_, port, _), proc in zip(servers, procs, strict=True):
+            wait_listening(port, proc, timeout)
+        yield
+    finally:
+        for proc in procs:
+            stop_process_group(proc)
+        for out in logs:
+            out.close()
+
+
 def host_server(port: int, tracker: str | None = None, key: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
            "--port-end", str(port + 1)]

@@ -8,6 +8,8 @@ accuracy) follow an evidence ladder, recorded in the Fidelity:
 
 - labelled: the user's labels; the accuracy drop against a budget decides (with an interval);
 - real-unlabelled: top-1 agreement on class scores and cosine per output;
+- stand-in: real photos that are not the user's data (deploypipe.data.natural, the default
+  calibration of zoo image models), judged like synthetic inputs;
 - synthetic: only a catastrophe is refused (non-finite outputs, an output's cosine under
   `synthetic_min_cosine`); such figures never certify accuracy ("accuracy unverified").
 Real data certifies only from `min_samples` samples up. A build whose figures miss the gate fails.
@@ -34,8 +36,11 @@ DEFAULT_TOLERANCE: dict[str, dict[str, float]] = {
 # (agreement, cosine, real accuracy drop), whatever its precision; never by max abs error.
 PRUNED_TOLERANCE: dict[str, float] = {"min_cosine": 0.90, "min_top1_agreement": 0.90, "max_accuracy_drop": 1.0,
                                       "synthetic_min_cosine": 0.90, "min_samples": 200}
-EVIDENCE = ("labelled", "real-unlabelled", "synthetic")
-UNVERIFIED_SYNTHETIC = "accuracy unverified: synthetic inputs"
+METRIC_TOLERANCE = "max_metric_drop"  # the user's --metric: its first figure may fall this much below FP32's
+EVIDENCE = ("labelled", "real-unlabelled", "stand-in", "synthetic")
+# evidence that can refuse a catastrophe but never certify, and how the verdict names it
+UNCERTIFYING = {"synthetic": "synthetic inputs", "stand-in": "stand-in natural images, not your data"}
+UNVERIFIED_SYNTHETIC = f"accuracy unverified: {UNCERTIFYING['synthetic']}"
 
 
 def merge_tolerance(base: Mapping[str, float], overrides: Mapping[str, float]) -> dict[str, float]:
@@ -47,8 +52,9 @@ def merge_tolerance(base: Mapping[str, float], overrides: Mapping[str, float]) -
     return merged
 
 
-def evidence_of(labels: np.ndarray | None, real: bool) -> str:
-    return "labelled" if labels is not None else "real-unlabelled" if real else "synthetic"
+def evidence_of(labels: np.ndarray | None, evidence: str) -> str:
+    """The evidence level of a set: labelled when it has labels, else its provider's own level."""
+    return "labelled" if labels is not None else evidence
 
 
 def _paired(name: str, references: list[dict[str, np.ndarray]],
@@ -115,6 +121,34 @@ def compare(
     return fid
 
 
+def judge_metric(fid: Fidelity, spec: str, fn: mt.UserMetric, references: list[dict[str, np.ndarray]],
+                 outputs: list[dict[str, np.ndarray]], labels: np.ndarray | None,
+                 tolerance: Mapping[str, float]) -> None:
+    """Add the user's metric to `fid`, for the artifact and for FP32 itself (its outputs as the
+    artifact's), and judge it: with `max_metric_drop` in the tolerance, the metric's first figure
+    (higher is better) may fall at most that much below FP32's, on real evidence only."""
+    fid.metrics = mt.run_metric(fn, spec, references, outputs, labels)
+    fid.metrics_fp32 = mt.run_metric(fn, spec, references, references, labels)
+    drop = metric_drop(fid)
+    budget = tolerance.get(METRIC_TOLERANCE)
+    if drop is None or budget is None or fid.evidence in UNCERTIFYING or not fid.evidence:
+        return
+    key = next(iter(fid.metrics))
+    if drop[1] > budget:
+        fid.reasons.append(f"metric {key} {fid.metrics[key]:.4g} is {drop[1]:.4g} below FP32's "
+                           f"{fid.metrics_fp32[key]:.4g} > {METRIC_TOLERANCE} {budget:g}")
+        fid.passed = False
+        fid.certified, fid.verdict = _verdict(fid, dict(tolerance), fid.evidence)
+
+
+def metric_drop(fid: Fidelity) -> tuple[str, float] | None:
+    """(name, FP32 value - artifact value) of the user's metric's first figure, if there is one."""
+    if not fid.metrics or not fid.metrics_fp32:
+        return None
+    key = next(iter(fid.metrics))
+    return key, fid.metrics_fp32[key] - fid.metrics[key]
+
+
 def _accuracy(fid: Fidelity, figs: list[OutputFidelity], paired: dict[str, tuple[np.ndarray, np.ndarray, bool]],
               labels: np.ndarray) -> None:
     """Top-1/top-5 accuracy of FP32 and the artifact on the output the labels index (the first
@@ -139,11 +173,11 @@ def _judge(fid: Fidelity, figs: list[OutputFidelity], tol: dict[str, float], evi
     if "rel_max_abs_err" in tol:
         reasons += [f"output '{f.name}': max abs error {f.max_abs_err:.3g} > {tol['rel_max_abs_err']:.3g} x output "
                     f"scale {f.scale:.3g}" for f in figs if f.max_abs_err > tol["rel_max_abs_err"] * f.scale]  # type: ignore[operator]
-    synthetic = lossy and evidence == "synthetic"
+    synthetic = lossy and evidence in UNCERTIFYING
     floor_key = "synthetic_min_cosine" if synthetic and "synthetic_min_cosine" in tol else "min_cosine"
     if floor_key in tol:
-        what = "cosine on synthetic inputs" if synthetic else "cosine"
-        reasons += [f"output '{f.name}': {what} {f.cosine:.4f} < {tol[floor_key]}" for f in figs
+        on = f" (on {UNCERTIFYING[evidence]})" if synthetic else ""  # type: ignore[index]
+        reasons += [f"output '{f.name}': cosine {_below(f.cosine, tol[floor_key])} < {tol[floor_key]}{on}" for f in figs
                     if f.cosine is not None and not np.isnan(f.cosine) and f.cosine < tol[floor_key]]
     if synthetic:
         return reasons  # agreement and accuracy on synthetic inputs are noise, never a verdict
@@ -166,7 +200,15 @@ def accuracy_label(f: Fidelity) -> str:
         return ""
     if f.certified:
         return f"verified ({f.evidence}, n={f.samples})"
-    return "unverified: synthetic" if f.evidence == "synthetic" else f"unverified ({f.evidence}, n={f.samples})"
+    return f"unverified: {f.evidence}" if f.evidence in UNCERTIFYING else f"unverified ({f.evidence}, n={f.samples})"
+
+
+def _below(value: float, floor: float) -> str:
+    """`value` with enough digits to show it under `floor` (0.999993, not 1.0000, under 0.999995)."""
+    for digits in range(4, 10):
+        if round(value, digits) < floor:
+            return f"{value:.{digits}f}"
+    return f"{value:.10f}"
 
 
 def _verdict(fid: Fidelity, tol: dict[str, float], evidence: str | None) -> tuple[bool | None, str]:
@@ -178,8 +220,8 @@ def _verdict(fid: Fidelity, tol: dict[str, float], evidence: str | None) -> tupl
     n = fid.samples
     if "rel_max_abs_err" in tol:
         return True, f"verified: matches FP32 within max abs error on {n} {evidence} input(s)"
-    if evidence == "synthetic":
-        return False, UNVERIFIED_SYNTHETIC
+    if evidence in UNCERTIFYING:
+        return False, f"accuracy unverified: {UNCERTIFYING[evidence]}"
     need = int(tol.get("min_samples", 0))
     if n < need:
         return False, f"accuracy unverified: {n} real samples, {need} needed to certify"

@@ -53,6 +53,9 @@ def zoo_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
+_SHAPE_WORDS = {"set": "listed fixed", "profiles": "profiled"}
+
+
 def targets_table(specs: list[TargetSpec], shapes: dict[str, str]) -> Table:
     """One row per device; each compiler with its precisions and the input shapes it takes
     (dynamic, profiles or fixed)."""
@@ -60,7 +63,7 @@ def targets_table(specs: list[TargetSpec], shapes: dict[str, str]) -> Table:
               ("name", "category", "arch", "compilers: precisions", "default", "not possible", "runs here"),
               fold=("compilers: precisions", "not possible"))
     for s in specs:
-        comps = "\n".join(f"{n}{'*' if n == s.default_compiler else ''}: {', '.join(c.precisions)} ({shapes[n]} shapes)"
+        comps = "\n".join(f"{n}{'*' if n == s.default_compiler else ''}: {', '.join(c.precisions)} ({_SHAPE_WORDS.get(shapes[n], shapes[n])} shapes)"
                           for n, c in s.compilers.items())
         t.add_row(s.name, s.category, s.arch, comps, f"{s.default_compiler} {s.default_precision}",
                   "\n".join(f"{p}: {why}" for p, why in s.unsupported.items()) or "-",

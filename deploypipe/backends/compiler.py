@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploypipe.artifact import HostCheck
+from deploypipe.data.metrics import UserMetric
 from deploypipe.errors import UnsupportedError
 from deploypipe.model import Model, TensorSpec
 from deploypipe.targets import Precision, TargetSpec
@@ -27,6 +28,9 @@ class CompileContext:
     tuning_dir: Path  # tuning_logs/<model>/<target>/ for compilers that tune
     progress: Callable[[str], None] = lambda _msg: None
     tune_trials: int = 0  # compilers that tune: reach this many trials in tuning_dir first (0: use it as is)
+    # compilers that quantize themselves (OpenVINO's NNCF) judge by the build's gate and the user's metric
+    tolerance: dict[str, float] = field(default_factory=dict)
+    metric: tuple[str, UserMetric] | None = None
 
 
 @dataclass
@@ -88,8 +92,9 @@ class Compiler(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions  # `[compilers.<name>] options` of a target file
     # what input shapes an artifact can take: "dynamic" (any within the bounds), "profiles"
-    # (min/opt/max ranges chosen at build), "fixed" (one static shape); `fixed_why` says why
-    shapes: ClassVar[Literal["dynamic", "profiles", "fixed"]] = "fixed"
+    # (min/opt/max ranges chosen at build), "set" (a listed set of fixed batch sizes, one compiled
+    # model each, in one artifact), "fixed" (one static shape); `fixed_why` says why not dynamic
+    shapes: ClassVar[Literal["dynamic", "profiles", "set", "fixed"]] = "fixed"
     fixed_why: ClassVar[str] = "this compiler builds static shapes only"
     extra: ClassVar[str]  # pip extra that installs the toolchain
     # precisions this compiler quantizes itself; others arrive already converted by generic passes

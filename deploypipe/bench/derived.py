@@ -44,7 +44,10 @@ def _host_rows(results: list[BenchResult]) -> list[BenchResult]:
     return list(seen.values())
 
 
-def add_estimates(results: list[BenchResult], calibration: Path | None = None) -> None:
+def add_estimates(results: list[BenchResult], calibration: Path | None = None,
+                  graphs: dict[str, onnx.ModelProto] | None = None) -> None:
+    """Estimates for every row whose target is not the machine that measured it; `graphs` gives the
+    ONNX graph to estimate an artifact that carries none (artifact path -> graph)."""
     from deploypipe import costmodel as cm
 
     host = cm.with_host_figures(targets.get("host-cpu"))
@@ -63,7 +66,7 @@ def add_estimates(results: list[BenchResult], calibration: Path | None = None) -
         # estimated for every row whose target is not the machine that measured it (or nothing ran)
         if spec is None or (r.ran and (spec.runs_here or r.remote)):
             continue
-        proto = artifact_proto(Path(r.artifact))
+        proto = (graphs or {}).get(r.artifact) or artifact_proto(Path(r.artifact))
         if proto is None:
             continue
         try:
@@ -100,7 +103,8 @@ def add_efficiency(r: BenchResult) -> None:
                               ips_per_usd=ips / price.value if price else None, source="; ".join(parts))
 
 
-def add_derived(results: list[BenchResult], calibration: Path | None = None) -> None:
-    add_estimates(results, calibration)
+def add_derived(results: list[BenchResult], calibration: Path | None = None,
+                graphs: dict[str, onnx.ModelProto] | None = None) -> None:
+    add_estimates(results, calibration, graphs)
     for r in results:
         add_efficiency(r)

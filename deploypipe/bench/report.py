@@ -1,7 +1,9 @@
 """`deploypipe report RESULTS.json -o report.html`: one self-contained HTML page (plots embedded as
-base64 PNG, no external files or scripts) comparing bench results the way seeds 000–003 do.
+base64 PNG, no external files or scripts) comparing bench results the way seeds 000–003 do; for a
+campaign's results store, the same page plus what each variant buys on each target.
 
-Estimated figures are drawn hatched and labelled "estimated"; measured ones say where.
+Estimated figures are drawn hatched (or hollow) and marked E; measured ones say where, once, in the
+footnotes of the results table. The run context is one table, a column per distinct machine.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import html
 import io
 import json
 import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploypipe.bench.results import BenchResult
-from deploypipe.bench.table import baseline, flat
+from deploypipe.bench.table import baseline
 from deploypipe.errors import InputFileError
 
 
@@ -215,10 +219,152 @@ def _flop_param_plot(results: list[BenchResult]) -> str | None:
     return _png(fig)
 
 
-_COLUMNS = ["name", "target", "precision", "where", "threads", "affinity", "concurrency", "p50_ms", "p90_ms",
-            "run_to_run_spread_pct", "library_load_s", "model_load_s", "first_inference_ms", "throughput_ips",
-            "peak_rss_mb", "size_mb", "energy_mj", "energy_source", "ips_per_watt", "ips_per_usd", "cosine",
-            "accuracy", "estimated_ms", "estimate_error", "estimate_label", "reason"]
+@dataclass(frozen=True)
+class Cell:
+    """One model x target x variant as the comparison reads it: from a campaign's store, or made
+    from a plain bench result (its variant is then compiler-precision[-pruned])."""
+
+    model: str
+    target: str
+    variant: str
+    compiler: str
+    precision: str
+    pruned: bool
+    status: str  # measured | estimated | refused | excluded | failed | unmeasured | not run
+    reason: str = ""
+    result: BenchResult | None = None
+    accuracy: float | None = None  # top-1 %, on the build's labelled evaluation data
+    baseline_variant: bool = False  # FP32, unpruned, default recipe
+
+    @property
+    def ms(self) -> tuple[float | None, bool]:
+        """(latency, measured?): the measured p50, else the cost model's estimate."""
+        r = self.result
+        if r is not None and r.ran and r.latency_ms and r.concurrency == 1:
+            return r.latency_ms.p50, True
+        return (r.estimated_ms if r is not None else None), False
+
+
+def cells_of(results: Sequence[BenchResult]) -> list[Cell]:
+    """Plain bench results as cells (one per artifact at its first sweep point)."""
+    out, seen = [], set()
+    for r in results:
+        if r.concurrency != 1 or r.name in seen:
+            continue
+        seen.add(r.name)
+        status = "measured" if r.ran else "estimated" if r.estimated_ms is not None else "not run"
+        variant = f"{r.compiler}-{r.precision}" + ("-pruned" if r.pruned else "")
+        out.append(Cell(r.model, r.target, variant, r.compiler, r.precision, r.pruned, status, r.reason, r,
+                        baseline_variant=r.precision == "fp32" and not r.pruned))
+    return out
+
+
+def _baseline(c: Cell, cells: Sequence[Cell]) -> Cell | None:
+    """The target's FP32 baseline for a cell: same model and target, FP32 unpruned default recipe
+    at the same measurement point, with the target's default compiler (so a compiler is compared
+    with the target's usual one), else with the cell's own compiler, else any."""
+    from deploypipe import targets
+
+    def point(x: Cell) -> tuple[Any, ...]:
+        r = x.result
+        return (r.threads, r.batch_size) if r else (None, 1)
+
+    same = [b for b in cells if b.model == c.model and b.target == c.target and b.baseline_variant and b.result is not None]
+    spec = targets.all_targets().get(c.target)
+    default = spec.default_compiler if spec else None
+    for pick in (lambda b: b.compiler == default and point(b) == point(c),
+                 lambda b: b.compiler == c.compiler and point(b) == point(c), lambda b: point(b) == point(c)):
+        found = [b for b in same if pick(b)]
+        if found:
+            return found[0]
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _quality(c: Cell) -> tuple[float | None, str]:
+    """(figure, name) of a cell's accuracy: top-1 % on labelled data, else top-1 agreement with
+    FP32 (%), else cosine to FP32."""
+    r = c.result
+    if c.accuracy is not None:
+        return c.accuracy, "top-1 accuracy, %"
+    if r is not None and r.fidelity.get("top1_agreement") is not None:
+        return 100.0 * r.fidelity["top1_agreement"], "top-1 agreement with FP32, %"  # type: ignore[operator]
+    if r is not None and r.fidelity.get("cosine") is not None:
+        return r.fidelity["cosine"], "cosine to FP32"
+    return None, ""
+
+
+def _entry(c: Cell, cells: Sequence[Cell]) -> str:
+    """One matrix entry: speed-up, accuracy change, size and energy against the target's FP32 baseline."""
+    if c.result is None or c.status not in ("measured", "estimated"):
+        return f'<td class="off" title="{html.escape(c.reason)}">{html.escape(c.status)}</td>'
+    b = _baseline(c, cells)
+    ms, measured = c.ms
+    lines = []
+    if b is None:
+        lines.append("no FP32 baseline")
+    elif b is c:
+        lines.append(f"baseline {ms:.3g} ms{'' if measured else ' E'}" if ms else "baseline")
+    else:
+        bms, bmeasured = b.ms
+        if ms and bms and measured == bmeasured:
+            lines.append(f"<b>{bms / ms:.2f}x</b>{'' if measured else ' E'}")
+        else:
+            lines.append("speed-up: –")
+        q, qname = _quality(c)
+        bq, _ = _quality(b)
+        if q is not None and bq is not None:
+            unit = " pt" if "%" in qname else ""
+            lines.append(f"Δ{'acc' if 'accuracy' in qname else 'agr' if 'agreement' in qname else 'cos'} "
+                         f"{q - bq:+.3g}{unit}")
+        size = _ratio(c.result.size_mb, b.result.size_mb if b.result else None)
+        if size is not None:
+            lines.append(f"size {size:.2f}x")
+        e, be = c.result.energy, b.result.energy if b.result else None
+        if e and be and be.mj_per_inference:
+            est = "" if e.measured and be.measured else " E"
+            lines.append(f"energy {e.mj_per_inference / be.mj_per_inference:.2f}x{est}")
+    return f"<td>{'<br>'.join(lines)}</td>"
+
+
+def _matrices(cells: Sequence[Cell]) -> str:
+    """Per model, a targets x variants matrix of what each variant buys against the target's FP32
+    baseline (measured against measured, estimated against estimated: E)."""
+    parts = []
+    for model in dict.fromkeys(c.model for c in cells):
+        mine = [c for c in cells if c.model == model]
+        if not any(c.status in ("measured", "estimated") and not c.baseline_variant for c in mine):
+            continue
+        variants = list(dict.fromkeys(c.variant for c in sorted(mine, key=lambda c: not c.baseline_variant)))
+        head = "".join(f"<th>{html.escape(v)}</th>" for v in variants)
+        rows = []
+        for target in dict.fromkeys(c.target for c in mine):
+            by = {c.variant: c for c in mine if c.target == target}
+            tds = "".join(_entry(by[v], cells) if v in by else "<td class='off'>–</td>" for v in variants)
+            rows.append(f"<tr><th>{html.escape(target)}</th>{tds}</tr>")
+        parts.append(f"<h3>{html.escape(model)}</h3><table class='matrix'><thead><tr><th>target \\ variant</th>{head}</tr>"
+                     f"</thead><tbody>{''.join(rows)}</tbody></table>")
+    if not parts:
+        return ""
+    return ("<h2>What each variant buys, per target</h2><p>Against the target's FP32 baseline (same model, "
+            "FP32, unpruned, default recipe; with the target's default compiler where there is one): speed-up "
+            "(baseline latency / variant latency), change of accuracy (or of top-1 agreement / cosine "
+            "with FP32 where there is no labelled data), artifact size and energy per inference as ratios. "
+            "E: from the cost model or a power figure, never a measurement; estimates are compared "
+            "only with estimates.</p>" + "".join(parts))
+
+
+_COLUMNS = [("artifact", lambda r: r.name), ("target", lambda r: r.target), ("prec", lambda r: r.precision),
+            ("p50 ms", lambda r: r.latency_ms.p50 if r.ran and r.latency_ms else None),
+            ("p90 ms", lambda r: r.latency_ms.p90 if r.ran and r.latency_ms else None),
+            ("items/s", lambda r: r.samples_per_s if r.ran else None),
+            ("peak MB", lambda r: r.peak_rss_mb), ("size MB", lambda r: r.size_mb or None),
+            ("mJ/inf", lambda r: r.energy.mj_per_inference if r.energy else None),
+            ("cosine", lambda r: r.fidelity.get("cosine")), ("est ms", lambda r: r.estimated_ms),
+            ("est err", lambda r: r.estimate_error)]
 
 
 def _cell(v: Any) -> str:
@@ -230,9 +376,28 @@ def _cell(v: Any) -> str:
 
 
 def _table(results: list[BenchResult]) -> str:
-    head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(flat(r).get(c))}</td>" for c in _COLUMNS) + "</tr>" for r in results)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """The results, a fixed set of short columns that fit the page; where each figure comes from
+    (measured on ..., estimated by ..., the energy source, why a row did not run, what the build's
+    accuracy rests on: verified on labelled data, unverified: synthetic, ...) is a numbered
+    footnote, written once however many rows share it."""
+    notes: dict[str, int] = {}
+
+    def mark(label: str) -> str:
+        if not label:
+            return ""
+        notes.setdefault(label, len(notes) + 1)
+        return f"<sup>{notes[label]}</sup>"
+
+    head = "".join(f"<th>{c}</th>" for c, _ in _COLUMNS) + "<th>source</th>"
+    body = []
+    for r in results:
+        src = mark(r.where if r.ran else f"not run: {r.reason}") + mark(r.estimate_label) + mark(
+            r.energy.source if r.energy else "") + mark(f"accuracy {r.accuracy}" if r.accuracy else "")
+        tds = "".join(f"<td>{_cell(get(r))}</td>" for _, get in _COLUMNS)
+        body.append(f"<tr{'' if r.ran else ' class=est'}>{tds}<td>{src}</td></tr>")
+    foot = "".join(f"<li value='{i}'>{html.escape(label)}</li>" for label, i in notes.items())
+    return (f"<table class='results'><col style='width:16%'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<ol class='notes'>{foot}</ol>")
 
 
 def _traces(results: list[BenchResult], page_dir: Path | None) -> str:
@@ -263,18 +428,133 @@ def _costmodel_summary(results: list[BenchResult]) -> str:
 
 
 def _context(results: list[BenchResult]) -> str:
-    seen = []
+    """One table: a row per context field, a column per distinct machine/software set (the load
+    average, which differs on every run, is given as its range)."""
+    def flat(ctx: dict[str, Any]) -> dict[str, str]:
+        out = {k: str(v) for k, v in ctx.items() if k not in ("versions", "loadavg")}
+        out |= {f"version: {k}": str(v) for k, v in ctx.get("versions", {}).items()}
+        return out
+
+    columns: list[dict[str, str]] = []
+    loads: list[list[float]] = []
+    counts: list[int] = []
     for r in results:
-        if r.ran and r.context and r.context not in seen:
-            seen.append(r.context)
-    items = "".join(f"<pre>{html.escape(json.dumps(c, indent=1))}</pre>" for c in seen)
-    return items or "<p>No measurements.</p>"
+        if not (r.ran and r.context):
+            continue
+        f = flat(r.context)
+        if f not in columns:
+            columns.append(f)
+            loads.append([])
+            counts.append(0)
+        i = columns.index(f)
+        loads[i].append(float(r.context.get("loadavg", [0.0])[0]))
+        counts[i] += 1
+    if not columns:
+        return "<p>No measurements.</p>"
+    keys = list(dict.fromkeys(k for c in columns for k in c))
+    head = "".join(f"<th>context {i + 1} ({n} result{'s' if n != 1 else ''})</th>" for i, n in enumerate(counts))
+    rows = "".join(f"<tr><th>{html.escape(k)}</th>" + "".join(f"<td>{_cell(c.get(k))}</td>" for c in columns) + "</tr>"
+                   for k in keys)
+    rows += "<tr><th>load average (1 min)</th>" + "".join(f"<td>{min(v):.2f}–{max(v):.2f}</td>" for v in loads) + "</tr>"
+    return f"<table class='context'><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x: latency, higher y:
+    accuracy), by increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _pareto_plot(cells: Sequence[Cell]) -> str | None:
+    """Latency against accuracy (or fidelity) per target, with the Pareto front of each."""
+    import matplotlib.pyplot as plt
+
+    per_target: dict[str, list[tuple[float, float, bool, str]]] = {}
+    qname = ""
+    for c in cells:
+        ms, measured = c.ms
+        q, name = _quality(c)
+        if ms and q is not None:
+            qname = qname or name
+            if name == qname:
+                per_target.setdefault(c.target, []).append((ms, q, measured, f"{c.model} {c.variant}"))
+    per_target = {t: pts for t, pts in per_target.items() if len(pts) >= 2}
+    if not per_target:
+        return None
+    n = len(per_target)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+    for ax, (target, pts) in zip(axes[0], per_target.items(), strict=True):
+        for ms, q, measured, label in pts:
+            ax.scatter(ms, q, s=36, color="#3b7dd8" if measured else "none", edgecolors="#3b7dd8" if measured else "#f2a541",
+                       linewidths=1.5)
+            ax.annotate(label, (ms, q), fontsize=6)
+        front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#e53935", lw=1.2, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency, ms (log; filled: measured, hollow: estimated)")
+        ax.set_ylabel(qname)
+        ax.set_title(target)
+        ax.legend(fontsize=7)
+    fig.suptitle("Latency vs accuracy per target")
+    return _png(fig)
+
+
+def _devices_plot(cells: Sequence[Cell]) -> str | None:
+    """Per model, the FP32 baseline's latency on every target (edgeBench's figures): one group of
+    bars per model, one bar per target, estimated bars hatched."""
+    import matplotlib.pyplot as plt
+
+    base = [c for c in cells if c.baseline_variant and c.ms[0]]
+    models = list(dict.fromkeys(c.model for c in base))
+    devices = list(dict.fromkeys(c.target for c in base))
+    if len(devices) < 2 or not models:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(models) * len(devices) / 2 + 2), 4.5))
+    width = 0.8 / len(devices)
+    cmap = plt.get_cmap("tab10")
+    for j, device in enumerate(devices):
+        for i, model in enumerate(models):
+            c = next((c for c in base if c.model == model and c.target == device), None)
+            if c is None:
+                continue
+            ms, measured = c.ms
+            ax.bar(i + j * width, ms, width, color=cmap(j % 10), hatch=None if measured else "//", edgecolor="black",
+                   label=device if i == 0 or not ax.get_legend_handles_labels()[1].count(device) else None)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax.set_xticks([i + width * (len(devices) - 1) / 2 for i in range(len(models))], models, fontsize=8, rotation=15)
+    ax.set_yscale("log")
+    ax.set_ylabel("FP32 latency, ms (log; hatched: estimated)")
+    ax.set_title("Per-model latency across devices")
+    return _png(fig)
+
+
+def _not_built(cells: Sequence[Cell]) -> str:
+    rows = [c for c in cells if c.result is None and c.reason]
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(c.model)}</td><td>{html.escape(c.target)}</td><td>{html.escape(c.variant)}</td>"
+                   f"<td>{html.escape(c.status)}</td><td>{html.escape(c.reason)}</td></tr>" for c in rows)
+    return ("<h2>Cells not built</h2><table class='results'><col span='4' style='width:12%'><thead><tr><th>model</th><th>target</th><th>variant</th>"
+            f"<th>status</th><th>reason</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def render_html(results: list[BenchResult], title: str = "deploypipe bench report",
-                page_dir: Path | None = None) -> str:
+                page_dir: Path | None = None, cells: Sequence[Cell] | None = None) -> str:
+    """The page; `cells` (a campaign's, from its store) adds the refused/excluded cells and
+    campaign names; without them the cells are made from the results."""
+    cells = list(cells) if cells is not None else cells_of(results)
     plots = [("Latency per target / precision", _latency_plot(results)),
              ("Speedup of each optimization vs its FP32 baseline", _speedup_plot(results)),
+             ("Latency vs accuracy per target, with the Pareto front", _pareto_plot(cells)),
+             ("Per-model latency across devices", _devices_plot(cells)),
              ("Latency vs memory", _memory_plot(results)), ("Throughput vs latency per batch", _batch_plot(results)),
              ("Per-layer breakdown", _layers_plot(results)),
              ("FLOP/param (seed 001)", _flop_param_plot(results))]
@@ -290,20 +570,26 @@ def render_html(results: list[BenchResult], title: str = "deploypipe bench repor
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: DejaVu Sans, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 22px; }} h2 {{ font-size: 17px; margin-top: 28px; }}
+body {{ font-family: DejaVu Sans, sans-serif; margin: 24px; color: #222; max-width: 1400px; }}
+h1 {{ font-size: 22px; }} h2 {{ font-size: 17px; margin-top: 28px; }} h3 {{ font-size: 14px; }}
 figure {{ display: inline-block; margin: 8px; vertical-align: top; }}
 figcaption {{ font-weight: bold; font-size: 13px; }}
-img {{ max-width: 880px; border: 1px solid #ccc; }}
+img {{ max-width: 100%; border: 1px solid #ccc; }}
 table {{ border-collapse: collapse; font-size: 11px; }}
-td, th {{ border: 1px solid #bbb; padding: 2px 5px; }} th {{ background: #eef; }}
-.note {{ color: #a60; }} pre {{ font-size: 10px; background: #f6f6f6; padding: 6px; }}
+table.results {{ width: 100%; table-layout: fixed; }}
+table.results td {{ overflow-wrap: anywhere; }}
+td, th {{ border: 1px solid #bbb; padding: 2px 5px; vertical-align: top; }} th {{ background: #eef; }}
+tr.est td {{ color: #8a5a00; }} td.off {{ color: #999; }}
+table.matrix td {{ min-width: 90px; }} ol.notes {{ font-size: 10px; color: #555; }}
+.note {{ color: #a60; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{len(results)} results. Measured figures say where they were measured; estimated ones say "estimated" and by what.</p>
+<p>{len(results)} results. Measured figures say where they were measured; estimated ones say "estimated" and by what (E).</p>
+{_matrices(cells)}
 <h2>Plots</h2>{figs}{note}
 <h2>Cost model</h2>{_costmodel_summary(results)}
 <h2>Results</h2>{_table(results)}
+{_not_built(cells)}
 {_traces(results, page_dir)}
 {"<h2>MLPerf LoadGen</h2><ul>" + lg_html + "</ul>" if loadgen else ""}
 <h2>Run context</h2>{_context(results)}
@@ -311,14 +597,23 @@ td, th {{ border: 1px solid #bbb; padding: 2px 5px; }} th {{ background: #eef; }
 """
 
 
-def write_report(results_json: Path, output: Path, title: str | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    results = load_results(results_json)
-    page = render_html(results, title or f"deploypipe bench report: {Path(results_json).name}",
-                       Path(output).parent)
+def save(page: str, output: Path) -> Path:
+    """Write the page whole (a reader never sees half of it)."""
     tmp = Path(output).with_suffix(".tmp")
     tmp.write_text(page)
     tmp.replace(output)
     return Path(output)
+
+
+def write_report(results_json: Path, output: Path, title: str | None = None,
+                 cells: Sequence[Cell] | None = None) -> Path:
+    """The page for a results JSON, or (with `cells`, read from a campaign store) a campaign's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if cells is None:
+        results = load_results(results_json)
+    else:
+        results = [c.result for c in cells if c.result is not None]
+    page = render_html(results, title or f"deploypipe report: {Path(results_json).name}", Path(output).parent, cells)
+    return save(page, output)

@@ -25,7 +25,8 @@ from deploypipe.progress import Step
 Progress = Callable[[str], None]
 
 
-def _skipped(path: Path, art: Artifact | None, reason: str) -> BenchResult:
+def not_run(path: Path, art: Artifact | None, reason: str) -> BenchResult:
+    """The result row of an artifact that was not measured, with its reason and the manifest's figures."""
     m = art.manifest if art else None
     return BenchResult(
         artifact=str(path), name=m.name if m else path.name, model=m.model.name if m else "?",
@@ -44,7 +45,7 @@ def _worker_cmd(path: Path, cfg: BenchConfig) -> list[str]:
 def _parse(path: Path, art: Artifact, rc: int, stdout: str, stderr: str) -> BenchResult:
     if rc != 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
-        return _skipped(path, art, f"runner failed: {last}")
+        return not_run(path, art, f"runner failed: {last}")
     return BenchResult.model_validate_json(stdout)
 
 
@@ -53,11 +54,11 @@ def open_runnable(path: Path, cfg: BenchConfig) -> tuple[Artifact | None, BenchR
     try:
         art = Artifact(path)
     except DeployPipeError as exc:
-        return None, _skipped(path, None, str(exc))
+        return None, not_run(path, None, str(exc))
     elsewhere = runs_elsewhere(art.manifest.kind, RunOptions(device=cfg.device))  # a bad --device: one error
     reason = why_not_runnable(art)
     if reason is not None and not elsewhere:
-        return art, _skipped(path, art, reason)
+        return art, not_run(path, art, reason)
     return art, None
 
 
@@ -93,7 +94,7 @@ def bench_one(path: Path, cfg: BenchConfig) -> BenchResult:
     try:
         proc = subprocess.run(_worker_cmd(path, cfg), capture_output=True, text=True, timeout=cfg.timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return _skipped(path, art, f"runner did not finish within {cfg.timeout_s:.0f} s")
+        return not_run(path, art, f"runner did not finish within {cfg.timeout_s:.0f} s")
     return _parse(path, art, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -184,7 +185,7 @@ def run_bench(paths: list[Path], cfg: BenchConfig | None = None, progress: Progr
         shape_points = [(b, s) for b in sweep.batches or [None] for s in sweep.seq_lens or [None]]
         for batch, seq in shape_points:
             if (why := _batch_refused(art, batch) or _seq_refused(art, seq)) is not None:
-                results.append(_skipped(path, art, why))
+                results.append(not_run(path, art, why))
                 continue
             for threads in thread_points:
                 for affinity in core_points:

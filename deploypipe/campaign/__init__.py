@@ -1,1 +1,2 @@
-"""Characterization campaigns and the per-target optimization search (issue #19)."""
+"""Characterization campaigns: models x targets x variants built, measured or estimated, and kept in
+one results store (docs/campaign.md)."""

@@ -55,6 +55,11 @@ class ImportOptions(BaseModel):
         """Whether some input is asked to take more than one shape."""
         return len(self.batch) > 1 or self.seq_len is not None or any(self.input_bounds.values())
 
+    @property
+    def listed(self) -> bool:
+        """Whether the only shapes asked for are a list of batch sizes (a set of fixed shapes)."""
+        return len(self.batch) > 1 and self.seq_len is None and not any(self.input_bounds.values())
+
     def requested(self, name: str, dims: tuple[int | None, ...], integer: bool,
                   ) -> tuple[tuple[int | None, ...], dict[int, tuple[int, int]]] | None:
         """What was asked of one input whose dims are `dims` (None: dynamic): the shape with None

@@ -40,7 +40,9 @@ def load(name: str, options: ImportOptions) -> Model:
         if held := [i for i, w in enumerate(wanted) if w is None]:
             dynamic[n] = held
     proto = export_module(module, concrete, entry.input_dtypes, opset=options.opset, dynamic=dynamic)
-    calibration, evaluation = zoo.data_providers(entry)
+    # the inputs the graph takes: the shapes asked for (a dynamic dim at its lower bound), else the entry's
+    asked_shapes = {n: concrete[n] for n in options.input_shapes}
+    calibration, evaluation = zoo.data_providers(entry, asked_shapes)
     if options.weights is not None:
         weights_note = f"weights from {options.weights}"
     elif entry.trained:

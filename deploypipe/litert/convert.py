@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -70,8 +71,9 @@ def run_toolchain(request: dict[str, Any], timeout_s: int, what: str) -> dict[st
         except subprocess.TimeoutExpired as exc:
             raise BuildError(f"{what}: the TFLite toolchain ran past {timeout_s} s") from exc
         if not res.is_file():
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise BuildError(f"{what}: the TFLite toolchain crashed (exit {proc.returncode}): {tail}")
+            tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-6:] if "] Ignored " not in line)[-400:]
+            how = f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            raise BuildError(f"{what}: the TFLite toolchain crashed ({how}; TensorFlow's converter, not deploypipe): {tail}")
         result = json.loads(res.read_text())
     if result.get("ok"):
         return result
@@ -86,15 +88,20 @@ def run_toolchain(request: dict[str, Any], timeout_s: int, what: str) -> dict[st
 
 
 def _calibration_arrays(model: Model, n: int, folder: Path) -> dict[str, str]:
-    """Stack n calibration feeds per input into .npy files (channel-first, as the ONNX model)."""
+    """Stack n calibration feeds per input into .npy files (channel-first, as the ONNX model), a
+    whole number of the model's batches."""
     batches: dict[str, list[np.ndarray]] = {s.name: [] for s in model.inputs}
     for feed in model.calibration.samples(n, seed=0):
         for name, arr in feed.items():
             batches[name].append(np.asarray(arr, dtype=np.float32))
+    rows = model.inputs[0].shape[0] or 1  # onnx2tf calibrates in slices of the model's batch size
     paths = {}
     for i, (name, arrs) in enumerate(batches.items()):
         path = folder / f"calibration_{i}.npy"
-        np.save(path, np.concatenate(arrs, axis=0))
+        data = np.concatenate(arrs, axis=0)
+        if len(data) % rows:  # whole batches only: the samples repeated up to the next multiple
+            data = np.concatenate([data] * (rows // len(data) + 2))[: -(-len(data) // rows) * rows]
+        np.save(path, data)
         paths[name] = str(path)
     return paths
 

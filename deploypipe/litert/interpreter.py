@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deploypipe.backends.runner import LayerTime, Runner
-from deploypipe.errors import InputFileError
+from deploypipe.errors import InputFileError, ShapeError
 
 if TYPE_CHECKING:
     from deploypipe.artifact import Artifact
@@ -41,24 +41,44 @@ class LiteRtRunner(Runner):
         return []
 
     def activate(self) -> None:
+        info = self.artifact.manifest.compiler_info
+        if not info.get("io"):
+            raise InputFileError(f"{self.artifact.path}: manifest has no TFLite io map (compiler_info.io)")
+        self._last_feeds: dict[int, np.ndarray] = {}
+        # an artifact built for --batch 1,8,32 holds one .tflite per size (compiler_info.batches)
+        self._files = {int(b["batch"]): (self.artifact.path / b["file"], b["io"]) for b in info.get("batches", [])}
+        self._sessions: dict[int | None, tuple[Any, dict[str, list[dict[str, Any]]]]] = {}
+        self.interp, self.io = self._open(self.model_path, info["io"])
+        first = next(iter(self._files), None)
+        self._sessions[first] = (self.interp, self.io)
+
+    def _open(self, path: Any, io: dict[str, list[dict[str, Any]]]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
         from ai_edge_litert.interpreter import Interpreter
 
-        io = self.artifact.manifest.compiler_info.get("io")
-        if not io:
-            raise InputFileError(f"{self.artifact.path}: manifest has no TFLite io map (compiler_info.io)")
-        self.io: dict[str, list[dict[str, Any]]] = io
-        self.interp = Interpreter(model_path=str(self.model_path), num_threads=self.options.threads,
-                                  experimental_delegates=self._delegates() or None,
-                                  experimental_preserve_all_tensors=self.options.profile)
-        self.interp.allocate_tensors()
-        by_name = {d["name"]: d["index"] for d in self.interp.get_input_details() + self.interp.get_output_details()}
+        interp = Interpreter(model_path=str(path), num_threads=self.options.threads,
+                             experimental_delegates=self._delegates() or None,
+                             experimental_preserve_all_tensors=self.options.profile)
+        interp.allocate_tensors()
+        by_name = {d["name"]: d["index"] for d in interp.get_input_details() + interp.get_output_details()}
         for t in io["inputs"] + io["outputs"]:  # the io map was written for this file: check it still fits
             if by_name.get(t["tflite_name"], t["index"]) != t["index"]:
-                raise InputFileError(f"{self.model_path.name}: tensor {t['tflite_name']} is not where the manifest says")
-        self._last_feeds: dict[int, np.ndarray] = {}
+                raise InputFileError(f"{path.name}: tensor {t['tflite_name']} is not where the manifest says")
+        return interp, io
+
+    def _session(self, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+        """The interpreter for the feeds' batch size (opened on first use)."""
+        if not self._files:
+            return self.interp, self.io
+        batch = int(np.asarray(feeds[self.io["inputs"][0]["onnx_name"]]).shape[0])
+        if batch not in self._files:
+            raise ShapeError(f"this artifact holds TFLite models for batch {sorted(self._files)}, not {batch}")
+        if batch not in self._sessions:
+            self._sessions[batch] = self._open(*self._files[batch])
+        return self._sessions[batch]
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for t in self.io["inputs"]:
+        interp, io = self._session(feeds)
+        for t in io["inputs"]:
             x = np.asarray(feeds[t["onnx_name"]])
             if t["perm"]:
                 x = x.transpose(t["perm"])
@@ -67,13 +87,13 @@ class LiteRtRunner(Runner):
                 info = np.iinfo(dtype)
                 x = np.clip(np.round(x / t["scale"]) + t["zero_point"], info.min, info.max)
             x = np.ascontiguousarray(x, dtype=dtype)
-            self.interp.set_tensor(t["index"], x)
+            interp.set_tensor(t["index"], x)
             if self.options.profile:
                 self._last_feeds[t["index"]] = x
-        self.interp.invoke()
+        interp.invoke()
         out = {}
-        for t in self.io["outputs"]:
-            y = self.interp.get_tensor(t["index"])
+        for t in io["outputs"]:
+            y = interp.get_tensor(t["index"])
             if t["scale"] > 0 and y.dtype.kind in "iu":
                 y = (y.astype(np.float32) - t["zero_point"]) * np.float32(t["scale"])
             if t["perm"]:

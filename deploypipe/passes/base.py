@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import onnx
 from pydantic import BaseModel
 
+from deploypipe.data.metrics import UserMetric
 from deploypipe.errors import BuildError, DeployPipeError, UnsupportedError
 from deploypipe.model import Model
 
@@ -24,6 +25,7 @@ class PassContext:
     precision: str
     progress: Callable[[str], None] = lambda _msg: None
     compiler: str | None = None  # None: the target's default compiler
+    metric: tuple[str, UserMetric] | None = None  # the user's --metric (spec, function): lossy passes judge by it
 
 
 @dataclass

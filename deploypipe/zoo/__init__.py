@@ -9,8 +9,6 @@ in the ``trained`` family are trained here on packaged data, so their accuracy i
 from __future__ import annotations
 
 from collections.abc import Callable
-
-
 from typing import TYPE_CHECKING
 
 from deploypipe.errors import UnknownNameError
@@ -25,9 +23,13 @@ _SEED001 = "seed 001 table (Hadidi et al., IISWC'19)"
 _SEED000 = "seed 000 table"
 
 
-def data_providers(entry: ZooEntry) -> tuple[DataProvider, ArrayProvider | None]:
+def data_providers(entry: ZooEntry, shapes: dict[str, tuple[int, ...]] | None = None,
+                   ) -> tuple[DataProvider, ArrayProvider | None]:
     """(calibration, labelled held-out evaluation) for an entry: the real digits split for models
-    trained on it, else synthetic inputs (labelled as such) and no evaluation set."""
+    trained on it; for an RGB image model, stand-in natural photos (deploypipe.data.natural: a
+    better calibration than noise, never evidence of accuracy); else synthetic inputs. Only the
+    trained models have an evaluation set. `shapes`: the input shapes the model was exported
+    with, where `--input-shape` changed the entry's own."""
     from deploypipe.model import ArrayProvider, SyntheticProvider, TensorSpec
 
     if entry.trained:
@@ -40,7 +42,13 @@ def data_providers(entry: ZooEntry) -> tuple[DataProvider, ArrayProvider | None]
         evaluation = ArrayProvider(name, split.x_test, split.y_test,
                                    f"scikit-learn digits, held-out split ({len(split.x_test)} images, real labels)")
         return calibration, evaluation
-    specs = [TensorSpec(name=n, shape=s, dtype=entry.input_dtypes.get(n, "float32")) for n, s in entry.inputs.items()]
+    from deploypipe.data.natural import NaturalImages, image_input, photo_paths
+
+    specs = [TensorSpec(name=n, shape=(shapes or {}).get(n, s), dtype=entry.input_dtypes.get(n, "float32"))
+             for n, s in entry.inputs.items()]
+    image = image_input(specs)
+    if image is not None and photo_paths():
+        return NaturalImages(image), None
     return SyntheticProvider(specs), None
 
 
@@ -229,6 +237,6 @@ ALIASES: dict[str, str] = {
     "yolov2-tiny": "tiny-yolo",
 }
 
-from deploypipe.zoo import real as _real  # noqa: E402 - subclasses ZooEntry, defined above
+from deploypipe.zoo import real as _real
 
 _REGISTRY.update((e.name, e) for e in _real.entries())

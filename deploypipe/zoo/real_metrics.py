@@ -123,3 +123,17 @@ def task_metrics(task: str, outputs: Sequence[np.ndarray], reference: Sequence[n
         ref = np.array([int(np.argmax(o)) for o in reference])
         return {"accuracy": float(np.mean(got == np.asarray(truth))), "agreement_vs_fp32": float(np.mean(got == ref))}
     raise ValueError(f"no task metrics for task '{task}'")
+
+
+def ocr_text_agreement(references: list[dict[str, np.ndarray]], outputs: list[dict[str, np.ndarray]],
+                       labels: np.ndarray | None) -> dict[str, float]:
+    """A `--metric` for the PP-OCR recognizer (deploypipe.data.metrics signature): the artifact's
+    CTC-decoded strings against FP32's, character accuracy first (the figure a gate judges:
+    smoother than exact match), then exact match."""
+    from deploypipe.zoo.real_sets import rec_charset
+
+    charset = rec_charset()
+    got = [ctc_greedy_decode(next(iter(o.values())), charset) for o in outputs]
+    ref = [ctc_greedy_decode(next(iter(r.values())), charset) for r in references]
+    match = text_match(got, ref)
+    return {"char_accuracy_vs_fp32": match["char_accuracy"], "exact_match_vs_fp32": match["exact_match"]}

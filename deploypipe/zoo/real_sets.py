@@ -45,6 +45,8 @@ class RealProvider(DataProvider):
     """Shipped real data. Seed 0 (what calibration asks for) yields the calibration split in order;
     any other seed (fidelity checks, gates) yields the held-out split shuffled by that seed."""
 
+    held_out = True
+
     def __init__(self, data: RealData) -> None:
         super().__init__(data.description, real=True)
         self.data = data

@@ -24,9 +24,10 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, compare
+from deploypipe.analysis.fidelity import DEFAULT_TOLERANCE, METRIC_TOLERANCE, compare, evidence_of, judge_metric
 from deploypipe.artifact import Fidelity, HostCheck
 from deploypipe.backends.compiler import CompileContext, Compiler, CompileResult
+from deploypipe.data.metrics import UserMetric, run_metric
 from deploypipe.backends.openvino.myriad import (
     Finding,
     check_ir_layers,
@@ -156,7 +157,7 @@ class OpenVinoCompiler(Compiler):
                 info["quantization"] = {"method": "QDQ ONNX loaded as is (already quantized)"}
             else:
                 ctx.progress("quantizing with NNCF")
-                ov_model, info["quantization"] = _quantize(ov_model, model, opts)
+                ov_model, info["quantization"] = _quantize(ov_model, model, opts, ctx)
                 notes.extend(info["quantization"].pop("notes"))
         ov.save_model(ov_model, str(ctx.workdir / XML), compress_to_fp16=ctx.precision == "fp16")
         layers = _xml_layers(ctx.workdir / XML)
@@ -285,8 +286,10 @@ def _infer(compiled: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(compiled(feed)[compiled.output(0)])
 
 
-def _quantize(ov_model: ov.Model, model: Model, opts: OpenVinoOptions) -> tuple[ov.Model, dict[str, Any]]:
-    """NNCF post-training INT8; accuracy-controlled retry when the plain result misses the gate."""
+def _quantize(ov_model: ov.Model, model: Model, opts: OpenVinoOptions,
+              ctx: CompileContext) -> tuple[ov.Model, dict[str, Any]]:
+    """NNCF post-training INT8, judged by the build's gate (and the user's --metric) on held-out
+    data; accuracy-controlled retry, with that same metric, when the plain result misses it."""
     with contextlib.redirect_stderr(io.StringIO()):  # importing nncf imports torch, which warns
         import nncf
 
@@ -298,25 +301,29 @@ def _quantize(ov_model: ov.Model, model: Model, opts: OpenVinoOptions) -> tuple[
     ev = model.evaluation
     if ev is not None:
         val_feeds, labels, val_data = list(ev.samples(len(ev.x))), ev.labels, ev.description
+        evidence = evidence_of(ev.labels, ev.evidence)
     else:
         # seeded apart from calibration (0) and the build's own fidelity check (10_000)
         val_feeds = list(model.calibration.samples(opts.validation_samples, seed=20_000))
-        labels, val_data = None, model.calibration.description
+        labels, val_data, evidence = None, model.calibration.description, model.calibration.evidence
     fp32 = core.compile_model(ov_model, "CPU", f32)
     refs = [_infer(fp32, f) for f in val_feeds]
     out = model.outputs[0].name
-    tolerance = DEFAULT_TOLERANCE["int8"]
+    tolerance = ctx.tolerance or DEFAULT_TOLERANCE["int8"]
     preset = nncf.QuantizationPreset.MIXED if opts.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
 
     def gate(q: ov.Model) -> Fidelity:
         compiled = core.compile_model(q, "CPU", f32)
-        outs = [_infer(compiled, f) for f in val_feeds]
-        return compare([{out: r} for r in refs], [{out: o} for o in outs], "int8", tolerance, labels)
+        outs = [{out: _infer(compiled, f)} for f in val_feeds]
+        fid = compare([{out: r} for r in refs], outs, "int8", tolerance, labels, evidence=evidence)
+        if ctx.metric is not None:
+            judge_metric(fid, *ctx.metric, [{out: r} for r in refs], outs, labels, tolerance)
+        return fid
 
     record: dict[str, Any] = {
         "method": "nncf.quantize (post-training)", "preset": opts.preset,
         "calibration_samples": len(calib), "calibration_data": model.calibration.description,
-        "validation_samples": len(val_feeds), "validation_data": val_data, "notes": [],
+        "validation_samples": len(val_feeds), "validation_data": val_data, "evidence": evidence, "notes": [],
     }
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
@@ -329,11 +336,11 @@ def _quantize(ov_model: ov.Model, model: Model, opts: OpenVinoOptions) -> tuple[
             record["plain"] = _fig(first)
             if first.passed or not opts.accuracy_control:
                 return quantized, record
-            metric, max_drop, what = _metric(refs, labels, tolerance)
+            metric, max_drop, what = _metric(out, refs, labels, tolerance, ctx.metric)
             targets = list(labels) if labels is not None else refs
             try:
                 controlled = nncf.quantize_with_accuracy_control(
-                    ov_model, nncf.Dataset(calib), nncf.Dataset(list(zip(val_feeds, targets, strict=True))),
+                    ov_model, nncf.Dataset(calib), nncf.Dataset(list(zip(val_feeds, targets, range(len(refs)), strict=True))),
                     metric, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, preset=preset,
                     subset_size=len(calib),
                 )
@@ -359,21 +366,36 @@ def _fig(f: Any) -> dict[str, Any]:
             "accuracy_fp32": f.accuracy_fp32, "passed": f.passed, "reasons": f.reasons}
 
 
-def _metric(refs: list[np.ndarray], labels: np.ndarray | None, tol: dict[str, float]) -> tuple[Any, float, str]:
-    """NNCF validation function, allowed absolute drop and its name: real accuracy with labels,
-    else top-1 agreement with FP32 for classifiers, else cosine similarity with FP32."""
+def _metric(out: str, refs: list[np.ndarray], labels: np.ndarray | None, tol: dict[str, float],
+            user: tuple[str, UserMetric] | None) -> tuple[Any, float, str]:
+    """NNCF validation function over (feed, target, index) items, the allowed absolute drop and
+    its name: the user's --metric with max_metric_drop when given (its first figure, over the
+    items NNCF asks for), else real accuracy with labels, else top-1 agreement with FP32 for
+    classifiers, else cosine similarity with FP32."""
     classifier = refs[0].ndim == 2 and refs[0].shape[-1] > 1
+    if user is not None and METRIC_TOLERANCE in tol:
+        spec, fn = user
+
+        def user_metric(compiled: Any, items: Any) -> tuple[float, None]:
+            items = list(items)
+            outs = [{out: _infer(compiled, feed)} for feed, _, _ in items]
+            picked = [i for _, _, i in items]
+            sub_labels = None if labels is None else np.asarray(labels)[picked]
+            figs = run_metric(fn, spec, [{out: refs[i]} for i in picked], outs, sub_labels)
+            return next(iter(figs.values())), None
+
+        return user_metric, tol[METRIC_TOLERANCE], f"the user's metric {spec}"
 
     def per_sample(compiled: Any, items: Any) -> tuple[float, list[float]]:
         values = []
-        for feed, target in items:
-            out = _infer(compiled, feed)
+        for feed, target, _ in items:
+            y = _infer(compiled, feed)
             if labels is not None:
-                values.append(float(out.argmax(-1).ravel()[0] == int(np.ravel(target)[0])))
+                values.append(float(y.argmax(-1).ravel()[0] == int(np.ravel(target)[0])))
             elif classifier:
-                values.append(float(out.argmax(-1).ravel()[0] == target.argmax(-1).ravel()[0]))
+                values.append(float(y.argmax(-1).ravel()[0] == target.argmax(-1).ravel()[0]))
             else:
-                a, b = out.ravel().astype(np.float64), np.asarray(target).ravel().astype(np.float64)
+                a, b = y.ravel().astype(np.float64), np.asarray(target).ravel().astype(np.float64)
                 denom = float(np.linalg.norm(a) * np.linalg.norm(b))
                 values.append(float(a @ b / denom) if denom > 0 else 1.0)
         return float(np.mean(values)), values

@@ -16,8 +16,9 @@ from deploypipe.toolchains import toolchain_versions
 
 
 class TfliteCompiler(Compiler):
-    shapes = "fixed"
-    fixed_why = "onnx2tf writes one static signature: build one artifact per shape (--input-shape NAME=8x3x224x224)"
+    shapes = "set"
+    fixed_why = ("onnx2tf writes one static signature per model, so each batch size of --batch 1,8,32 is its own "
+                 ".tflite inside the artifact; other dims are fixed (one artifact per --input-shape NAME=1x3x320x320)")
     name = "tflite"
     Options = TfliteOptions
     extra = "tflite"
@@ -28,21 +29,40 @@ class TfliteCompiler(Compiler):
 
     def compile(self, model: Model, ctx: CompileContext) -> CompileResult:
         opts: TfliteOptions = ctx.options
-        ctx.progress(f"converting to TFLite {ctx.precision} with onnx2tf (TensorFlow in .venv-tflite)")
-        res = convert(model, [ctx.precision], ctx.workdir, opts, f"tflite {ctx.precision}")
-        out = res["results"][ctx.precision]
-        inputs, outputs = io_specs(model, out["io"])
-        notes = [f"TFLite tensors are channel-last where the ONNX ones are channel-first: {io_summary(out['io'])}; "
+        sizes = model.batches if len(model.batches) > 1 else ()
+        made = []
+        for batch in sizes or (None,):
+            at = f" at batch {batch}" if batch else ""
+            ctx.progress(f"converting to TFLite {ctx.precision}{at} with onnx2tf (TensorFlow in .venv-tflite)")
+            sub = model.at_batch(batch) if batch else model
+            folder = ctx.workdir / f"batch{batch}" if batch else ctx.workdir
+            folder.mkdir(exist_ok=True)
+            res = convert(sub, [ctx.precision], folder, opts, f"tflite {ctx.precision}{at}")
+            out = res["results"][ctx.precision]
+            made.append((batch, str((folder / out["file"]).relative_to(ctx.workdir)), out, res["calibration"], sub))
+        _, first_file, first, calibration, first_model = made[0]
+        inputs, outputs = io_specs(first_model, first["io"])
+        if sizes:  # one artifact, a set of fixed shapes: the manifest lists the batch sizes it takes
+            inputs, outputs = ([s.model_copy(update={"shape": (None, *s.shape[1:]), "sizes": (sizes, *[None] * (len(s.shape) - 1)),
+                                                     "bounds": ((sizes[0], sizes[-1]), *[None] * (len(s.shape) - 1))})
+                                for s in specs] for specs in (inputs, outputs))
+        notes = [f"TFLite tensors are channel-last where the ONNX ones are channel-first: {io_summary(first['io'])}; "
                  "the deploypipe runner transposes and quantizes feeds given in the source form."]
+        if sizes:
+            notes.append(f"one .tflite per batch size {', '.join(map(str, sizes))} (onnx2tf writes static shapes); "
+                         "the runner picks the one matching the input's batch")
         if ctx.precision == "fp16":
             notes.append("fp16 = float16 weights dequantized to float32 at load; XNNPACK computes in fp32 on CPUs "
                          "without native fp16 arithmetic (this x86-64 host, Cortex-A53/A72)")
         info = {
-            "converter": "onnx2tf", "precision_variant": ctx.precision, "io": out["io"], "ops": out["ops"],
+            "converter": "onnx2tf", "precision_variant": ctx.precision, "io": first["io"], "ops": first["ops"],
             "delegate": "XNNPACK (LiteRT's default CPU delegate)",
-            "calibration": res["calibration"], "quant_type": opts.quant_type if ctx.precision == "int8" else None,
+            "calibration": calibration, "quant_type": opts.quant_type if ctx.precision == "int8" else None,
         }
-        return CompileResult(kind="tflite", files={"model": out["file"]}, inputs=inputs, outputs=outputs,
+        if sizes:
+            info["batches"] = [{"batch": b, "file": f, "io": o["io"]} for b, f, o, _, _ in made]
+        files = {"model": first_file, **{f"model_batch{b}": f for b, f, _, _, _ in made[1:]}}
+        return CompileResult(kind="tflite", files=files, inputs=inputs, outputs=outputs,
                              toolchain=self.versions(), info=info, notes=notes)
 
     def versions(self) -> dict[str, str]:
