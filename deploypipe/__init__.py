@@ -18,6 +18,8 @@ _LAZY = {
     "TuneConfig": "deploypipe.api",
     "self_check": "deploypipe.api",
     "bench": "deploypipe.api",
+    "optimize": "deploypipe.api",
+    "OptimizeConfig": "deploypipe.campaign.optimize",
     "run_campaign": "deploypipe.api",  # `deploypipe.campaign` is the package (deploypipe/campaign/)
 }
 
@@ -31,4 +33,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'deploypipe' has no attribute {name!r}")
 
 
-__all__ = ["BuildConfig", "TuneConfig", "__version__", "bench", "build", "load", "run_campaign", "self_check", "tune"]
+__all__ = ["BuildConfig", "OptimizeConfig", "TuneConfig", "__version__", "bench", "build", "load", "optimize",
+           "run_campaign", "self_check", "tune"]

@@ -1,5 +1,5 @@
-"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `run_campaign()` and
-`self_check()`. The CLI is a thin layer over these."""
+"""The public Python API: `build()`, `load()`, `bench()`, `partition()`, `tune()`, `run_campaign()`,
+`optimize()` and `self_check()`. The CLI is a thin layer over these."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from deploypipe.backends.compiler import (
 from deploypipe.backends.runner import Runner, RunOptions
 from deploypipe.bench import BenchConfig, BenchResult, SweepConfig, run_bench
 from deploypipe.campaign import executors
+from deploypipe.campaign import optimize as opt
 from deploypipe.campaign import run as campaign_run
 from deploypipe.campaign import spec as campaign_spec
 from deploypipe.data import attach as attach_data
@@ -70,6 +71,7 @@ from deploypipe.partition.api import PartitionConfig
 from deploypipe.partition.api import partition as _partition
 from deploypipe.passes import PassContext, Recipe
 from deploypipe.passes.base import refusing
+from deploypipe.progress import Step
 from deploypipe.targets import unfused_on_host
 
 Progress = Callable[[str], None]
@@ -449,6 +451,65 @@ def run_campaign(file: str | Path, output: str | Path = "artifacts", store: str 
     with interrupt.deferred():
         return campaign_run.run(spec, str(file), engine, ex, out, Path(store) if store else out / "results.db",
                                 on_cell, redo)
+
+
+def optimize(config: opt.OptimizeConfig, progress: Progress | None = None) -> opt.OptimizeReport:
+    """Search the target's compilers x precisions x pruning ratios x FP32-layer counts: build every
+    candidate (under OUTPUT/.optimize/, cached), measure what runs here and estimate the rest, and
+    build the best objective within the accuracy budget into OUTPUT (deploypipe.campaign.optimize).
+    The report's `winner` is None when no candidate meets the budget; nothing is written then."""
+    with interrupt.deferred():
+        return _optimize(config, _checking(progress))
+
+
+def _optimize(cfg: opt.OptimizeConfig, say: Progress) -> opt.OptimizeReport:
+    spec = targets.get(cfg.target)
+    points = opt.search_space(cfg)
+    work = cfg.output / opt.WORK / f"{Path(cfg.model).stem}-{spec.name}"
+    todo = [p for p in points if not p.refused]
+    deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
+    for i, point in enumerate(todo):
+        if deadline is not None and time.monotonic() > deadline:
+            point.refused = f"not tried: the {cfg.budget_minutes:g}-minute budget was spent"
+            continue
+
+        def step(message: str, i: int = i, name: str = point.name) -> None:
+            say(Step(f"candidate {i + 1}/{len(todo)} {name}: {message}", i, len(todo)))
+        try:
+            built = _build(BuildConfig(**opt.build_fields(cfg, point, work)), step)
+        except DeployPipeError as exc:
+            opt.refuse(point, exc)
+            continue
+        opt.record_build(point, built.path, built.manifest)
+    paths = [Path(p.path) for p in points if p.path]
+    if paths and not spec.runs_here:  # one FP32 model measured here calibrates the cost model's estimates
+        ref = _build(BuildConfig(model=cfg.model, target="host-cpu", compiler="onnxruntime", output=work,
+                                 name="host-calibration", import_options=cfg.import_options), say)
+        paths.append(ref.path)
+    results = {r.artifact: r for r in run_bench(paths, cfg.bench, progress=say)} if paths else {}
+    for point in points:
+        if point.path and str(point.path) in results:
+            opt.record_bench(point, results[str(point.path)], cfg.objective, spec)
+    opt.share_estimates(points)
+    report = opt.conclude(cfg, points)
+    if report.winner is not None:
+        say(f"copying the winner {report.winner} into {cfg.output}")
+        report.winner_path = str(_install(Path(report.point(report.winner).path), cfg.output, spec.name))  # type: ignore[arg-type]
+    return report
+
+
+def _install(candidate: Path, output: Path, target: str) -> Path:
+    """The winning candidate as an ordinary artifact of `output`, named like a build of it, through
+    the same atomic staging. Its build key does not depend on the folder, so this is what a rebuild
+    would write (a later identical `build` into `output` is a cache hit), without building again."""
+    art = Artifact(candidate)
+    name = f"{art.manifest.model.name}-{target}-{candidate.name}"
+    with staging(output / name) as tmp:
+        shutil.copytree(candidate.resolve(), tmp, dirs_exist_ok=True)
+        manifest = Artifact(tmp).manifest
+        manifest.name = name
+        write_manifest(tmp, manifest)
+    return output / name
 
 
 def partition(config: PartitionConfig) -> PartitionReport:

@@ -33,6 +33,12 @@ app = typer.Typer(
     help="Take DNN models to edge devices and measure what each optimization buys.",
 )
 _state: dict[str, Any] = {"debug": False}
+# the user's data options (docs/data.md), shared by build and optimize
+DataOpt = Annotated[Path | None, typer.Option(help="Your data: image folder, .npz, .npy folder or text file (docs/data.md).")]
+EvalDataOpt = Annotated[Path | None, typer.Option(help="Separate evaluation data (else --data is split).")]
+PreprocessOpt = Annotated[str | None, typer.Option(help="Image preprocessing: imagenet, unit, none or FILE.toml.")]
+TokenizerOpt = Annotated[Path | None, typer.Option(help="tokenizer.json for text data.")]
+MetricOpt = Annotated[str | None, typer.Option(help="Your metric MODULE:FUNCTION (or file.py:FUNCTION).")]
 
 
 def _check_prune(value: float | None) -> float | None:
@@ -86,11 +92,11 @@ def build(
     network: Annotated[str, typer.Option(help="Network for --split auto: wifi, 4g, 3g, ethernet or BW,RTT.")] = "wifi",
     tune: Annotated[bool, typer.Option("--tune", help="Tune first (TVM MetaSchedule), resuming tuning_logs/.")] = False,
     trials: Annotated[int, typer.Option(help="Total tuning trials to reach with --tune.", min=1)] = 64,
-    data: Annotated[Path | None, typer.Option(help="Your data: image folder, .npz, .npy folder or text file (docs/data.md).")] = None,
-    eval_data: Annotated[Path | None, typer.Option(help="Separate evaluation data (else --data is split).")] = None,
-    preprocess: Annotated[str | None, typer.Option(help="Image preprocessing: imagenet, unit, none or FILE.toml.")] = None,
-    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json for text data.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Your metric MODULE:FUNCTION (or file.py:FUNCTION).")] = None,
+    data: DataOpt = None,
+    eval_data: EvalDataOpt = None,
+    preprocess: PreprocessOpt = None,
+    tokenizer: TokenizerOpt = None,
+    metric: MetricOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an artifact for a target (or, with --split, an edge and a cloud artifact plus a plan)."""
@@ -128,6 +134,78 @@ def build(
         emit_json({"path": str(report.path), "cached": report.cached, "manifest": report.manifest.model_dump()})
     else:
         out.print(report.summary(), highlight=False)
+
+
+def _split_list(value: str | None, flag: str, kind: type = str) -> list[Any] | None:
+    """'a,b' -> ['a', 'b'] (or numbers), None when the option was not given."""
+    from deploypipe.errors import UserError
+
+    if value is None:
+        return None
+    try:
+        items = [kind(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} '{value}': expected a comma-separated list like {'0,0.25,0.5' if kind is float else '2,4'}") from None
+    if not items:
+        raise UserError(f"{flag} '{value}': empty list")
+    return items
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name or model file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Device name (see `deploypipe targets`).")] = "host-cpu",
+    objective: Annotated[str, typer.Option(help="latency, energy or size.", callback=choice("--objective", ("latency", "energy", "size")))] = "latency",
+    max_accuracy_drop: Annotated[float, typer.Option(help="Accuracy budget in points (top-1 drop on labelled data, else disagreement with FP32).", min=0)] = 1.0,
+    compilers: Annotated[str | None, typer.Option(help="Compilers to try, e.g. onnxruntime,openvino (default: all the target's).")] = None,
+    precisions: Annotated[str | None, typer.Option(help="Precisions to try, e.g. fp32,int8 (default: all each compiler runs there).")] = None,
+    prune: Annotated[str, typer.Option(help="Pruning ratios to try (0: unpruned).")] = "0,0.5",
+    prune_all_compilers: Annotated[bool, typer.Option(help="Prune with every compiler (default: the target's default compiler only).")] = False,
+    fp32_layers: Annotated[str, typer.Option(help="INT8 with the N most sensitive layers kept in FP32, e.g. 2,4 (0: none).")] = "2",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the winner goes (candidates: OUTPUT/.optimize/).", callback=_check_output_folder)] = Path("artifacts"),
+    budget_minutes: Annotated[float | None, typer.Option(help="Start no new build after this many minutes.", min=0.01)] = None,
+    fidelity_samples: Annotated[int, typer.Option(help="Synthetic inputs per fidelity check when no data is given.", min=1)] = 100,
+    data: DataOpt = None,
+    eval_data: EvalDataOpt = None,
+    preprocess: PreprocessOpt = None,
+    tokenizer: TokenizerOpt = None,
+    metric: MetricOpt = None,
+    input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224 or NAME=1x32:int64; repeatable.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Search compilers x precisions x pruning x FP32 layers for a target, print the frontier and build the winner.
+
+    Exit code 5 when no candidate meets --max-accuracy-drop (no winner is built).
+    """
+    from deploypipe.api import optimize as do_optimize
+    from deploypipe.campaign.optimize import OptimizeConfig, render
+    from deploypipe.errors import FidelityError
+    from deploypipe.importers import ImportOptions
+
+    from deploypipe.errors import UserError
+
+    wanted = _split_list(precisions, "--precisions")
+    for p in wanted or []:
+        choice("--precisions", ("fp32", "fp16", "int8"))(p)
+    layers = _split_list(fp32_layers, "--fp32-layers", int) or [0]
+    if any(n < 0 for n in layers):
+        raise UserError(f"--fp32-layers '{fp32_layers}': layer counts must be >= 0")
+    cfg = OptimizeConfig(
+        model=model, target=target, objective=objective, max_accuracy_drop=max_accuracy_drop,  # type: ignore[arg-type]
+        compilers=_split_list(compilers, "--compilers"), precisions=wanted,  # type: ignore[arg-type]
+        prune_ratios=_split_list(prune, "--prune", float) or [0.0], prune_all_compilers=prune_all_compilers,
+        fp32_layers=layers, output=output,
+        budget_minutes=budget_minutes, fidelity_samples=fidelity_samples, data=data, eval_data=eval_data,
+        preprocess=preprocess, tokenizer=tokenizer, metric=metric, import_options=ImportOptions(**parse_shapes(input_shape)),
+    )
+    with progress_bar("optimizing") as say:
+        report = do_optimize(cfg, progress=say)
+    if as_json:
+        emit_json(report.model_dump())
+    else:
+        out.print(render(report), highlight=False)
+    if report.winner is None:
+        raise FidelityError(report.no_winner())
 
 
 def _parse_threads(value: str | None) -> list[int | None]:
@@ -501,6 +579,8 @@ def partition_cmd(
     network: Annotated[str, typer.Option(help="wifi, 4g, 3g, ethernet or BW_MBPS,RTT_MS.")] = "wifi",
     objective: Annotated[str, typer.Option(help="latency or energy.")] = "latency",
     deadline: Annotated[float | None, typer.Option(help="Latency budget in ms (Edgent).")] = None,
+    inter_arrival_ms: Annotated[float, typer.Option(help="Time between offloaded requests: further apart than the "
+                                                         "radio's tail, each pays promotion + tail energy.", min=0.001)] = 60_000.0,
     compression: Annotated[str, typer.Option(help="none, int8, zlib, int8+zlib (lz4 if installed).")] = "none",
     max_tensors: Annotated[int | None, typer.Option(help="Only cuts where at most N tensors cross.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for host measurements.")] = 1,
@@ -518,6 +598,7 @@ def partition_cmd(
         raise UserError(f"--objective '{objective}': expected latency or energy")
     cfg = PartitionConfig(
         model=model, edge=edge, cloud=cloud, network=network, objective=objective, deadline_ms=deadline,  # type: ignore[arg-type]
+        inter_arrival_ms=inter_arrival_ms,
         compression=compression, max_tensors=max_tensors, threads=threads,
         import_options=ImportOptions(**parse_shapes(input_shape)),
     )

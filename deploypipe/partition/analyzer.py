@@ -4,7 +4,10 @@ For each cut p: T(p) = T_edge(p) + T_transfer(p) + T_cloud(p) and E(p) = E_edge(
 with T_edge/T_cloud summed from per-layer costs (measured here or predicted, labelled), T_transfer
 from the network profile and the *measured* size of the crossing set (optionally compressed),
 E_edge from the edge target's active power (an estimate, labelled) and E_transfer from the
-network's radio power model. The best cut minimizes the objective, subject to a deadline if given.
+network's radio model: promotion + sending + tail for requests further apart than the radio's tail,
+sending + the tail until the next request otherwise (`inter_arrival_ms`, see
+deploypipe.partition.network). An idle radio's promotion delay is part of T_transfer. The best cut
+minimizes the objective, subject to a deadline if given.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from deploypipe.analysis import reference
 from deploypipe.errors import UserError
 from deploypipe.partition import compress
 from deploypipe.partition.graph import CutPoint, enumerate_cuts
-from deploypipe.partition.network import NetworkProfile
+from deploypipe.partition.network import NetworkProfile, RadioEnergy
 from deploypipe.partition.profile import LayerCosts
 
 Objective = Literal["latency", "energy"]
+# One request a minute: longer than every profile's radio tail (LTE's is 11.6 s), so each request
+# pays promotion and a whole tail, as a device classifying now and then does.
+DEFAULT_INTER_ARRIVAL_MS = 60_000.0
 
 
 class TensorInfo(BaseModel):
@@ -52,7 +58,9 @@ class CutCost(BaseModel):
     cloud_ms: float
     total_ms: float
     edge_mj: float
-    transfer_mj: float
+    transfer_mj: float  # all the radio's energy for this request: promotion_mj + sending + tail_mj
+    promotion_mj: float = 0.0
+    tail_mj: float = 0.0
     energy_mj: float
     meets_deadline: bool | None = None
 
@@ -76,6 +84,7 @@ class PartitionReport(BaseModel):
     network: NetworkProfile
     objective: Objective
     deadline_ms: float | None
+    inter_arrival_ms: float
     codec: str
     energy_label: str
     cuts: list[CutCost]
@@ -118,17 +127,21 @@ def _edge_power(edge: str) -> tuple[float, str]:
 
 def analyze(proto: onnx.ModelProto, name: str, edge_costs: LayerCosts, cloud_costs: LayerCosts,
             network: NetworkProfile, feeds: dict[str, np.ndarray], objective: Objective = "latency",
-            deadline_ms: float | None = None, codec: str = "none", max_tensors: int | None = None) -> PartitionReport:
+            deadline_ms: float | None = None, codec: str = "none", max_tensors: int | None = None,
+            inter_arrival_ms: float = DEFAULT_INTER_ARRIVAL_MS) -> PartitionReport:
     """Cost every cut and pick the best one (see the module docstring for the formulas)."""
     if codec not in compress.available():
         raise UserError(f"compression '{codec}' is not available here; choose from {', '.join(compress.available())}")
     if deadline_ms is not None and deadline_ms <= 0:
         raise UserError(f"--deadline must be > 0 ms, got {deadline_ms:g}")
+    if inter_arrival_ms <= 0:
+        raise UserError(f"--inter-arrival-ms must be > 0, got {inter_arrival_ms:g}")
     cuts = enumerate_cuts(proto, max_tensors)
     names = sorted({t for c in cuts for t in c.names})
     values = crossing_values(proto, names, feeds)
     power_w, energy_label = _edge_power(edge_costs.target)
-    rows = [_cost(c, values, edge_costs, cloud_costs, network, codec, power_w, deadline_ms) for c in cuts]
+    rows = [_cost(c, values, edge_costs, cloud_costs, network, codec, power_w, deadline_ms, inter_arrival_ms)
+            for c in cuts]
     best = _pick(rows, objective, deadline_ms)
     notes = []
     if deadline_ms is not None and not rows[best].meets_deadline:
@@ -139,28 +152,30 @@ def analyze(proto: onnx.ModelProto, name: str, edge_costs: LayerCosts, cloud_cos
     return PartitionReport(
         model=name, nodes=len(proto.graph.node), edge_target=edge_costs.target, cloud_target=cloud_costs.target,
         edge_label=edge_costs.label, cloud_label=cloud_costs.label, network=network, objective=objective,
-        deadline_ms=deadline_ms, codec=codec, energy_label=energy_label, cuts=rows, best=best, notes=notes,
+        deadline_ms=deadline_ms, inter_arrival_ms=inter_arrival_ms, codec=codec, energy_label=energy_label, cuts=rows, best=best, notes=notes,
     )
 
 
 def _cost(cut: CutPoint, values: dict[str, np.ndarray], edge: LayerCosts, cloud: LayerCosts,
-          network: NetworkProfile, codec: str, power_w: float, deadline_ms: float | None) -> CutCost:
+          network: NetworkProfile, codec: str, power_w: float, deadline_ms: float | None,
+          inter_arrival_ms: float) -> CutCost:
     tensors = [TensorInfo(name=t.name, shape=list(t.shape), dtype=t.dtype, bytes=t.nbytes) for t in cut.tensors]
+    radio = RadioEnergy(promotion_mj=0.0, transfer_mj=0.0, tail_mj=0.0)
     if cut.tensors:
         figs = compress.measure({t.name: values[t.name] for t in cut.tensors}, codec)
         sent, codec_ms, err = figs.nbytes, figs.encode_ms + figs.decode_ms, figs.max_abs_err
-        transfer = network.transfer_ms(sent)
-        transfer_mj = network.transfer_mj(sent)
+        transfer = network.promotion_delay_ms(sent, inter_arrival_ms) + network.transfer_ms(sent)
+        radio = network.radio(sent, inter_arrival_ms)
     else:
-        sent, codec_ms, err, transfer, transfer_mj = 0, 0.0, 0.0, 0.0, 0.0
+        sent, codec_ms, err, transfer = 0, 0.0, 0.0, 0.0
     edge_ms, cloud_ms = edge.prefix_ms(cut.index), cloud.suffix_ms(cut.index)
     total = edge_ms + codec_ms + transfer + cloud_ms
     edge_mj = power_w * edge_ms
     return CutCost(
         index=cut.index, after=cut.after, after_op=cut.after_op, tensors=tensors, raw_bytes=cut.nbytes,
         sent_bytes=sent, codec=codec, codec_ms=codec_ms, codec_max_abs_err=err, edge_ms=edge_ms,
-        transfer_ms=transfer, cloud_ms=cloud_ms, total_ms=total, edge_mj=edge_mj, transfer_mj=transfer_mj,
-        energy_mj=edge_mj + transfer_mj,
+        transfer_ms=transfer, cloud_ms=cloud_ms, total_ms=total, edge_mj=edge_mj, transfer_mj=radio.total_mj,
+        promotion_mj=radio.promotion_mj, tail_mj=radio.tail_mj, energy_mj=edge_mj + radio.total_mj,
         meets_deadline=None if deadline_ms is None else total <= deadline_ms,
     )
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deploypipe.importers import ImportOptions, import_model
 from deploypipe.model import Model
 from deploypipe.partition import network as networks
-from deploypipe.partition.analyzer import Objective, PartitionReport, analyze
+from deploypipe.partition.analyzer import DEFAULT_INTER_ARRIVAL_MS, Objective, PartitionReport, analyze
 from deploypipe.partition.profile import costs_for
 
 
@@ -21,6 +21,7 @@ class PartitionConfig(BaseModel):
     network: str = "wifi"
     objective: Objective = "latency"
     deadline_ms: float | None = None
+    inter_arrival_ms: float = Field(default=DEFAULT_INTER_ARRIVAL_MS, gt=0)  # between offloaded requests: the radio's tail
     compression: str = "none"
     max_tensors: int | None = Field(default=None, ge=1)
     edge_precision: str = "fp32"
@@ -37,7 +38,7 @@ def partition_model(model: Model, config: PartitionConfig) -> PartitionReport:
     same = config.cloud == config.edge and config.cloud_precision == config.edge_precision
     cloud = edge if same else costs_for(config.cloud, model.proto, feeds, config.cloud_precision, config.threads)
     report = analyze(model.proto, model.name, edge, cloud, net, feeds, config.objective, config.deadline_ms,
-                     config.compression, config.max_tensors)
+                     config.compression, config.max_tensors, config.inter_arrival_ms)
     if not model.calibration.real:
         report.notes.append(f"crossing-tensor sample from {model.calibration.description}")
     return report

@@ -35,6 +35,21 @@ def render(report: PartitionReport, all_rows: bool = True) -> Group:
         f"cloud times: {report.cloud_label}",
         f"network: {net.label}; uplink source: {net.uplink_mbps.source}; RTT source: {net.rtt_ms.source}",
         f"energy: {report.energy_label}; radio: {net.radio_mw_per_mbps.source}",
+        f"radio per offloaded request: {_radio_line(report)}",
         *(f"note: {n}" for n in report.notes),
     ]
     return Group(rows, Text("\n".join(lines)))
+
+
+def _radio_line(report: PartitionReport) -> str:
+    """What an offloaded request's radio energy holds at this inter-arrival time, and why."""
+    net, gap = report.network, report.inter_arrival_ms
+    if net.tail_ms.value == 0 and net.promotion_ms.value == 0:
+        return f"sending only ({net.promotion_ms.source})"
+    best = report.best_cut if report.best_cut.tensors else report.cloud_only
+    if net.radio_idle(best.sent_bytes, gap):
+        return (f"promotion {net.promotion_ms.value:g} ms at {net.promotion_mw.value:g} mW + sending + tail "
+                f"{net.tail_ms.value:g} ms at {net.tail_mw.value:g} mW (requests every {gap:g} ms, further apart "
+                f"than the tail; --inter-arrival-ms); source: {net.tail_ms.source}")
+    return (f"sending + tail until the next request {gap:g} ms later, no promotion (the radio stays connected "
+            f"between requests closer than its {net.tail_ms.value:g} ms tail); source: {net.tail_ms.source}")
