@@ -20,6 +20,7 @@ from typing import Any
 
 from deploypipe.bench.results import BenchResult
 from deploypipe.bench.table import baseline
+from deploypipe.campaign.pareto import pareto_front
 from deploypipe.errors import InputFileError
 
 
@@ -459,18 +460,6 @@ def _context(results: list[BenchResult]) -> str:
     return f"<table class='context'><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower x: latency, higher y:
-    accuracy), by increasing x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
 def _pareto_plot(cells: Sequence[Cell]) -> str | None:
     """Latency against accuracy (or fidelity) per target, with the Pareto front of each."""
     import matplotlib.pyplot as plt
@@ -494,7 +483,7 @@ def _pareto_plot(cells: Sequence[Cell]) -> str | None:
             ax.scatter(ms, q, s=36, color="#3b7dd8" if measured else "none", edgecolors="#3b7dd8" if measured else "#f2a541",
                        linewidths=1.5)
             ax.annotate(label, (ms, q), fontsize=6)
-        front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
+        front = sorted(pts[i] for i in pareto_front([(p[0], -p[1]) for p in pts]))  # lower latency, higher accuracy
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#e53935", lw=1.2, label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel("latency, ms (log; filled: measured, hollow: estimated)")
