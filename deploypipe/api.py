@@ -189,10 +189,11 @@ def _tuning_state(tuning_dir: Path, trials: int) -> dict[str, str]:
     this model's and every other model's under the same tuning_logs (their records are reused by
     workload)."""
     state = {"tune_trials": str(trials)} if trials else {}
-    digest = hashlib.sha256()
-    for records in sorted(tuning_dir.parent.parent.glob("*/*/database_tuning_record.json")):
-        digest.update(str(records).encode() + records.read_bytes())
-    if (tuning_dir / "database_tuning_record.json").is_file() or digest.digest() != hashlib.sha256().digest():
+    found = sorted(tuning_dir.parent.parent.glob("*/*/database_tuning_record.json"))  # this one among them
+    if found:
+        digest = hashlib.sha256()
+        for records in found:
+            digest.update(str(records).encode() + records.read_bytes())
         state["tuning_db"] = digest.hexdigest()[:16]
     return state
 

@@ -179,10 +179,8 @@ def optimize(
     """
     from deploypipe.api import optimize as do_optimize
     from deploypipe.campaign.optimize import OptimizeConfig, render
-    from deploypipe.errors import FidelityError
+    from deploypipe.errors import FidelityError, UserError
     from deploypipe.importers import ImportOptions
-
-    from deploypipe.errors import UserError
 
     wanted = _split_list(precisions, "--precisions")
     for p in wanted or []:

@@ -129,24 +129,16 @@ def judge_metric(fid: Fidelity, spec: str, fn: mt.UserMetric, references: list[d
     (higher is better) may fall at most that much below FP32's, on real evidence only."""
     fid.metrics = mt.run_metric(fn, spec, references, outputs, labels)
     fid.metrics_fp32 = mt.run_metric(fn, spec, references, references, labels)
-    drop = metric_drop(fid)
     budget = tolerance.get(METRIC_TOLERANCE)
-    if drop is None or budget is None or fid.evidence in UNCERTIFYING or not fid.evidence:
+    if not fid.metrics or budget is None or fid.evidence in UNCERTIFYING or not fid.evidence:
         return
     key = next(iter(fid.metrics))
-    if drop[1] > budget:
-        fid.reasons.append(f"metric {key} {fid.metrics[key]:.4g} is {drop[1]:.4g} below FP32's "
+    drop = fid.metrics_fp32[key] - fid.metrics[key]
+    if drop > budget:
+        fid.reasons.append(f"metric {key} {fid.metrics[key]:.4g} is {drop:.4g} below FP32's "
                            f"{fid.metrics_fp32[key]:.4g} > {METRIC_TOLERANCE} {budget:g}")
         fid.passed = False
         fid.certified, fid.verdict = _verdict(fid, dict(tolerance), fid.evidence)
-
-
-def metric_drop(fid: Fidelity) -> tuple[str, float] | None:
-    """(name, FP32 value - artifact value) of the user's metric's first figure, if there is one."""
-    if not fid.metrics or not fid.metrics_fp32:
-        return None
-    key = next(iter(fid.metrics))
-    return key, fid.metrics_fp32[key] - fid.metrics[key]
 
 
 def _accuracy(fid: Fidelity, figs: list[OutputFidelity], paired: dict[str, tuple[np.ndarray, np.ndarray, bool]],

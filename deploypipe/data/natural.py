@@ -41,7 +41,8 @@ def _package_dir(package: str) -> Path | None:
     return Path(next(iter(locations))) if locations else None
 
 
-def photo_paths() -> list[Path]:
+@functools.cache
+def photo_paths() -> tuple[Path, ...]:
     """The packaged photos found on this machine (scikit-learn's always; scikit-image's when it
     is installed), in a fixed order."""
     found = []
@@ -49,7 +50,7 @@ def photo_paths() -> list[Path]:
         root = _package_dir(package)
         if root is not None:
             found += [root / sub / n for n in names if (root / sub / n).is_file()]
-    return found
+    return tuple(found)
 
 
 @functools.cache

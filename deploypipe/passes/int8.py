@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,7 +186,7 @@ class _Search:
                  feeds: list[dict[str, np.ndarray]], labels: np.ndarray | None, evidence: str, ctx: PassContext) -> None:
         from deploypipe.isa import host_isa
 
-        self.fp32, self.model, self.cfg, self.plan = fp32, model, cfg, plan
+        self.fp32, self.cfg, self.plan = fp32, cfg, plan
         self.feeds, self.labels, self.evidence, self.ctx = feeds, labels, evidence, ctx
         auto = cfg.mixed_precision == "auto"
         self.searching = cfg.mixed_precision is True or (auto and evidence in ("labelled", "real-unlabelled"))
@@ -278,8 +279,6 @@ def _rank(step: _Step) -> tuple[bool, float, float]:
 def _latency_ms(proto: onnx.ModelProto, feed: dict[str, np.ndarray], budget_s: float = 0.3) -> float:
     """Median single-sample latency on this host's ONNX Runtime (fused kernels): what each step
     of the search costs in speed, measured the same way for FP32 and every INT8 candidate."""
-    import time
-
     sess = _ort.session(proto)
     for _ in range(2):
         sess.run(None, feed)
@@ -314,11 +313,6 @@ def _logit_gap(refs: list[dict[str, np.ndarray]]) -> float | None:
         return None
     top = np.sort(out, axis=1)
     return float(np.median((top[:, -1] - top[:, -2]) / (out.std(axis=1) + 1e-12)))
-
-
-def _gate(refs: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]], cfg: Int8Config,
-          labels: np.ndarray | None, evidence: str) -> Fidelity:
-    return compare(refs, outs, "int8", cfg.tolerance, labels, evidence=evidence)
 
 
 def _prepare(proto: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, dict[str, Any]]:
