@@ -224,7 +224,7 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
     in NHWC, register-tiled, parallel and vectorized, the ReLU6 fused into them; the build
     matches the reference and the manifest counts the default-scheduled kernels."""
     from deploypipe.backends.tvm import schedules
-    from deploypipe.backends.tvm.relax import import_relax, lower, scheduled, tvm_target
+    from deploypipe.backends.tvm.relax import fold_prepacking, import_relax, lower, scheduled, tvm_target
     from deploypipe.model import Model, Provenance, SyntheticProvider
 
     proto = _mini_mobilenet()
@@ -242,6 +242,15 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
         assert "T.parallel" in text and "T.vectorized" in text, name
     dense = next(f.script() for n, f in kernels.items() if "matmul" in n or "dense" in n)
     assert "T.parallel" in dense
+    # every convolution reads prepacked [O/vec, H, W, I, vec] weights; padding is a block of its
+    # own for the channel convolutions, inlined for the depthwise one (pointwise ones have none)
+    assert all("layout_rewrite_preproc" in t for t in convs.values())
+    padded = sorted(('T.sblock("pad_temp")' in t, "T.if_then_else" in t) for t in convs.values())
+    assert padded == [(False, False), (False, True), (True, True)], padded
+    folded = fold_prepacking(mod)
+    scripts = [f.script() for _, f in folded.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not any("layout_rewrite_preproc" in t for t in scripts)  # repacked once, at build time
+    assert sum(gv.name_hint.endswith("_prepacked") for gv, _ in folded.functions_items()) >= 3
     path = tmp_path / "mini.onnx"
     onnx.save_model(proto, str(path))
     report = _build(tmp_path, model=path)

@@ -49,7 +49,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
         ])(mod)
-        return relax.get_pipeline("zero")(schedules.convert_layout(mod))
+        mod = relax.get_pipeline("zero")(schedules.convert_layout(mod))
+        return relax.transform.AttachAttrLayoutFreeBuffers()(mod)  # weights may be prepacked
 
 
 def tuning_records(work_dir: Path) -> int:
@@ -140,8 +141,15 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
 
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mod = schedules.default_schedule()(mod)
-        return tvm.compile(mod, target=target)
+        return tvm.compile(fold_prepacking(schedules.default_schedule()(mod)), target=target)
+
+
+def fold_prepacking(mod: tvm.IRModule) -> tvm.IRModule:
+    """Weight prepacking, done once at build time: the weight-repacking blocks the schedules put
+    in kernels (default and tuned alike) move out of them and fold into the model's constants."""
+    from tvm import relax
+
+    return relax.transform.FoldConstant()(relax.transform.SplitLayoutRewritePreproc()(mod))
 
 
 def scheduled(mod: tvm.IRModule) -> set[str]:
