@@ -157,6 +157,34 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     assert report.manifest.compiler_info["tuning"]["reused"] == [] and report.manifest.fidelity.passed
 
 
+def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
+    """`tvm tune` first measures each kernel's default-rule variants (costliest kernels first) and
+    commits them as tuning records; a build replays the fastest, prepacked weights included, and
+    matches the reference. With trials for the variants only, MetaSchedule's search does not run."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from deploypipe.backends.tvm import schedules
+    from deploypipe.backends.tvm.relax import tuning_records
+
+    model = tmp_path / "mini.onnx"
+    onnx.save_model(_mini_mobilenet(), str(model))
+    logs = tmp_path / "tuning_logs"
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "10", "--tuning-logs", str(logs))
+    assert res.returncode == 0, res.stderr
+    db = logs / "mini" / "host-cpu"
+    log = (db / "logs" / "deploypipe_tune.log").read_text()
+    seeded = [line for line in log.splitlines() if line.startswith("default-rule variants:")]
+    assert seeded and "measured, best" in seeded[0] and "conv2d" in seeded[0], log[-2000:]
+    assert tuning_records(db) == 10 and "evolutionary" not in log.lower()
+    assert 1 < len(schedules.variants()) and schedules.variants()[0] == schedules.Knobs()
+    records = ms.database.JSONDatabase(work_dir=str(db)).get_all_tuning_records()
+    assert len(records) == 10 and any("layout_rewrite_preproc" in str(r.trace) for r in records)  # prepacking replays
+    report = _build(tmp_path, model=model, tuning_logs=logs)
+    kernels = report.manifest.compiler_info["tuning"]["kernels"]
+    assert kernels["tuned"] >= 1 and kernels["tuned"] + kernels["default_schedule"] == kernels["total"]
+    assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-4
+
+
 def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
     """A QDQ graph (what the int8 pass produces) imports into TVM and matches ONNX Runtime running
     the same QDQ graph; the manifest says it is simulated quantization around FP32 kernels."""

@@ -24,6 +24,7 @@ in the output and in the weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 
 ACCUMULATORS = {32: 28, 16: 12}  # vector registers for accumulators, by registers the ISA has (the rest: operands)
 ROWS = (8, 7, 6, 5, 4, 3, 2, 1)  # tile heights tried along the second-innermost output axis
-TASK_BYTES = 64 * 1024  # most output one parallel task accumulates before its epilogue reads it back
-WEIGHT_BYTES = 128 * 1024  # a task's weight slice beyond this is walked in blocks of input channels
-CHANNEL_BLOCK = 32  # input channels per step of a reduction's outer loop (16-64 measured within 10% on ResNet-18)
 
 
 def convert_layout(mod: tvm.IRModule) -> tvm.IRModule:
@@ -83,6 +81,30 @@ def _clip_as_relax_ops(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """The default rule's choices. The defaults serve every kernel untuned; `tvm tune` measures
+    variants of them per kernel (`variants`) and keeps the fastest as a tuning record."""
+
+    accumulators: int | None = None  # vector registers for a tile's accumulators; None: ACCUMULATORS by ISA
+    channel_block: int = 32  # input channels per step of a reduction's outer loop
+    task_bytes: int = 64 * 1024  # most output one parallel task accumulates before its epilogue reads it back
+    weight_bytes: int = 128 * 1024  # a task's weight slice beyond this is walked in blocks of input channels
+    pad_block: bool = True  # a channel convolution's padding as a block of its own (else inlined)
+
+
+def variants() -> list[Knobs]:
+    """The default and each knob moved on its own (a kernel's best is rarely far from the
+    default; the grid of all combinations is 200+ builds a kernel)."""
+    base = Knobs()
+    moves = [{"accumulators": a} for a in (8, 14, 20)]
+    moves += [{"channel_block": c} for c in (16, 64)]
+    moves += [{"task_bytes": t} for t in (16 * 1024, 256 * 1024)]
+    moves += [{"weight_bytes": w} for w in (32 * 1024, 1024 * 1024)]
+    moves += [{"pad_block": False}]
+    return [base, *(replace(base, **m) for m in moves)]  # type: ignore[arg-type]
+
+
 def default_schedule() -> Any:
     """The pass scheduling every PrimFunc not already scheduled (tuned ones keep theirs)."""
     from tvm.s_tir import dlight
@@ -90,35 +112,42 @@ def default_schedule() -> Any:
     return dlight.ApplyDefaultSchedule(_rule())
 
 
-def _rule() -> Any:
+def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
+    """The schedule of one kernel (an s_tir.Schedule, its trace replayable), or None where the
+    rule does not apply (not a CPU target, or a kernel it cannot schedule)."""
     from tvm import s_tir
-    from tvm.s_tir import dlight
     from tvm.target.codegen import llvm_get_vector_width
+
+    if "cpu" not in target.keys:
+        return None
+    lanes = max((llvm_get_vector_width(target) or 128) // 32, 4)
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    triple = str(target.attrs.get("mtriple", ""))
+    registers = 32 if lanes >= 16 or triple.startswith("aarch64") else 16
+    knobs = knobs if knobs.accumulators else replace(knobs, accumulators=ACCUMULATORS[registers])
+    sch = s_tir.Schedule(func)
+    free = [func.params[int(i)] for i in (func.attrs or {}).get("layout_free_buffers", [])]
+    try:
+        _inline(sch, knobs)
+        reductions = [b for b in _blocks(sch) if _is_reduction(sch, b)]
+        if not (len(reductions) == 1 and _tile_reduction(sch, reductions[0], lanes, cores, knobs, free)):
+            sch = s_tir.Schedule(func)
+            _inline(sch, knobs)
+            for block in _blocks(sch):
+                _parallel_vectorize(sch, block, lanes)
+    except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
+        return None
+    return sch
+
+
+def _rule() -> Any:
+    from tvm.s_tir import dlight
 
     class CpuDefault(dlight.ScheduleRule):
         """Tile, parallelize and vectorize one CPU kernel (see the module docstring)."""
 
         def apply(self, func: Any, target: Any, _tunable: bool) -> Any:
-            if "cpu" not in target.keys:
-                return None
-            lanes = max((llvm_get_vector_width(target) or 128) // 32, 4)
-            cores = int(target.attrs.get("num-cores", 1) or 1)
-            triple = str(target.attrs.get("mtriple", ""))
-            registers = 32 if lanes >= 16 or triple.startswith("aarch64") else 16
-            sch = s_tir.Schedule(func)
-            free = [func.params[int(i)] for i in (func.attrs or {}).get("layout_free_buffers", [])]
-            try:
-                _inline(sch)
-                reductions = [b for b in _blocks(sch) if _is_reduction(sch, b)]
-                tiled = len(reductions) == 1 and _tile_reduction(sch, reductions[0], lanes, cores, ACCUMULATORS[registers], free)
-                if not tiled:
-                    sch = s_tir.Schedule(func)
-                    _inline(sch)
-                    for block in _blocks(sch):
-                        _parallel_vectorize(sch, block, lanes)
-            except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
-                return None
-            return sch
+            return schedule_kernel(func, target)
 
     return CpuDefault()
 
@@ -131,7 +160,7 @@ def _is_reduction(sch: Any, block: Any) -> bool:
     return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)
 
 
-def _inline(sch: Any) -> None:
+def _inline(sch: Any, knobs: Knobs) -> None:
     """Inline every spatial block that is not written to an output (transposes, epilogue
     intermediates), so each kernel is at most one reduction, its padded input and one output
     block. Padding stays a block of its own: inlined, its bounds test sits in the innermost
@@ -140,7 +169,7 @@ def _inline(sch: Any) -> None:
     while changed:
         changed = False
         for block in _blocks(sch)[:-1] if len(_blocks(sch)) > 1 else []:
-            if _is_reduction(sch, block) or _is_padding(sch, block):
+            if _is_reduction(sch, block) or (knobs.pad_block and _is_padding(sch, block)):
                 continue
             try:
                 sch.compute_inline(block)
@@ -197,13 +226,13 @@ def _extent(sch: Any, loop: Any) -> int | None:
     return int(ext) if isinstance(ext, tirx.IntImm) else None
 
 
-def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, accumulators: int, free: list[Any]) -> bool:
+def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, knobs: Knobs, free: list[Any]) -> bool:
     """Register-tile a reduction whose innermost output axis is contiguous; False if it is not
     such a reduction (the caller then uses the plain parallel/vectorize schedule).
 
     Loop order, outermost first: one parallel loop over output-channel blocks (and as many
     leading output rows as it takes to give every core two tasks), the outer block of the
-    innermost reduction axis (input channels: CHANNEL_BLOCK at a time), the task's remaining
+    innermost reduction axis (input channels: `knobs.channel_block` at a time), the task's remaining
     output rows, the other reduction axes (kernel window), the channel block, the register tile.
     A task thus reuses one slice of weights across all its rows while it is in cache instead of
     streaming all weights once per row (measured 2.4x on ResNet-18's 512-channel 3x3 layers)."""
@@ -222,7 +251,7 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, accumulators: 
     if extents[vec_axis] < lanes or not out_idx.same_as(stmt.iter_vars[vec_axis].var):
         return False
     rows_axis = next((i for i in reversed(spatial[:-1]) if extents[i] > 1), None)
-    vec, rows = _tile(extents[vec_axis], extents[rows_axis] if rows_axis is not None else 1, lanes, accumulators)
+    vec, rows = _tile(extents[vec_axis], extents[rows_axis] if rows_axis is not None else 1, lanes, knobs.accumulators or 1)
     if vec < lanes // 2:
         return False
 
@@ -236,19 +265,20 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, accumulators: 
         inner = [r_i, v_k, v_i]
     window = [loops[i] for i in reduce[:-1]]
     channels = [loops[reduce[-1]]]
-    block_size = _factor(extents[reduce[-1]], (CHANNEL_BLOCK, CHANNEL_BLOCK // 2, CHANNEL_BLOCK // 4))
+    step = knobs.channel_block
+    block_size = _factor(extents[reduce[-1]], (step, step // 2, step // 4))
     weight_bytes = vec * 4 * _product(sch, [loops[i] for i in reduce])
-    if weight_bytes > WEIGHT_BYTES and extents[reduce[-1]] > 2 * CHANNEL_BLOCK and block_size > 1:
+    if weight_bytes > knobs.weight_bytes and extents[reduce[-1]] > 2 * step and block_size > 1:
         channels = list(sch.split(channels[0], [None, block_size]))
     row_bytes = vec * rows * 4 * (extents[rows_axis] // rows if rows_axis is not None else 1)
-    task, rest = _parallel_tasks(sch, extents[vec_axis] // vec, outer, 2 * cores, row_bytes)
+    task, rest = _parallel_tasks(sch, extents[vec_axis] // vec, outer, 2 * cores, row_bytes, knobs.task_bytes)
     sch.reorder(v_o, *task, *channels[:-1], *rest, *window, channels[-1], *inner)
     fused = sch.fuse(v_o, *task)
     sch.parallel(fused)
 
     # The epilogue (bias, residual, activation) runs where the reduction completes: per register
     # tile from the accumulators, or, when input channels come in blocks, per task after the last
-    # block (the task's output is within TASK_BYTES, still in cache)
+    # block (the task's output is within knobs.task_bytes, still in cache)
     consumers = sch.get_consumers(block)
     epilogue = consumers[0] if consumers else sch.cache_write(block, 0, "global")
     blocked = len(channels) > 1
@@ -287,21 +317,22 @@ def _prepack(sch: Any, block: Any, free: list[Any], out_axis: int, vec: int) -> 
         return
 
 
-def _parallel_tasks(sch: Any, blocks: int, outer: list[Any], want: int, row_bytes: int) -> tuple[list[Any], list[Any]]:
+def _parallel_tasks(sch: Any, blocks: int, outer: list[Any], want: int, row_bytes: int,
+                    task_bytes: int) -> tuple[list[Any], list[Any]]:
     """Split the leading output loops into those that join the parallel loop (with the channel
     blocks) and the rest: just enough leading rows that there are `want` tasks and a task's
-    output (`row_bytes` per innermost output row) stays within TASK_BYTES, so its epilogue
+    output (`row_bytes` per innermost output row) stays within `task_bytes`, so its epilogue
     reads it from cache; every row more per task is one more reuse of the task's weights."""
     task: list[Any] = []
     rest = list(outer)
     tasks = blocks
     while rest:
         size = row_bytes * _product(sch, rest[:-1])
-        if tasks >= want and size <= TASK_BYTES:
+        if tasks >= want and size <= task_bytes:
             break
         loop = rest.pop(0)
         ext = _extent(sch, loop) or 1
-        need = max(-(-want // tasks), -(-size // TASK_BYTES))
+        need = max(-(-want // tasks), -(-size // task_bytes))
         if ext <= need:
             task.append(loop)
             tasks *= ext

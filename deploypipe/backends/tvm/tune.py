@@ -1,5 +1,8 @@
 """MetaSchedule tuning for the TVM compiler, resumable and bounded in time.
 
+Each kernel's default-rule variants are measured first (`search.py`), then MetaSchedule's
+evolutionary search gets the trials that are left; the database keeps every kernel's fastest.
+
 The database is MetaSchedule's JSON database in `tuning_logs/<model>/<target>/`; MetaSchedule
 appends every measured schedule to it as it goes. Tuning runs in a child process (its own
 process group) that the parent watches: progress is the record count of the database, a time
@@ -27,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import deploypipe
 from deploypipe.backends.compiler import TuningReport
+from deploypipe.backends.tvm import search
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.backends.tvm.relax import (
     import_relax,
@@ -206,11 +210,16 @@ def _child(job: _Job) -> None:
     export = (functools.partial(cross_export, job.options.cross_compiler)
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
+    runner = _runner(job)
+    left = job.trials - search.seed_database(lowered, target, job.work_dir, builder, runner, job.trials,
+                                             log=lambda m: print(m, flush=True))
+    if left <= 0:
+        return
     strategy, cost_model = job.options.search()
     ms.relax_integration.tune_relax(
-        lowered, {}, target, job.work_dir, max_trials_global=job.trials,
-        num_trials_per_iter=min(job.trials_per_iter, job.trials),
-        builder=builder, runner=_runner(job), cost_model=cost_model,
+        lowered, {}, target, job.work_dir, max_trials_global=left,
+        num_trials_per_iter=min(job.trials_per_iter, left),
+        builder=builder, runner=runner, cost_model=cost_model,
         # round-robin commits each task's results as they come; the gradient scheduler holds them
         # all until every task has had a first round, so a stopped run would lose them
         task_scheduler="round-robin",

@@ -1,0 +1,77 @@
+"""Tuning that starts from the default schedules: each kernel's default-rule variants, measured.
+
+A tuned record replaces a kernel's default schedule (`schedules.py`) in every later build, and on a
+small machine MetaSchedule's own space (multi-level tiling, sampled) often needs hours to find what
+the default rule gives untuned: a run that only sampled that space could make a build slower. So
+`tvm tune` first measures, for every kernel, the default rule and its variants (`schedules.variants`:
+tile size, channel block, task size, padding) with MetaSchedule's own builder and runner, and
+commits them to the database as tuning records (their traces replay in `MetaScheduleApplyDatabase`
+like any other). MetaSchedule's evolutionary search gets the trials that are left, and the database
+answers each kernel with its fastest record, whichever search produced it: a tuned build is never
+slower than the default one by more than the measurement's noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from deploypipe.backends.tvm import schedules
+
+
+def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner: Any, limit: int,
+                  log: Callable[[str], None] = print) -> int:
+    """Measure up to `limit` default-rule candidates, the costliest kernels first, and commit them
+    to the JSON database in `work_dir`; kernels that already have records (a resumed run) are
+    skipped. Returns the number of candidates measured."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=work_dir)
+    tasks = sorted(ms.relax_integration.extract_tasks(lowered, target), key=_cost, reverse=True)
+    measured = 0
+    for task in tasks:
+        mod = task.dispatched[0]
+        if measured >= limit:
+            break
+        if database.has_workload(mod) and database.get_top_k(database.commit_workload(mod), 1):
+            continue
+        candidates, seen = [], set()
+        for knobs in schedules.variants():
+            sch = schedules.schedule_kernel(mod["main"], target, knobs)
+            if sch is None or (key := tvm_ffi.structural_hash(sch.mod)) in seen:
+                continue
+            seen.add(key)
+            candidates.append(sch)
+        candidates = candidates[: limit - measured]
+        if not candidates:
+            continue
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in candidates])
+        ok = [(sch, b) for sch, b in zip(candidates, built, strict=True) if b.error_msg is None]
+        errors = [b.error_msg for b in built if b.error_msg]
+        # the runner passes the kernel's arguments as measured: weights already prepacked
+        args = [ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True) for sch, _ in ok]
+        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a) for (_, b), a in zip(ok, args, strict=True)])
+        workload = database.commit_workload(mod)
+        best = None
+        for (sch, _), future, arg in zip(ok, futures, args, strict=True):
+            result = future.result()
+            errors += [result.error_msg] if result.error_msg else []
+            if result.error_msg is None and result.run_secs:
+                database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, arg))
+                secs = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                best = secs if best is None else min(best, secs)
+        measured += len(candidates)
+        log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"
+            if best is not None else f"default-rule variants: {task.task_name}: none ran: {errors[:1]}")
+    return measured
+
+
+def _cost(task: Any) -> float:
+    """A kernel's share of the model: its floating-point work times how often the model calls it."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0])) * task.weight
+    except Exception:  # noqa: BLE001 - a kernel the estimator cannot read goes last
+        return 0.0
