@@ -137,24 +137,59 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     assert tuning["tuned_for_mcpu"] == [host_cpu] and tuning["kernels"]["tuned"] >= 1 and tuning["reused"] == []
     assert report.manifest.fidelity.passed and not any("measured for -mcpu" in n for n in report.manifest.notes)
     # another model with the same layers (other weights): its kernels are found by workload in tiny's database
-    other = tmp_path / "other.onnx"
-    onnx.save_model(tiny_classifier(seed=1), str(other))
-    report = _build(tmp_path / "other", model=other, tuning_logs=logs)
+    other_model = tmp_path / "other.onnx"
+    onnx.save_model(tiny_classifier(seed=1), str(other_model))
+    report = _build(tmp_path / "other", model=other_model, tuning_logs=logs)
     tuning = report.manifest.compiler_info["tuning"]
     assert tuning["database"] is None and len(tuning["reused"]) == 1, tuning
     reused = tuning["reused"][0]
     assert reused["database"] == str(db) and reused["tuned_for_mcpu"] == [host_cpu] and reused["kernels"]
     assert tuning["kernels"]["tuned"] == len(reused["kernels"]) and report.manifest.fidelity.passed
     assert any(f"reused {len(reused['kernels'])} tuned kernel(s) by workload from {db}" in n for n in report.manifest.notes)
-    # a database tuned on another CPU still applies (schedules are CPU-independent IR), but says so
+    # a database measured on a CPU of another class (vector width) is not applied: its tiles are
+    # sized for other registers; one of the same class is applied, with a note
+    from deploypipe.backends.tvm.relax import cpu_class
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu})
+    wide = cpu_class(target) == cpu_class(target, "skylake-avx512")
+    other, alike = ("haswell", "znver4") if wide else ("skylake-avx512", "znver3" if host_cpu != "znver3" else "haswell")
     records = db / "database_tuning_record.json"
-    records.write_text(records.read_text().replace(f'"mcpu":"{host_cpu}"', '"mcpu":"haswell"'))
+    original = records.read_text()
+    records.write_text(original.replace(f'"mcpu":"{host_cpu}"', f'"mcpu":"{other}"'))
     report = _build(tmp_path / "again", model=model, tuning_logs=logs)
-    assert report.manifest.compiler_info["tuning"]["tuned_for_mcpu"] == ["haswell"]
-    assert any("measured for -mcpu=haswell" in n for n in report.manifest.notes) and report.manifest.fidelity.passed
-    # ... but another model reuses records only from databases measured for this build's CPU
-    report = _build(tmp_path / "other-again", model=other, tuning_logs=logs)
+    tuning = report.manifest.compiler_info["tuning"]
+    assert tuning["tuned_for_mcpu"] == [other] and tuning["kernels"]["tuned"] == 0, tuning
+    assert any(f"measured for -mcpu={other} ({cpu_class(target, other)})" in n and "not applied" in n
+               for n in report.manifest.notes) and report.manifest.fidelity.passed
+    # ... and another model does not reuse them either
+    report = _build(tmp_path / "other-again", model=other_model, tuning_logs=logs)
     assert report.manifest.compiler_info["tuning"]["reused"] == [] and report.manifest.fidelity.passed
+    records.write_text(original.replace(f'"mcpu":"{host_cpu}"', f'"mcpu":"{alike}"'))
+    report = _build(tmp_path / "alike", model=model, tuning_logs=logs)
+    assert report.manifest.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and report.manifest.fidelity.passed
+    assert any(f"measured for -mcpu={alike}" in n and "the same class" in n for n in report.manifest.notes)
+
+
+def test_avx2_target_gets_avx2_tiles_on_any_host() -> None:
+    """An AVX2 target (the xeon target file's broadwell) gets 8-float vectors and AVX2's register
+    budget even when built on an AVX-512 host (TVM's own vector-width query answered 512 there)."""
+    from deploypipe.backends.tvm import schedules
+
+    for mcpu, bits in (("broadwell", 256), ("skylake-avx512", 512)):
+        assert schedules.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) == bits, mcpu
+    arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "mcpu": "cortex-a72"})
+    assert schedules.vector_bits(arm) == 128
+    proto = _mini_mobilenet()
+    from deploypipe.backends.tvm.relax import import_relax, lower
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    model = Model(proto=proto, name="mini", provenance=Provenance("mini", "onnx", ""), calibration=SyntheticProvider([]))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "broadwell", "num-cores": 2})
+    lowered = lower(import_relax(model), target)
+    with target:
+        mod = schedules.default_schedule()(lowered)
+    convs = [f.script() for gv, f in mod.functions_items() if "conv2d" in gv.name_hint]
+    assert convs and all("T.vectorized(T.int64(8))" in t and "T.vectorized(T.int64(16))" not in t for t in convs)
 
 
 def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:

@@ -42,10 +42,12 @@ from deploypipe.backends.tvm.facts import (
 from deploypipe.backends.tvm.relax import (
     apply_databases,
     compile_module,
+    cpu_class,
     export,
     import_relax,
     lower,
     repair_database,
+    same_class,
     scheduled,
     target_string,
     tuned_for,
@@ -105,9 +107,15 @@ class TvmCompiler(Compiler):
             cpus = tuned_for(ctx.tuning_dir)
             tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus}
             if cpus and cpus != [mcpu]:
-                notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
-                             f"is for -mcpu={mcpu}: they are applied (correct either way) but their speed was "
-                             f"not measured on this CPU; retune into a new tuning_logs directory for it")
+                cls = cpu_class(target)
+                if same_class(target, cpus):
+                    notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)}, this build "
+                                 f"is for -mcpu={mcpu}, the same class ({cls}): applied, but their speed was not "
+                                 f"measured on this CPU; retune into a new tuning_logs directory for it")
+                else:
+                    notes.append(f"the tuning database's schedules were measured for -mcpu={','.join(cpus)} "
+                                 f"({cpu_class(target, cpus[0])}), this build is for -mcpu={mcpu} ({cls}): not applied "
+                                 "(tiles sized for other vector registers), default schedules used; retune for this CPU")
         if not model.dynamic:
             ctx.progress("TVM: looking up tuning records by workload")
             lowered, used = apply_databases(lowered, target, ctx.tuning_dir)
@@ -115,7 +123,7 @@ class TvmCompiler(Compiler):
             tuning["reused"] = reused
             for u in reused:
                 notes.append(f"reused {len(u['kernels'])} tuned kernel(s) by workload from {u['database']} "
-                             f"(measured for -mcpu={','.join(u['tuned_for_mcpu'])})")
+                             f"(measured for -mcpu={','.join(u['tuned_for_mcpu'])}, class {cpu_class(target)})")
         kernels = [gv.name_hint for gv, f in lowered.functions_items() if type(f).__name__ == "PrimFunc"]
         tuned = scheduled(lowered)
         tuning["kernels"] = {"total": len(kernels), "tuned": len(tuned), "default_schedule": len(kernels) - len(tuned)}

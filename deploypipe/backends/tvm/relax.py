@@ -4,6 +4,7 @@ databases, compilation and export."""
 from __future__ import annotations
 
 import json
+import platform
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,21 +109,43 @@ def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path)
 
 
 def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
-    """Apply this model's database, then every other database under the same tuning_logs root
-    measured for this build's -mcpu (a workload is matched by its structural hash, so ResNet-18's
+    """Apply this model's database, then every other database under the same tuning_logs root,
+    each only if measured on this build's CPU class (`same_class`; a workload is matched by its
+    structural hash, so ResNet-18's
     convolutions serve ResNet-50). Returns the module and, per database that gave a kernel, its
     path, the -mcpu it was measured for and the kernels it scheduled."""
-    mcpu = str(target.mcpu) if target.mcpu else "generic"
     others = sorted(d for d in own.parent.parent.glob("*/*") if d != own and d.is_dir() and tuning_records(d)
-                    and tuned_for(d) == [mcpu])
+                    and same_class(target, tuned_for(d)))
     used: list[dict[str, Any]] = []
-    for work_dir in ([own] if tuning_records(own) else []) + others:
+    for work_dir in ([own] if tuning_records(own) and same_class(target, tuned_for(own)) else []) + others:
         before = scheduled(mod)
         mod = apply_database(mod, target, work_dir)
         kernels = sorted(scheduled(mod) - before)
         if kernels:
             used.append({"database": str(work_dir), "tuned_for_mcpu": tuned_for(work_dir), "kernels": kernels})
     return mod, used
+
+
+def cpu_class(target: tvm.target.Target, mcpu: str | None = None) -> str:
+    """The class a measured schedule's speed carries over within: the architecture and LLVM's
+    vector width for the CPU (x86_64 with 512-bit vectors, x86_64 with 256, aarch64 with 128, ...).
+    A schedule tuned for AVX-512 tiles 16-float vectors: on an AVX2 CPU it is still correct but
+    spills registers, so it is not applied there."""
+    import tvm
+
+    spec = {k: v for k, v in dict(target.export()).items() if k in ("kind", "mtriple", "mattr", "mcpu", "num-cores")}
+    if mcpu is not None:
+        spec["mcpu"] = mcpu
+    arch = str(spec.get("mtriple") or platform.machine()).split("-")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return f"{arch} {schedules.vector_bits(tvm.target.Target(spec))}-bit vectors"
+
+
+def same_class(target: tvm.target.Target, cpus: list[str]) -> bool:
+    """Every CPU a database was measured for is in this target's class (see cpu_class)."""
+    own = cpu_class(target)
+    return bool(cpus) and all(cpu_class(target, c) == own for c in cpus if c not in ("unknown", "generic"))
 
 
 def export(executable: Any, path: Path, cross_compiler: str | None) -> None:

@@ -116,11 +116,10 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
     """The schedule of one kernel (an s_tir.Schedule, its trace replayable), or None where the
     rule does not apply (not a CPU target, or a kernel it cannot schedule)."""
     from tvm import s_tir
-    from tvm.target.codegen import llvm_get_vector_width
 
     if "cpu" not in target.keys:
         return None
-    lanes = max((llvm_get_vector_width(target) or 128) // 32, 4)
+    lanes = max(vector_bits(target) // 32, 4)
     cores = int(target.attrs.get("num-cores", 1) or 1)
     triple = str(target.attrs.get("mtriple", ""))
     registers = 32 if lanes >= 16 or triple.startswith("aarch64") else 16
@@ -138,6 +137,20 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
     except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
         return None
     return sch
+
+
+def vector_bits(target: Any) -> int:
+    """The widest float vector of the target's CPU. Asked of LLVM per -mcpu (TVM 0.27's
+    llvm_get_vector_width answers 512 for every x86 -mcpu on an AVX-512 host, haswell included,
+    which gave AVX2 targets tiles twice too wide for their registers)."""
+    from tvm.target.codegen import llvm_cpu_has_features
+
+    triple = str(target.attrs.get("mtriple", "")) or "x86_64"
+    if triple.startswith(("x86_64", "i686", "i386")):
+        if llvm_cpu_has_features(["avx512f"], target):
+            return 512
+        return 256 if llvm_cpu_has_features(["avx"], target) else 128
+    return 128  # NEON on aarch64 and armv7 (SVE is not used)
 
 
 def _rule() -> Any:
@@ -285,11 +298,10 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, knobs: Knobs, 
     sch.reverse_compute_at(epilogue, fused if blocked or not rest else rest[-1], preserve_unit_loops=True)
     _unroll_vectorize_tile(sch, sch.get_loops(block)[-len(inner):])
     epi = sch.get_loops(epilogue)
-    if blocked:
-        if len(epi) > 1 and (_extent(sch, epi[-1]) or 0) % width == 0:
-            sch.vectorize(sch.split(epi[-1], [None, width])[1])
-    else:
-        _unroll_vectorize_tile(sch, epi[2 + len(rest) - 1:] if rest else epi[1:])
+    tile = epi[len(rest) + 1:] if not blocked and rest else epi[1:]
+    if tile and (_extent(sch, tile[-1]) or 0) % width == 0 and (_extent(sch, tile[-1]) or 0) > width:
+        tile = [*tile[:-1], *sch.split(tile[-1], [None, width])]  # one machine vector per vectorized loop
+    _unroll_vectorize_tile(sch, tile if not blocked else tile[-1:])
     init_at = 1 if blocked or not rest else 1 + len(rest)
     sch.decompose_reduction(block, sch.get_loops(block)[init_at])  # after vectorizing: it needs the init
     _prepack(sch, block, free, spatial.index(vec_axis), vec)
