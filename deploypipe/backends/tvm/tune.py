@@ -216,6 +216,11 @@ def _child(job: _Job) -> None:
     if left <= 0:
         return
     strategy, cost_model = job.options.search()
+    if strategy == "evolutionary":
+        # its population starts from random samples only: replaying the seeded records as a
+        # starting population runs MetaSchedule's postprocessors over traces that already
+        # rewrote the weight layout, which fails
+        strategy = ms.search_strategy.EvolutionarySearch(init_measured_ratio=0.0)
     ms.relax_integration.tune_relax(
         lowered, {}, target, job.work_dir, max_trials_global=left,
         num_trials_per_iter=min(job.trials_per_iter, left),
