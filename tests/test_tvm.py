@@ -146,6 +146,20 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     assert reused["database"] == str(db) and reused["tuned_for_mcpu"] == [host_cpu] and reused["kernels"]
     assert tuning["kernels"]["tuned"] == len(reused["kernels"]) and report.manifest.fidelity.passed
     assert any(f"reused {len(reused['kernels'])} tuned kernel(s) by workload from {db}" in n for n in report.manifest.notes)
+    # tuning the other model would not measure what tiny's database already holds (de-duplicated by workload)
+    from deploypipe import passes
+    from deploypipe.backends.tvm import search
+    from deploypipe.backends.tvm.relax import import_relax, lower, tvm_target
+    from deploypipe.importers import import_model
+    from deploypipe.passes import PassContext
+
+    target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
+    other, _ = passes.run(passes.recipe_for("fp32", frozenset({"fp32"})), import_model(other_model),
+                          PassContext(target="host-cpu", precision="fp32"))  # what the tuner gets
+    lowered = lower(import_relax(other), target)
+    every = search.untuned_tasks(lowered, target, tmp_path / "none" / "other" / "host-cpu")
+    todo = search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")
+    assert len(todo) == len(every) - len(reused["kernels"]) and len(todo) < len(every)
     # a database measured on a CPU of another class (vector width) is not applied: its tiles are
     # sized for other registers; one of the same class is applied, with a note
     from deploypipe.backends.tvm.relax import cpu_class

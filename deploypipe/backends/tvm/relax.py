@@ -114,8 +114,7 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
     structural hash, so ResNet-18's
     convolutions serve ResNet-50). Returns the module and, per database that gave a kernel, its
     path, the -mcpu it was measured for and the kernels it scheduled."""
-    others = sorted(d for d in own.parent.parent.glob("*/*") if d != own and d.is_dir() and tuning_records(d)
-                    and same_class(target, tuned_for(d)))
+    others = class_databases(own, target)
     used: list[dict[str, Any]] = []
     for work_dir in ([own] if tuning_records(own) and same_class(target, tuned_for(own)) else []) + others:
         before = scheduled(mod)
@@ -146,6 +145,12 @@ def same_class(target: tvm.target.Target, cpus: list[str]) -> bool:
     """Every CPU a database was measured for is in this target's class (see cpu_class)."""
     own = cpu_class(target)
     return bool(cpus) and all(cpu_class(target, c) == own for c in cpus if c not in ("unknown", "generic"))
+
+
+def class_databases(own: Path, target: tvm.target.Target) -> list[Path]:
+    """The other models' databases under the same tuning_logs root measured on this CPU class."""
+    return sorted(d for d in own.parent.parent.glob("*/*") if d != own and d.is_dir() and tuning_records(d)
+                  and same_class(target, tuned_for(d)))
 
 
 def export(executable: Any, path: Path, cross_compiler: str | None) -> None:

@@ -14,28 +14,28 @@ slower than the default one by more than the measurement's noise.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from deploypipe.backends.tvm import schedules
+from deploypipe.backends.tvm import relax, schedules
 
 
 def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner: Any, limit: int,
                   log: Callable[[str], None] = print) -> int:
     """Measure up to `limit` default-rule candidates, the costliest kernels first, and commit them
-    to the JSON database in `work_dir`; kernels that already have records (a resumed run) are
-    skipped. Returns the number of candidates measured."""
+    to the JSON database in `work_dir`. Kernels with records already are skipped: in this database
+    (a resumed run) or in another model's under the same tuning_logs measured on this CPU class,
+    which the build reuses by workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the
+    number of candidates measured."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     database = ms.database.JSONDatabase(work_dir=work_dir)
-    tasks = sorted(ms.relax_integration.extract_tasks(lowered, target), key=_cost, reverse=True)
     measured = 0
-    for task in tasks:
+    for task in untuned_tasks(lowered, target, Path(work_dir)):
         mod = task.dispatched[0]
         if measured >= limit:
             break
-        if database.has_workload(mod) and database.get_top_k(database.commit_workload(mod), 1):
-            continue
         candidates, seen = [], set()
         for knobs in schedules.variants():
             sch = schedules.schedule_kernel(mod["main"], target, knobs)
@@ -65,6 +65,19 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
         log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"
             if best is not None else f"default-rule variants: {task.task_name}: none ran: {errors[:1]}")
     return measured
+
+
+def untuned_tasks(lowered: Any, target: Any, work_dir: Path) -> list[Any]:
+    """The model's kernels (MetaSchedule tasks), costliest first, without records in `work_dir`'s
+    database or in another model's of the same CPU class under the same tuning_logs."""
+    from tvm.s_tir import meta_schedule as ms
+
+    known = [ms.database.JSONDatabase(work_dir=str(d)) for d in [work_dir, *relax.class_databases(work_dir, target)]
+             if relax.tuning_records(d)]
+    tasks = sorted(ms.relax_integration.extract_tasks(lowered, target), key=_cost, reverse=True)
+    return [t for t in tasks
+            if not any(db.has_workload(t.dispatched[0]) and db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
+                       for db in known)]
 
 
 def _cost(task: Any) -> float:
