@@ -83,11 +83,12 @@ def _clip_as_relax_ops(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
-def default_schedule() -> Any:
-    """The pass scheduling every PrimFunc not already scheduled (tuned ones keep theirs)."""
+def default_schedule(*first: Any) -> Any:
+    """The pass scheduling every PrimFunc not already scheduled (tuned ones keep theirs); the
+    rules in `first` (the integer convolutions' VNNI rule) are tried before this module's."""
     from tvm.s_tir import dlight
 
-    return dlight.ApplyDefaultSchedule(_rule())
+    return dlight.ApplyDefaultSchedule(*first, _rule())
 
 
 def _rule() -> Any:
