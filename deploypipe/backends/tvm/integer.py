@@ -55,19 +55,27 @@ def integer_path(target: tvm.target.Target) -> tuple[bool, str]:
 def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, Any], str]:
     """For a QDQ build: which path its convolutions took and why (the manifest's
     `compiler_info["int8_kernels"]`), and the build note saying so."""
-    from tvm import tirx
+    import tvm
+    from tvm import relax
 
-    convs = [f for gv, f in lowered.functions_items() if isinstance(f, tirx.PrimFunc) and "conv2d" in gv.name_hint]
-    integer = sum(any(_is_integer_reduction(b) for b in _sblocks(f)) for f in convs)
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    called: list[str] = []  # one entry per call: equal kernels are one PrimFunc called from several places
+    relax.analysis.post_order_visit(lowered["main"].body, lambda e: called.append(e.args[0].name_hint) if (
+        isinstance(e, relax.Call) and e.op.same_as(call_tir) and isinstance(e.args[0], tvm.ir.GlobalVar)) else None)
+    kernels = {name: lowered[name] for name in set(called) if "conv2d" in name}
+    is_integer = {name: any(_is_integer_reduction(b) for b in _sblocks(f)) for name, f in kernels.items()}
+    convs = [name for name in called if name in kernels]
+    integer = sum(is_integer[name] for name in convs)
     use, why = integer_path(target)
     info = {"path": "integer" if use else "float-simulated", "why": why,
             "integer_convolutions": integer, "convolutions": len(convs)}
     if not use:
         return info, (f"QDQ graph, {why}: quantize/dequantize stay simulated quantization around FP32 kernels "
                       "(int8 accuracy, FP32 speed or slower)")
-    return info, (f"QDQ graph, {why}: {integer} of {len(convs)} convolutions in integer arithmetic (u8 x s8 -> int32); "
-                  f"the others (depthwise, input channels not a multiple of {STEP}, output channels not of {LANES}) "
-                  "and dense layers stay float-simulated")
+    others = (f"; the others (depthwise, input channels not a multiple of {STEP}, output channels not of {LANES})"
+              if integer < len(convs) else "")
+    return info, (f"QDQ graph, {why}: {integer} of {len(convs)} convolutions in integer arithmetic "
+                  f"(u8 x s8 -> int32){others}; dense layers stay float-simulated")
 
 
 def _sblocks(func: Any) -> list[Any]:
