@@ -7,8 +7,10 @@ milliseconds are noisy. Tuning resumes the databases under tuning_logs/<model>/h
 at each model's time budget; the time actually spent is reported.
 
 With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
-activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, to measure what TVM's
-simulated quantization costs against the untuned FP32 build. --budget-s 0 0 skips tuning and
+activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, twice: as the build
+picks for this CPU (integer kernels with VNNI) and forced onto the float-simulated path
+(DEPLOYPIPE_ISA=x86-avx2), against the untuned FP32 build; --models picks models (benchmarks/
+tvm_int8_pairs.py then times them in pairs). --budget-s 0 0 skips tuning and
 uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
 device app (TVM's runtime without Python), to show what a board app gets.
 
