@@ -154,10 +154,12 @@ def integer_convolutions(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
 
 
 def _elementwise_qdq(mod: tvm.IRModule) -> tvm.IRModule:
-    """Per-tensor quantize/dequantize as the elementwise ops they legalize to (same formula:
-    clip(round(x / s) + z), (x - z) * s). The ops carry a channel axis that ConvertLayout does not
-    follow, so in NHWC each sat between two transposes in a kernel of its own; as elementwise ops
-    they follow the layout and fuse into the integer convolution's epilogue."""
+    """Per-tensor quantize/dequantize as elementwise ops: clip(round(x * (1/s)) + z), (x - z) * s.
+    The ops carry a channel axis that ConvertLayout does not follow, so in NHWC each sat between
+    two transposes in a kernel of its own; as elementwise ops they follow the layout and fuse into
+    the integer convolution's epilogue. The legalized quantize divides by s: a vector division per
+    output in the epilogue (MobileNet-v2's 24->144 1x1 convolution: 2.2 -> 1.0-1.3 ms with the
+    reciprocal; outputs as far from ONNX Runtime's QDQ execution as before, 3.2e-2)."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -181,7 +183,7 @@ def _elementwise_qdq(mod: tvm.IRModule) -> tvm.IRModule:
                 return relax.op.multiply(relax.op.subtract(relax.op.astype(x, "float32"), z), s)
             dtype = str(call.attrs.out_dtype)
             info = np.iinfo(dtype)
-            q = relax.op.add(relax.op.round(relax.op.divide(x, s)), z)
+            q = relax.op.add(relax.op.round(relax.op.multiply(x, relax.const(np.float32(1.0 / scale.reshape(()))))), z)
             q = relax.op.minimum(relax.op.maximum(q, relax.const(np.float32(info.min))), relax.const(np.float32(info.max)))
             return relax.op.astype(q, dtype)
 
