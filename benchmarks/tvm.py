@@ -7,8 +7,10 @@ milliseconds are noisy. Tuning resumes the databases under tuning_logs/<model>/h
 at each model's time budget; the time actually spent is reported.
 
 With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
-activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, to measure what TVM's
-simulated quantization costs against the untuned FP32 build. --budget-s 0 0 skips tuning and
+activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, twice: as the build
+picks for this CPU (integer kernels with VNNI) and forced onto the float-simulated path
+(DEPLOYPIPE_ISA=x86-avx2), against the untuned FP32 build; --models picks models (benchmarks/
+tvm_int8_pairs.py then times them in pairs). --budget-s 0 0 skips tuning and
 uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
 device app (TVM's runtime without Python), to show what a board app gets.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,22 +90,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-tvm")
     ap.add_argument("--qdq", action="store_true", help="also measure TVM on the QDQ (int8) graph, untuned")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     args = ap.parse_args()
 
     from deploypipe.api import BuildConfig, TuneConfig, build
     from deploypipe.api import tune as tune_model
     from deploypipe.artifact import Artifact
     from deploypipe.bench import BenchConfig, run_bench
+    from deploypipe.isa import ENV
 
     args.out.mkdir(parents=True, exist_ok=True)
     empty_logs = args.out / "no-tuning-logs"
     rows: dict[str, dict] = {}
     for name, budget, trials in zip(MODELS, args.budget_s, args.trials, strict=True):
+        if name not in args.models:
+            continue
         paths = {}
         report, untuned_build_s, tuned_build_s = None, None, None
         if args.bench_only:  # the artifacts a previous run built in --out (rebuilding takes long)
-            for variant, suffix in (("ort", "ort-fp32"), ("tvm-untuned", "tvm-untuned"),
-                                    ("tvm-qdq-untuned", "tvm-qdq-untuned"), ("tvm-tuned", "tvm-tuned")):
+            for variant, suffix in (("ort", "ort-fp32"), ("tvm-untuned", "tvm-untuned"), ("tvm-qdq-untuned", "tvm-qdq-untuned"),
+                                    ("tvm-qdq-float", "tvm-qdq-float"), ("tvm-tuned", "tvm-tuned")):
                 if (args.out / f"{name}-{suffix}" / "manifest.json").is_file():
                     paths[variant] = args.out / f"{name}-{suffix}"
             tuned = Artifact(paths.pop("tvm-tuned")).manifest
@@ -122,9 +129,15 @@ def main() -> None:
                 # synthetic calibration), then TVM. Random weights give near-tied logits (MobileNet-v2's
                 # median top-1/top-2 gap is ~0.1 logit std), so INT8 flips many top-1 classes: the
                 # top-1 gate is relaxed to 0.5 here, and the measured agreement is reported as it is
-                paths["tvm-qdq-untuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", quantize="int8",
-                                                             output=args.out, tolerance={"min_top1_agreement": 0.5},
-                                                             name=f"{name}-tvm-qdq-untuned", tuning_logs=empty_logs)).path
+                # tvm-qdq-untuned: integer kernels where the CPU has VNNI; tvm-qdq-float: the same graph on
+                # the float-simulated path a CPU without VNNI gets (forced with DEPLOYPIPE_ISA=x86-avx2)
+                for variant, isa in (("tvm-qdq-untuned", None), ("tvm-qdq-float", "x86-avx2")):
+                    if isa:
+                        os.environ[ENV] = isa
+                    paths[variant] = build(BuildConfig(model=str(onnx_path), compiler="tvm", quantize="int8", force=True,
+                                                       output=args.out, tolerance={"min_top1_agreement": 0.5},
+                                                       name=f"{name}-{variant}", tuning_logs=empty_logs)).path
+                os.environ.pop(ENV, None)
             if budget > 0:
                 report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
                                                tuning_logs=ROOT / "tuning_logs"),

@@ -241,9 +241,9 @@ def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
     assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-4
 
 
-def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
-    """A QDQ graph (what the int8 pass produces) imports into TVM and matches ONNX Runtime running
-    the same QDQ graph; the manifest says it is simulated quantization around FP32 kernels."""
+def _qdq(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...]) -> Path:
+    """The model quantized as the generic int8 pass does it (QDQ, u8 activations per tensor, s8
+    weights per channel), calibrated on random inputs."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -251,24 +251,118 @@ def test_qdq_model_compiles_as_simulated_quantization(tmp_path: Path) -> None:
         quantize_static,
     )
 
-    fp32 = tmp_path / "fp32.onnx"
-    onnx.save_model(tiny_classifier(), str(fp32))
+    path = tmp_path / "fp32.onnx"
+    onnx.save_model(fp32, str(path))
     rng = np.random.default_rng(0)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
+            self.feeds = iter([{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
 
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
 
-    qdq = tmp_path / "tiny_qdq.onnx"
-    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+    qdq = tmp_path / "qdq.onnx"
+    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
-    report = _build(tmp_path, model=qdq)
-    assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-3
-    assert any("simulated quantization" in n for n in report.manifest.notes)
+    return qdq
+
+
+def _int8_convnet() -> onnx.ModelProto:
+    """Convolutions the integer path takes: 3x3 padded (on the input, whose zero point is not 0),
+    1x1, 3x3 strided; then global pool and dense, which stay float-simulated."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def const(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [const("w0", 32, 16, 3, 3), const("b0", 32), const("w1", 32, 32, 1, 1), const("b1", 32),
+             const("w2", 16, 32, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    return _classifier("int8net", nodes, inits, [1, 16, 14, 14])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the integer kernels are x86 VNNI ones")
+def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QDQ graph (what the int8 pass produces): on a VNNI CPU its convolutions become u8 x s8 ->
+    int32 kernels on vpdpbusd, matching ONNX Runtime running the same QDQ graph; forced to a CPU
+    without VNNI (DEPLOYPIPE_ISA) the build keeps the float-simulated path and says why."""
+    import subprocess
+
+    from deploypipe.backends.tvm.integer import integer_path
+    from deploypipe.isa import ENV
+
+    qdq = _qdq(tmp_path, _int8_convnet(), (1, 16, 14, 14))
+    target = tvm.target.Target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options).resolved_target())
+    vnni = integer_path(target)[0]
+    report = _build(tmp_path / "host", model=qdq)
+    m = report.manifest
+    assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-3, m.fidelity
+    kernels = m.compiler_info["int8_kernels"]
+    asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True, text=True,
+                         check=True).stdout
+    if vnni:
+        assert kernels["path"] == "integer" and (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
+        assert "vpdpbusd" in asm
+        assert any("integer kernels: vnni" in n and "3 of 3 convolutions" in n for n in m.notes), m.notes
+    monkeypatch.setenv(ENV, "x86-avx2")
+    report = _build(tmp_path / "avx2", model=qdq, force=True)
+    m = report.manifest
+    assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-3, m.fidelity
+    assert m.compiler_info["int8_kernels"]["path"] == "float-simulated"
+    assert m.compiler_info["int8_kernels"]["integer_convolutions"] == 0
+    assert any("float-simulated" in n and "no VNNI" in n for n in m.notes), m.notes
+    asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "vpdpbusd" not in asm
+
+
+def test_integer_convolution_rewrite_matches_float_simulation(tmp_path: Path) -> None:
+    """The integer rewrite (zero-point padding, per-channel correction and rescale) computes what
+    the float-simulated graph computes: compiled both ways for a CPU without VNNI (generic x86-64,
+    the int32 kernels on the default schedules), the outputs differ by at most one step of the
+    output's quantization (float rounding can move a value across a rounding boundary)."""
+    from onnx import numpy_helper
+
+    from deploypipe.backends.tvm import integer
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    proto = onnx.load(str(_qdq(tmp_path, _int8_convnet(), (1, 16, 14, 14))))
+    model = Model(proto=proto, name="q", provenance=Provenance("q", "onnx", ""), calibration=SyntheticProvider([]))
+    mod = import_relax(model)
+    rewritten, count = integer.integer_convolutions(mod)
+    assert count == 3
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # no VNNI: the int32 kernels get the default rule
+    x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
+    outs = []
+    for m in (mod, rewritten):
+        vm = tvm.relax.VirtualMachine(compile_module(lower(m, target), target), tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x)).numpy())
+    step = next(float(numpy_helper.to_array(i)) for i in proto.graph.initializer
+                if i.name == next(n.input[1] for n in proto.graph.node if n.output[0] == "logits"))
+    assert np.abs(outs[0] - outs[1]).max() <= step * 1.001
+
+
+def _classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], shape: list[int]) -> onnx.ModelProto:
+    """An opset-17 graph from `input` (float, `shape`) to `logits` (1x10)."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
 
 
 def _mini_mobilenet() -> onnx.ModelProto:
@@ -296,11 +390,7 @@ def _mini_mobilenet() -> onnx.ModelProto:
         helper.make_node("Flatten", ["gp"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(nodes, "mini", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return _classifier("mini", nodes, inits, [1, 3, 32, 32])
 
 
 def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Path) -> None:

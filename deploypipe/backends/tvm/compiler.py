@@ -13,8 +13,9 @@ Relax module compiled for the host, so its fidelity can be checked here; the ARM
 checked under qemu by the tests (`tests/test_tvm_qemu.py`) or on a board over RPC.
 
 QDQ models (the generic int8 pass's output) import as `relax.op.quantize`/`dequantize` pairs
-around FP32 operators: TVM's CPU path keeps them as simulated quantization in float arithmetic,
-so an int8 build is as accurate as the QDQ graph but brings no int8 kernels and no speed-up.
+around FP32 operators. On a CPU with VNNI their convolutions become integer ones (u8 x s8 -> int32
+on vpdpbusd, `integer.py`); elsewhere they stay simulated quantization in float arithmetic. The
+manifest's `compiler_info["int8_kernels"]` and a note say which path the build took and why.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from deploypipe.backends.compiler import (
     TuneRequest,
     TuningReport,
 )
+from deploypipe.backends.tvm import integer
 from deploypipe.backends.tvm import tune as tvm_tune
 from deploypipe.backends.tvm.facts import (
     LIBRARY,
@@ -155,16 +157,18 @@ class TvmCompiler(Compiler):
                      f"compiled for the host ({target_string(stand_in_target)}, untuned) stands in. "
                      "The ARM library itself is checked under qemu (tests/test_tvm_qemu.py) or over --device rpc://HOST:PORT."),
             )
+        int8_kernels = None
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.proto.graph.node):
-            notes.append("QDQ graph: TVM keeps quantize/dequantize as simulated quantization around FP32 "
-                         "kernels on CPU (no int8 kernels): int8 accuracy, FP32 speed or slower")
+            int8_kernels, note = integer.report(lowered, target)
+            notes.append(note)
         return CompileResult(
             kind="tvm", files=files, inputs=model.inputs, outputs=model.outputs,
             toolchain=self.versions() | ({"cross_compiler": f"{opts.cross_compiler} {gxx_version(opts.cross_compiler) or ''}"} if opts.cross_compiler else {}),
             info={"target": target_string(target), "target_dict": opts.resolved_target(),
                   "target_as_written": opts.target, "library_arch": arch,
                   "cross_compiler": opts.cross_compiler, "params": "bound as constants inside model.so",
-                  "input_order": [s.name for s in model.inputs], "tuning": tuning},
+                  "input_order": [s.name for s in model.inputs], "tuning": tuning,
+                  **({"int8_kernels": int8_kernels} if int8_kernels else {})},
             notes=notes, host_check=host_check,
         )
 

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploypipe.backends.tvm import schedules
+from deploypipe.backends.tvm import integer, schedules
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.errors import UnsupportedError
 from deploypipe.model import Model
@@ -50,7 +50,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
         ])(mod)
-        mod = relax.get_pipeline("zero")(schedules.convert_layout(mod))
+        mod = integer.convolutions(mod, target)  # QDQ models: integer kernels where the CPU has them
+        mod = relax.get_pipeline("zero")(integer.nhwc_padding(schedules.convert_layout(mod)))
         return relax.transform.AttachAttrLayoutFreeBuffers()(mod)  # weights may be prepacked
 
 
@@ -164,12 +165,14 @@ def export(executable: Any, path: Path, cross_compiler: str | None) -> None:
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
-    """Give every kernel without a tuned schedule the default CPU schedule, then compile."""
+    """Give every kernel without a tuned schedule the default CPU schedule (integer convolutions:
+    the VNNI one), then compile."""
     import tvm
 
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tvm.compile(fold_prepacking(schedules.default_schedule()(mod)), target=target)
+        scheduled = schedules.default_schedule(integer.vnni_rule())(mod)
+        return tvm.compile(fold_prepacking(scheduled), target=target)
 
 
 def fold_prepacking(mod: tvm.IRModule) -> tvm.IRModule:

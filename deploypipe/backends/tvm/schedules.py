@@ -105,11 +105,12 @@ def variants() -> list[Knobs]:
     return [base, *(replace(base, **m) for m in moves)]  # type: ignore[arg-type]
 
 
-def default_schedule() -> Any:
-    """The pass scheduling every PrimFunc not already scheduled (tuned ones keep theirs)."""
+def default_schedule(*first: Any) -> Any:
+    """The pass scheduling every PrimFunc not already scheduled (tuned ones keep theirs); the
+    rules in `first` (the integer convolutions' VNNI rule) are tried before this module's."""
     from tvm.s_tir import dlight
 
-    return dlight.ApplyDefaultSchedule(_rule())
+    return dlight.ApplyDefaultSchedule(*first, _rule())
 
 
 def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
