@@ -295,7 +295,8 @@ def _int8_convnet() -> onnx.ModelProto:
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the integer kernels are x86 VNNI ones")
-def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   cli) -> None:
     """A QDQ graph (what the int8 pass produces): on a VNNI CPU its convolutions become u8 x s8 ->
     int32 kernels on vpdpbusd, matching ONNX Runtime running the same QDQ graph; forced to a CPU
     without VNNI (DEPLOYPIPE_ISA) the build keeps the float-simulated path and says why."""
@@ -317,6 +318,23 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
         assert kernels["path"] == "integer" and (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
         assert "vpdpbusd" in asm
         assert any("integer kernels: vnni" in n and "3 of 3 convolutions" in n for n in m.notes), m.notes
+        # tuning keeps them: an integer convolution's seeded candidate is its VNNI kernel (a tuned
+        # record without the intrinsic would replace it), and the build replays its tensorized trace
+        logs = tmp_path / "tuning_logs"
+        res = cli("tvm", "tune", "--model", str(qdq), "--trials", "2", "--tuning-logs", str(logs))
+        assert res.returncode == 0, res.stderr
+        from tvm.s_tir import meta_schedule as ms
+
+        from deploypipe.backends.tvm.integer import INTRIN
+
+        records = ms.database.JSONDatabase(work_dir=str(logs / qdq.stem / "host-cpu")).get_all_tuning_records()
+        assert len(records) == 2 and all(INTRIN in str(r.trace) for r in records)  # the VNNI kernels, measured
+        report = _build(tmp_path / "tuned", model=qdq, tuning_logs=logs)
+        m = report.manifest
+        assert m.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and m.fidelity.passed and m.fidelity.max_abs_err < 1e-3
+        asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
+                             text=True, check=True).stdout
+        assert "vpdpbusd" in asm
     monkeypatch.setenv(ENV, "x86-avx2")
     report = _build(tmp_path / "avx2", model=qdq, force=True)
     m = report.manifest

@@ -305,7 +305,7 @@ def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
             or not data[0].region[-1].min.same_as(chan_var)
             or extents[spatial[-1]] % LANES or extents[reduce[-1]] % STEP):
         return False
-    _register_intrinsic()
+    register_intrinsic()
     rows_axis = next((i for i in reversed(spatial[:-1]) if extents[i] > 1), None)
     vec, rows = schedules._tile(extents[spatial[-1]], extents[rows_axis] if rows_axis is not None else 1,
                                 LANES, schedules.ACCUMULATORS[32])
@@ -341,7 +341,7 @@ def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
     return True
 
 
-def _register_intrinsic() -> None:
+def register_intrinsic() -> None:
     """vpdpbusd as a tensor intrinsic: `C[16] += A[4] (u8) . B[16, 4] (s8)`. TVM's own
     `dot_16x4_vnni` passes the operands as <16 x i32>, which the LLVM that apache-tvm 0.27 links
     rejects (its vpdpbusd takes <64 x i8>: "Call parameter type does not match function

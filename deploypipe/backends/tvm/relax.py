@@ -104,6 +104,7 @@ def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path)
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    integer.register_intrinsic()  # tuned integer kernels' traces tensorize with it
     database = ms.database.JSONDatabase(work_dir=str(work_dir))  # opened here, the pass stays quiet
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(mod)
