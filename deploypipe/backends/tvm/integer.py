@@ -283,8 +283,6 @@ def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
     accumulators, input channels in steps of 4 inside it; W prepacked to
     [O/16, ..., C/4, 16, 4] so each 16x4 step reads 64 contiguous bytes; the 16x4 step is
     vpdpbusd. False if the block is not such a reduction."""
-    from tvm import tirx
-
     stmt = sch.get(block)
     loops = sch.get_loops(block)
     kinds = [int(iv.iter_type) for iv in stmt.iter_vars]
@@ -329,11 +327,8 @@ def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
     init = sch.decompose_reduction(block, (window or [c_o])[0])
     schedules._unroll_vectorize_tile(sch, sch.get_loops(init)[-len(tile):])
     weight = next(i for i, r in enumerate(sch.get(block).reads) if r.source.same_as(stmt.reads[weight].source))
-    cached = sch.cache_read(block, weight, "global")
-    sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
-    rank = len(w_dims)
-    sch.transform_layout(block, ("read", weight), tirx.IndexMap.from_func(
-        lambda *ix: (ix[-1] // LANES, *ix[:-2], ix[-2] // STEP, ix[-1] % LANES, ix[-2] % STEP), ndim=rank))
+    schedules.repack_weights(sch, block, weight,
+                             lambda *ix: (ix[-1] // LANES, *ix[:-2], ix[-2] // STEP, ix[-1] % LANES, ix[-2] % STEP))
     update = sch.get_loops(block)
     sch.tensorize(update[-2], INTRIN)
     for lp in update[-len(tile) - 1:-2]:

@@ -312,22 +312,27 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, cores: int, knobs: Knobs, 
 def _prepack(sch: Any, block: Any, free: list[Any], out_axis: int, vec: int) -> None:
     """Weight prepacking: the weights (a layout-free parameter: a constant of the model) are
     read as [O/vec, ..., vec], so a task's slice of weights is one contiguous stream instead of
-    `vec`-float pieces strided by O. The repacking is a block marked as layout-rewrite preproc:
-    SplitLayoutRewritePreproc moves it out of the kernel and FoldConstant runs it at build time."""
-    from tvm import tirx
-
+    `vec`-float pieces strided by O (see repack_weights)."""
     stmt = sch.get(block)  # the update block, after decompose_reduction
     out_var = stmt.iter_vars[out_axis].var
     for index, region in enumerate(stmt.reads):
         dims = [r.min for r in region.region]
         if len(dims) < 2 or not dims[-1].same_as(out_var) or not any(region.source.same_as(p) for p in free):
             continue
-        rank = len(dims)
-        cached = sch.cache_read(block, index, "global")
-        sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
-        sch.transform_layout(block, ("read", index),
-                             tirx.IndexMap.from_func(lambda *ix: (ix[-1] // vec, *ix[:-1], ix[-1] % vec), ndim=rank))
+        repack_weights(sch, block, index, lambda *ix: (ix[-1] // vec, *ix[:-1], ix[-1] % vec))
         return
+
+
+def repack_weights(sch: Any, block: Any, index: int, layout: Any) -> None:
+    """Read the block's `index`-th input (constant weights) in `layout` (a function of its
+    indices): the repacking is a block marked as layout-rewrite preproc, which
+    `relax.fold_prepacking` moves out of the kernel and runs once at build time."""
+    from tvm import tirx
+
+    rank = len(sch.get(block).reads[index].region)
+    cached = sch.cache_read(block, index, "global")
+    sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
+    sch.transform_layout(block, ("read", index), tirx.IndexMap.from_func(layout, ndim=rank))
 
 
 def _parallel_tasks(sch: Any, blocks: int, outer: list[Any], want: int, row_bytes: int,
