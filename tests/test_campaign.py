@@ -106,7 +106,7 @@ reason = "the Edge TPU runs only full-integer models"
     ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["host-cpu"]\nspeed = 1\n', "speed: Extra inputs are not permitted"),
     ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["host-cpu"]\n[[variants]]\nprecision = "int4"\n',
      "variants[0].precision:"),
-    ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["rpi5"]\n', "targets[0]: unknown target 'rpi5'. Did you mean: rpi4, rpi3?"),
+    ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["rpi6"]\n', "targets[0]: unknown target 'rpi6'. Did you mean: rpi5, rpi4, rpi3?"),
     ('name = "x"\nmodels = ["resnet5O"]\ntargets = ["host-cpu"]\n', "models[0]: unknown model 'resnet5O'"),
     ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["host-cpu"]\n[[variants]]\nprune = 1.5\n', "variants[0].prune:"),
     ('name = "x"\nmodels = ["digits-cnn"]\ntargets = ["host-cpu"]\n[farm]\nkeys = { host-cpu = "a" }\n',
@@ -120,7 +120,7 @@ def test_a_bad_campaign_file_is_one_line_naming_the_key(tmp_path: Path, body: st
 
 
 def test_the_cli_plan_and_its_errors(tmp_path: Path, cli) -> None:
-    res = cli("campaign", str(_file(tmp_path, 'name = "x"\nmodels = ["digits-cnn"]\ntargets = ["rpi5"]\n')), "--plan")
+    res = cli("campaign", str(_file(tmp_path, 'name = "x"\nmodels = ["digits-cnn"]\ntargets = ["rpi6"]\n')), "--plan")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "targets[0]" in res.stderr
     res = cli("campaign", str(_quick(tmp_path)), "--plan", "--json")
     assert res.returncode == 0, res.stderr

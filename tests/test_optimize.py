@@ -122,7 +122,7 @@ def test_absent_target_is_estimated_and_labelled_so(tmp_path: Path) -> None:
     (["--prune", "half"], "--prune 'half': expected a comma-separated list"),
     (["--precisions", "int4"], "unknown --precisions 'int4'"),
     (["--fp32-layers", "-1"], "--fp32-layers '-1': layer counts must be >= 0"),
-    (["-t", "rpi5"], "unknown target 'rpi5'"),
+    (["-t", "rpi6"], "unknown target 'rpi6'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_build(args: list[str], needle: str, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:

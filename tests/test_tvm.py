@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import tiny_classifier
+from int8_models import classifier, int8_convnet, qdq_model
 from onnx import TensorProto, helper
 
 from deploypipe import backends, targets
@@ -21,11 +22,12 @@ tvm = pytest.importorskip("tvm")
 
 def test_every_target_tvm_options_validate() -> None:
     served = {n: s for n, s in targets.all_targets().items() if "tvm" in s.compilers}
-    assert {"host-cpu", "xeon", "rpi3", "rpi4", "pynq-z1", "jetson-nano", "jetson-tx2"} <= set(served)
+    assert {"host-cpu", "xeon", "rpi3", "rpi4", "rpi5", "pynq-z1", "jetson-nano", "jetson-tx2"} <= set(served)
     for name, spec in served.items():
         opts = TvmOptions(**spec.compilers["tvm"].options)
         assert (opts.cross_compiler is None) == (opts.arch() == "x86_64"), name
     assert TvmOptions(**targets.get("rpi4").compilers["tvm"].options).arch() == "aarch64"
+    assert TvmOptions(**targets.get("rpi5").compilers["tvm"].options).arch() == "aarch64"
     assert TvmOptions(**targets.get("rpi3").compilers["tvm"].options).arch() == "armv7l"
 
 
@@ -241,59 +243,6 @@ def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
     assert report.manifest.fidelity.passed and report.manifest.fidelity.max_abs_err < 1e-4
 
 
-def _qdq(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...]) -> Path:
-    """The model quantized as the generic int8 pass does it (QDQ, u8 activations per tensor, s8
-    weights per channel), calibrated on random inputs."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    path = tmp_path / "fp32.onnx"
-    onnx.save_model(fp32, str(path))
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter([{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
-
-        def get_next(self) -> dict | None:
-            return next(self.feeds, None)
-
-    qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
-    return qdq
-
-
-def _int8_convnet() -> onnx.ModelProto:
-    """Convolutions the integer path takes: 3x3 padded (on the input, whose zero point is not 0),
-    1x1, 3x3 strided; then global pool and dense, which stay float-simulated."""
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(0)
-
-    def const(name: str, *shape: int) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
-
-    inits = [const("w0", 32, 16, 3, 3), const("b0", 32), const("w1", 32, 32, 1, 1), const("b1", 32),
-             const("w2", 16, 32, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
-    nodes = [
-        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c0"], ["r0"]),
-        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("GlobalAveragePool", ["c2"], ["gp"]),
-        helper.make_node("Flatten", ["gp"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    return _classifier("int8net", nodes, inits, [1, 16, 14, 14])
-
-
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the integer kernels are x86 VNNI ones")
 def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    cli) -> None:
@@ -305,7 +254,7 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
     from deploypipe.backends.tvm.integer import integer_path
     from deploypipe.isa import ENV
 
-    qdq = _qdq(tmp_path, _int8_convnet(), (1, 16, 14, 14))
+    qdq = qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))
     target = tvm.target.Target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options).resolved_target())
     vnni = integer_path(target)[0]
     report = _build(tmp_path / "host", model=qdq)
@@ -316,7 +265,7 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
                          check=True).stdout
     if vnni:
         assert kernels["path"] == "integer" and (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
-        assert "vpdpbusd" in asm
+        assert kernels["instruction"] == "vpdpbusd" and "vpdpbusd" in asm
         assert any("integer kernels: vnni" in n and "3 of 3 convolutions" in n for n in m.notes), m.notes
         # tuning keeps them: an integer convolution's seeded candidate is its VNNI kernel (a tuned
         # record without the intrinsic would replace it), and the build replays its tensorized trace
@@ -325,10 +274,10 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
         assert res.returncode == 0, res.stderr
         from tvm.s_tir import meta_schedule as ms
 
-        from deploypipe.backends.tvm.integer import INTRIN
+        from deploypipe.backends.tvm.integer import VNNI
 
         records = ms.database.JSONDatabase(work_dir=str(logs / qdq.stem / "host-cpu")).get_all_tuning_records()
-        assert len(records) == 2 and all(INTRIN in str(r.trace) for r in records)  # the VNNI kernels, measured
+        assert len(records) == 2 and all(VNNI.intrin in str(r.trace) for r in records)  # the VNNI kernels, measured
         report = _build(tmp_path / "tuned", model=qdq, tuning_logs=logs)
         m = report.manifest
         assert m.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and m.fidelity.passed and m.fidelity.max_abs_err < 1e-3
@@ -349,38 +298,54 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
 
 def test_integer_convolution_rewrite_matches_float_simulation(tmp_path: Path) -> None:
     """The integer rewrite (zero-point padding, per-channel correction and rescale) computes what
-    the float-simulated graph computes: compiled both ways for a CPU without VNNI (generic x86-64,
-    the int32 kernels on the default schedules), the outputs differ by at most one step of the
-    output's quantization (float rounding can move a value across a rounding boundary)."""
+    the float-simulated graph computes, for both operand kinds: u8 activations (vpdpbusd) and
+    activations shifted to s8 with the shift folded into the correction (sdot). Compiled for a
+    CPU without either (generic x86-64, the int32 kernels on the default schedules), the outputs
+    differ from the float-simulated build's by at most one step of the output's quantization
+    (float rounding can move a value across a rounding boundary)."""
     from onnx import numpy_helper
 
     from deploypipe.backends.tvm import integer
     from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
     from deploypipe.model import Model, Provenance, SyntheticProvider
 
-    proto = onnx.load(str(_qdq(tmp_path, _int8_convnet(), (1, 16, 14, 14))))
+    proto = onnx.load(str(qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))))
     model = Model(proto=proto, name="q", provenance=Provenance("q", "onnx", ""), calibration=SyntheticProvider([]))
-    mod = import_relax(model)
-    rewritten, count = integer.integer_convolutions(mod)
-    assert count == 3
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # no VNNI: the int32 kernels get the default rule
     x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
-    outs = []
-    for m in (mod, rewritten):
-        vm = tvm.relax.VirtualMachine(compile_module(lower(m, target), target), tvm.cpu())
-        outs.append(vm["main"](tvm.runtime.tensor(x)).numpy())
     step = next(float(numpy_helper.to_array(i)) for i in proto.graph.initializer
                 if i.name == next(n.input[1] for n in proto.graph.node if n.output[0] == "logits"))
-    assert np.abs(outs[0] - outs[1]).max() <= step * 1.001
+
+    def run(mod: tvm.IRModule) -> np.ndarray:
+        vm = tvm.relax.VirtualMachine(compile_module(lower(mod, target), target), tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+    simulated = run(import_relax(model))
+    for dot in (integer.VNNI, integer.SDOT):
+        rewritten, count = integer.integer_convolutions(import_relax(model), dot)
+        assert count == 3
+        if dot.shift:  # the convolutions read int8, shifted in the producers' kernels
+            assert "int8" in str(rewritten["main"]) and "int16" in str(rewritten["main"])
+        assert np.abs(simulated - run(rewritten)).max() <= step * 1.001, dot.name
 
 
-def _classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], shape: list[int]) -> onnx.ModelProto:
-    """An opset-17 graph from `input` (float, `shape`) to `logits` (1x10)."""
-    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
+    """rpi5's Cortex-A76 has the ARMv8.2 dot product: sdot kernels. rpi4's A72 and the Jetsons'
+    A57 (ARMv8.0) have none: the float path, and the note says a kernel without it was not
+    measured against the float one (that needs the board)."""
+    from deploypipe.backends.tvm.integer import SDOT, integer_path
+
+    def path(name: str) -> tuple:
+        return integer_path(tvm.target.Target(TvmOptions(**targets.get(name).compilers["tvm"].options).resolved_target()))
+
+    dot, why = path("rpi5")
+    assert dot is SDOT and why == "integer kernels: sdot (ARMv8.2 dot product, -mcpu=cortex-a76)"
+    assert targets.get("rpi5").int8_isa == "arm-dotprod"
+    for name, cpu in (("rpi4", "cortex-a72"), ("jetson-nano", "cortex-a57"), ("jetson-tx2", "cortex-a57")):
+        dot, why = path(name)
+        assert dot is None and f"no dot-product extension (sdot/udot) on -mcpu={cpu}" in why and "not measured" in why
+    dot, why = path("rpi3")  # armv7
+    assert dot is None and "not armv7" in why
 
 
 def _mini_mobilenet() -> onnx.ModelProto:
@@ -408,7 +373,7 @@ def _mini_mobilenet() -> onnx.ModelProto:
         helper.make_node("Flatten", ["gp"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
-    return _classifier("mini", nodes, inits, [1, 3, 32, 32])
+    return classifier("mini", nodes, inits, [1, 3, 32, 32])
 
 
 def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The cross-compiled aarch64 library itself, run under qemu user-mode emulation: an arm64 Debian
 root (scripts/tvm_arm_root.sh) runs TVM's RPC server, deploypipe uploads the rpi4 artifact's
-model.so and checks its outputs against the FP32 reference. Emulated timings are labelled as such
-and never taken as device timings.
+model.so and checks its outputs against the FP32 reference; an rpi5 INT8 artifact's sdot kernels
+(qemu's default `max` CPU has the ARMv8.2 dot product) against the FP32 model and ONNX Runtime's
+execution of the same QDQ graph. Emulated timings are labelled as such and never taken as device
+timings.
 
 armv7 (rpi3, pynq-z1) libraries: PyPI has no armv7 TVM runtime, so they run through deploypipe-run,
 TVM's C++ runtime cross-compiled for armv7 (deploypipe.backends.tvm.native), under qemu-arm with Debian's armhf
@@ -19,6 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ROOT, tiny_classifier
+from int8_models import int8_convnet, qdq_model
 from tvm_servers import free_port, started
 
 pytestmark = [pytest.mark.tvm, pytest.mark.qemu]
@@ -87,6 +90,47 @@ def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_b
     assert result["ran"] and "NOT a device timing" in result["where"]
     assert result["fidelity"]["max_abs_err"] < 1e-4
     assert result["energy"] is None
+
+
+def test_rpi5_int8_library_runs_sdot_kernels_matching_onnxruntime_under_qemu(tmp_path: Path, emulated_board: str) -> None:
+    """A QDQ model built for rpi5 (Cortex-A76): its convolutions are integer kernels on sdot (u8
+    activations shifted to s8 in the producers' kernels), the aarch64 model.so holds sdot, and run
+    under qemu it matches ONNX Runtime running the same QDQ graph (both compute the same integer
+    sums and rescale) and the FP32 model within the int8 gate's tolerance for synthetic inputs."""
+    import subprocess
+
+    import onnxruntime as ort
+
+    from deploypipe.api import BuildConfig, build
+    from deploypipe.backends import load
+    from deploypipe.backends.runner import RunOptions
+    from deploypipe.passes.int8 import Int8Config
+
+    if shutil.which("aarch64-linux-gnu-objdump") is None:
+        pytest.skip("aarch64-linux-gnu-objdump missing (binutils-aarch64-linux-gnu)")
+    qdq = qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))
+    path = build(BuildConfig(model=str(qdq), target="rpi5", compiler="tvm", output=tmp_path / "art",
+                             tuning_logs=tmp_path / "logs")).path
+    manifest = json.loads((path / "manifest.json").read_text())
+    kernels = manifest["compiler_info"]["int8_kernels"]
+    assert (kernels["path"], kernels["instruction"]) == ("integer", "sdot")
+    assert (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
+    assert any("integer kernels: sdot (ARMv8.2 dot product, -mcpu=cortex-a76): 3 of 3 convolutions" in n
+               for n in manifest["notes"]), manifest["notes"]
+    asm = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(path / "model.so")], capture_output=True, text=True,
+                         check=True).stdout
+    assert sum("\tsdot\t" in line for line in asm.splitlines()) >= 3
+
+    x = np.random.default_rng(7).standard_normal((1, 16, 14, 14)).astype(np.float32)
+    with load(path, RunOptions(device=f"rpc://{emulated_board}")) as runner:
+        out = runner.infer({"input": x})["logits"]
+        assert "qemu-user aarch64" in (runner.where() or "")
+    (qdq_out,) = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    (fp32_out,) = ort.InferenceSession(str(tmp_path / "fp32.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})
+    np.testing.assert_allclose(out, qdq_out, rtol=0, atol=1e-3)
+    cosine = float(np.dot(out.ravel(), fp32_out.ravel()) / (np.linalg.norm(out) * np.linalg.norm(fp32_out)))
+    assert cosine >= Int8Config().tolerance["synthetic_min_cosine"], cosine
 
 
 def _armv7_missing() -> str | None:

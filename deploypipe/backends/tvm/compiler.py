@@ -13,8 +13,9 @@ Relax module compiled for the host, so its fidelity can be checked here; the ARM
 checked under qemu by the tests (`tests/test_tvm_qemu.py`) or on a board over RPC.
 
 QDQ models (the generic int8 pass's output) import as `relax.op.quantize`/`dequantize` pairs
-around FP32 operators. On a CPU with VNNI their convolutions become integer ones (u8 x s8 -> int32
-on vpdpbusd, `integer.py`); elsewhere they stay simulated quantization in float arithmetic. The
+around FP32 operators. On a CPU with a 32-bit 8-bit dot product their convolutions become integer
+ones (`integer.py`: u8 x s8 -> int32 on x86 VNNI's vpdpbusd, s8 x s8 on the AArch64 dot product's
+sdot); elsewhere they stay simulated quantization in float arithmetic. The
 manifest's `compiler_info["int8_kernels"]` and a note say which path the build took and why.
 """
 

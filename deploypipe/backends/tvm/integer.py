@@ -1,4 +1,5 @@
-"""Integer INT8 convolutions for QDQ models on CPUs with a 32-bit u8 x s8 dot product (VNNI).
+"""Integer INT8 convolutions for QDQ models on CPUs with a 32-bit 8-bit dot product: x86 VNNI
+(vpdpbusd, u8 x s8) and the AArch64 dot-product extension (ARMv8.2 sdot, s8 x s8).
 
 TVM's ONNX frontend imports a QDQ graph as `dequantize(x_q) -> conv2d <- dequantize(w_q)` in
 float: simulated quantization, no faster than FP32. Relax 0.27 has no pass that turns it into
@@ -6,23 +7,30 @@ integer arithmetic (Relay's FakeQuantizationToInteger is gone), so this module d
 convolutions the generic int8 pass makes (u8 activations, per-tensor; s8 weights, per-channel
 symmetric, zero point 0):
 
-    conv2d(pad(x_q, z_x), w_q, out_dtype=int32)          exact integer dot products
-    (acc - z_x * sum_window(w_q)[o]) * (s_x * s_w[o])     back to float, per output channel
+    conv2d(pad(x_q - c, z_x - c), w_q, out_dtype=int32)         exact integer dot products
+    (acc - (z_x - c) * sum_window(w_q)[o]) * (s_x * s_w[o])     back to float, per output channel
 
-The input is padded with its zero point (a dequantized zero), so the zero-point correction is one
-constant per output channel. Everything after the convolution (bias, activation, the next
-quantize) is unchanged and fuses into the kernel's epilogue.
+c is 0 for vpdpbusd (u8 activations as they are) and 128 for sdot, which multiplies s8 by s8
+(udot is u8 x u8, the mixed usdot needs i8mm): `x_q - 128` is x_q with its top bit flipped, an
+elementwise op that fuses into the producer's epilogue, and sum((x_q - z) w) = sum((x_q - 128) w)
+- (z - 128) sum(w), so the shift only changes the correction constant. The input is padded with
+its (shifted) zero point, a dequantized zero, so the correction is one constant per output
+channel. Everything after the convolution (bias, activation, the next quantize) is unchanged and
+fuses into the kernel's epilogue.
 
-`vnni_rule` is the schedule for those int32 convolutions: output channels in blocks of 16, input
-channels in steps of 4, weights prepacked to [O/16, KH, KW, I/4, 16, 4] (folded at build time like
-the FP32 prepacking), the 16x4 block tensorized with vpdpbusd. Only CPUs whose dot product
-accumulates in 32 bits get the rewrite: x86 without VNNI sums u8 x s8 pairs in 16 bits with
-saturation (see deploypipe/isa.py), there the float path stays.
+`integer_rule` is the schedule for those int32 convolutions: output channels in blocks of the
+instruction's int32 lanes (16 on AVX-512, 4 on 128-bit NEON), input channels in steps of 4,
+weights prepacked to [O/lanes, KH, KW, I/4, lanes, 4] (folded at build time like the FP32
+prepacking) so each step reads lanes x 4 contiguous bytes, each step tensorized with the
+instruction. Only CPUs whose dot product accumulates in 32 bits get the rewrite: x86 without VNNI
+sums u8 x s8 pairs in 16 bits with saturation (see deploypipe/isa.py), AArch64 CPUs before
+ARMv8.2 (Cortex-A72, A57) have no dot product at all; there the float path stays.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deploypipe.backends.tvm import schedules
@@ -30,26 +38,64 @@ from deploypipe.backends.tvm import schedules
 if TYPE_CHECKING:
     import tvm
 
-LANES = 16  # int32 accumulators of one vpdpbusd
-STEP = 4  # u8 x s8 products summed into each accumulator
-INTRIN = "deploypipe_dot_16x4_vnni"
+STEP = 4  # 8-bit products summed into each int32 accumulator, by both instructions
 
 
-def integer_path(target: tvm.target.Target) -> tuple[bool, str]:
-    """(use integer kernels, why) for this target's CPU."""
+@dataclass(frozen=True)
+class Dot:
+    """A CPU's 32-bit-accumulating 8-bit dot product, as the rewrite and the schedule use it."""
+
+    name: str  # how the build note names the path
+    instruction: str
+    lanes: int  # int32 accumulators of one instruction
+    data: str  # the activations' dtype it multiplies (the weights are int8)
+    accumulators: int  # vector registers a register tile may hold as accumulators
+    llvm: str  # the LLVM intrinsic: (acc <lanes x i32>, activations, weights as <4 lanes x i8>)
+    intrin: str  # the TensorIntrin registered for it
+
+    @property
+    def shift(self) -> int:
+        """What the u8 activations are shifted by to be this instruction's operand (see the module)."""
+        return 128 if self.data == "int8" else 0
+
+    @property
+    def products(self) -> str:
+        return "u8 x s8 -> int32" if not self.shift else "s8 x s8 -> int32, u8 activations shifted by -128"
+
+
+# 32 zmm registers: 28 accumulators, the weights of a step in the rest (the activations come as
+# vpdpbusd's broadcast memory operand)
+VNNI = Dot("vnni", "vpdpbusd", 16, "uint8", schedules.ACCUMULATORS[32], "llvm.x86.avx512.vpdpbusd.512",
+           "deploypipe_dot_16x4_vnni")
+# 32 NEON registers: a step's 4 weight vectors and the broadcast activations besides the
+# accumulators (28 would leave no room for them); the tile rounds down to rows x 4 <= 27
+SDOT = Dot("sdot", "sdot", 4, "int8", 27, "llvm.aarch64.neon.sdot.v4i32.v16i8", "deploypipe_dot_4x4_sdot")
+
+
+def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
+    """(the dot product the integer kernels use, or None for the float path; why) for this
+    target's CPU."""
     from tvm.target.codegen import target_has_features
 
     mcpu = str(target.attrs.get("mcpu", "generic"))
-    if "cpu" not in target.keys or str(target.attrs.get("mtriple", "")).startswith(("aarch64", "arm")):
-        return False, f"float-simulated: integer kernels are written for x86 VNNI only (not {target.attrs.get('mtriple', target.kind.name)})"
+    triple = str(target.attrs.get("mtriple", ""))
+    if "cpu" not in target.keys or triple.startswith("arm"):
+        return None, ("float-simulated: integer kernels are written for x86 VNNI and the AArch64 dot product only "
+                      f"(not {triple or target.kind.name})")
+    if triple.startswith("aarch64"):
+        if target_has_features("dotprod", target):
+            return SDOT, f"integer kernels: sdot (ARMv8.2 dot product, -mcpu={mcpu})"
+        return None, (f"float-simulated: no dot-product extension (sdot/udot) on -mcpu={mcpu}; an integer kernel "
+                      "without it (widening 8-bit multiplies) might beat the float one or not, which only the "
+                      "board can measure: not measured, so the float path stays")
     from deploypipe.isa import ENV, host_isa
 
     if os.environ.get(ENV) and host_isa() != "x86-vnni":  # the override that checks the other path anywhere
-        return False, f"float-simulated: {ENV}={host_isa()} (no VNNI)"
+        return None, f"float-simulated: {ENV}={host_isa()} (no VNNI)"
     if not target_has_features("avx512vnni", target):
-        return False, (f"float-simulated: no AVX-512 VNNI on -mcpu={mcpu} (u8 x s8 without VNNI sums in 16 bits "
-                       "with saturation)")
-    return True, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
+        return None, (f"float-simulated: no AVX-512 VNNI on -mcpu={mcpu} (u8 x s8 without VNNI sums in 16 bits "
+                      "with saturation)")
+    return VNNI, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
 
 
 def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, Any], str]:
@@ -66,16 +112,17 @@ def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, 
     is_integer = {name: any(_is_integer_reduction(b) for b in _sblocks(f)) for name, f in kernels.items()}
     convs = [name for name in called if name in kernels]
     integer = sum(is_integer[name] for name in convs)
-    use, why = integer_path(target)
-    info = {"path": "integer" if use else "float-simulated", "why": why,
+    dot, why = integer_path(target)
+    info = {"path": "integer" if dot else "float-simulated", "why": why,
+            "instruction": dot.instruction if dot else None,
             "integer_convolutions": integer, "convolutions": len(convs)}
-    if not use:
+    if dot is None:
         return info, (f"QDQ graph, {why}: quantize/dequantize stay simulated quantization around FP32 kernels "
                       "(int8 accuracy, FP32 speed or slower)")
-    others = (f"; the others (depthwise, input channels not a multiple of {STEP}, output channels not of {LANES})"
+    others = (f"; the others (depthwise, input channels not a multiple of {STEP}, output channels not of {dot.lanes})"
               if integer < len(convs) else "")
     return info, (f"QDQ graph, {why}: {integer} of {len(convs)} convolutions in integer arithmetic "
-                  f"(u8 x s8 -> int32){others}; dense layers stay float-simulated")
+                  f"({dot.products}){others}; dense layers stay float-simulated")
 
 
 def _sblocks(func: Any) -> list[Any]:
@@ -86,21 +133,23 @@ def _sblocks(func: Any) -> list[Any]:
 
 
 def _is_integer_reduction(stmt: Any) -> bool:
-    """A block accumulating uint8 x int8 products in int32 (an integer convolution's)."""
+    """A block accumulating 8-bit products (u8 x s8 or s8 x s8) in int32 (an integer convolution's)."""
+    dtypes = {r.source.dtype for r in stmt.reads}
     return (any(int(iv.iter_type) != 0 for iv in stmt.iter_vars) and len(stmt.writes) == 1
-            and stmt.writes[0].source.dtype == "int32" and {r.source.dtype for r in stmt.reads} >= {"uint8", "int8"})
+            and stmt.writes[0].source.dtype == "int32" and "int8" in dtypes and dtypes <= {"uint8", "int8", "int32"})
 
 
 def convolutions(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """The QDQ convolutions as integer ones where this target's CPU has a 32-bit integer dot
     product (see `integer_path`); any other module is returned as it is."""
-    return integer_convolutions(mod)[0] if integer_path(target)[0] else mod
+    dot = integer_path(target)[0]
+    return integer_convolutions(mod, dot)[0] if dot else mod
 
 
-def integer_convolutions(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """Rewrite every QDQ conv2d this module handles into an integer one; returns the module and
-    how many were rewritten. Runs on the imported module, before constants fold (the weights are
-    still int8 constants under a dequantize) and before ConvertLayout."""
+def integer_convolutions(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, int]:
+    """Rewrite every QDQ conv2d this module handles into an integer one for `dot`'s operands;
+    returns the module and how many were rewritten. Runs on the imported module, before constants
+    fold (the weights are still int8 constants under a dequantize) and before ConvertLayout."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -131,14 +180,16 @@ def integer_convolutions(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
                 return call
             s_x, z_x, w_q, s_w, z_w = consts
             if (w_q.dtype != np.int8 or s_x.size != 1 or z_x.size != 1 or np.any(z_w != 0)
-                    or w_q.ndim != 4 or w_q.shape[1] % STEP or w_q.shape[0] % LANES
+                    or w_q.ndim != 4 or w_q.shape[1] % STEP or w_q.shape[0] % dot.lanes
                     or (s_w.size != 1 and (s_w.size != w_q.shape[0] or int(w.attrs.axis) != 0))):
                 return call
             out = w_q.shape[0]
-            zero = int(z_x.reshape(()))
+            zero = int(z_x.reshape(())) - dot.shift  # the zero point of the operand the instruction gets
+            data = x_q if not dot.shift else relax.op.astype(
+                relax.op.subtract(relax.op.astype(x_q, "int16"), relax.const(dot.shift, "int16")), dot.data)
             top, left, bottom, right = (int(p) for p in attrs.padding)
-            data = relax.op.nn.pad(x_q, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)) \
-                if (top, left, bottom, right) != (0, 0, 0, 0) else x_q
+            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)) \
+                if (top, left, bottom, right) != (0, 0, 0, 0) else data
             acc = relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=[0, 0, 0, 0],
                                      dilation=attrs.dilation, groups=1, data_layout="NCHW", kernel_layout="OIHW",
                                      out_dtype="int32")
@@ -251,24 +302,25 @@ def _const(expr: Any) -> Any:
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
 
 
-def vnni_rule() -> Any:
+def integer_rule() -> Any:
     """The dlight rule for the integer convolutions (tried before the default CPU rule)."""
     from tvm import s_tir
     from tvm.s_tir import dlight
 
     class IntegerConv(dlight.ScheduleRule):
-        """Register-tiled u8 x s8 -> int32 reduction, its 16x4 blocks on vpdpbusd."""
+        """Register-tiled 8-bit -> int32 reduction, each lanes x 4 step on the target's dot product."""
 
         def apply(self, func: Any, target: Any, _tunable: bool) -> Any:
             dtypes = {str(getattr(p, "dtype", "")) for p in func.params}
-            if not {"uint8", "int8"} <= dtypes or "cpu" not in target.keys or not integer_path(target)[0]:
+            dot = integer_path(target)[0] if "cpu" in target.keys and "int8" in dtypes else None
+            if dot is None or dot.data not in dtypes:
                 return None  # not an integer convolution (FP32 models' kernels leave at once)
             sch = s_tir.Schedule(func)
             free = [func.params[int(i)] for i in (func.attrs or {}).get("layout_free_buffers", [])]
             try:
                 schedules._inline(sch, schedules.Knobs())
                 reductions = [b for b in schedules._blocks(sch) if schedules._is_reduction(sch, b)]
-                if len(schedules._blocks(sch)) > 2 or len(reductions) != 1 or not _vnni_tile(sch, reductions[0], free):
+                if len(schedules._blocks(sch)) > 2 or len(reductions) != 1 or not _dot_tile(sch, reductions[0], free, dot):
                     return None
             except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule goes to the default rule
                 return None
@@ -277,44 +329,34 @@ def vnni_rule() -> Any:
     return IntegerConv()
 
 
-def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
-    """Tile `C[..., o] += int32(A[..., c]) * int32(W[..., c, o])` (u8 A, s8 W constant):
-    parallel over output-channel blocks and rows, a register tile of rows x k*16 int32
-    accumulators, input channels in steps of 4 inside it; W prepacked to
-    [O/16, ..., C/4, 16, 4] so each 16x4 step reads 64 contiguous bytes; the 16x4 step is
-    vpdpbusd. False if the block is not such a reduction."""
-    stmt = sch.get(block)
-    loops = sch.get_loops(block)
-    kinds = [int(iv.iter_type) for iv in stmt.iter_vars]
-    spatial = [i for i, k in enumerate(kinds) if k == 0]
-    reduce = [i for i, k in enumerate(kinds) if k != 0]
-    extents = [schedules._extent(sch, lp) for lp in loops]
-    if (len(loops) != len(kinds) or len(stmt.writes) != 1 or stmt.writes[0].source.dtype != "int32"
-            or None in extents or not spatial or not reduce or max(spatial) > min(reduce)):
+def _dot_tile(sch: Any, block: Any, free: list[Any], dot: Dot) -> bool:
+    """Tile `C[..., o] += int32(A[..., c]) * int32(W[..., c, o])` (A of `dot.data`, W s8
+    constant): parallel over output-channel blocks and rows, a register tile of rows x
+    k*lanes int32 accumulators (`schedules.register_tile`), input channels in steps of 4 inside
+    it; W prepacked to [O/lanes, ..., C/4, lanes, 4] so each lanes x 4 step reads lanes*4
+    contiguous bytes; the step is one `dot` instruction. False if the block is not such a
+    reduction."""
+    axes = schedules.reduction_axes(sch, block)
+    if axes is None or axes.stmt.writes[0].source.dtype != "int32":
         return False
+    stmt, loops, spatial, reduce, extents = axes.stmt, axes.loops, axes.spatial, axes.reduce, axes.extents
     out_var, chan_var = stmt.iter_vars[spatial[-1]].var, stmt.iter_vars[reduce[-1]].var
     weight = next((i for i, r in enumerate(stmt.reads) if r.source.dtype == "int8"
                    and any(r.source.same_as(p) for p in free)), None)
-    data = [r for r in stmt.reads if r.source.dtype == "uint8"]
-    if weight is None or len(data) != 1 or not stmt.writes[0].region[-1].min.same_as(out_var):
+    data = [r for i, r in enumerate(stmt.reads) if i != weight and r.source.dtype == dot.data]
+    if weight is None or len(data) != 1 or not axes.writes_along(spatial[-1]):
         return False
     w_dims = [r.min for r in stmt.reads[weight].region]
     if (len(w_dims) < 2 or not w_dims[-1].same_as(out_var) or not w_dims[-2].same_as(chan_var)
             or not data[0].region[-1].min.same_as(chan_var)
-            or extents[spatial[-1]] % LANES or extents[reduce[-1]] % STEP):
+            or extents[spatial[-1]] % dot.lanes or extents[reduce[-1]] % STEP):
         return False
-    register_intrinsic()
-    rows_axis = next((i for i in reversed(spatial[:-1]) if extents[i] > 1), None)
-    vec, rows = schedules._tile(extents[spatial[-1]], extents[rows_axis] if rows_axis is not None else 1,
-                                LANES, schedules.ACCUMULATORS[32])
-    o_o, o_k, o_i = sch.split(loops[spatial[-1]], [None, vec // LANES, LANES])
+    register_intrinsics()
+    tiled = schedules.register_tile(sch, axes, dot.lanes, dot.accumulators)
+    if tiled is None:
+        return False
+    o_o, outer, tile, _, _ = tiled
     c_o, c_i = sch.split(loops[reduce[-1]], [None, STEP])
-    outer = [loops[i] for i in spatial[:-1]]
-    tile = [o_k, o_i]
-    if rows_axis is not None and rows > 1:
-        r_o, r_i = sch.split(loops[rows_axis], [None, rows])
-        outer[spatial.index(rows_axis)] = r_o
-        tile = [r_i, o_k, o_i]
     window = [loops[i] for i in reduce[:-1]]
     sch.reorder(o_o, *outer, *window, c_o, *tile, c_i)
     parallel = sch.fuse(o_o, *outer[:-1]) if len(outer) > 1 else o_o
@@ -323,56 +365,66 @@ def _vnni_tile(sch: Any, block: Any, free: list[Any]) -> bool:
     consumers = sch.get_consumers(block)
     epilogue = consumers[0] if consumers else sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(epilogue, at, preserve_unit_loops=True)
-    sch.vectorize(sch.split(sch.get_loops(epilogue)[-1], [None, LANES])[1])
+    sch.vectorize(sch.split(sch.get_loops(epilogue)[-1], [None, dot.lanes])[1])
     init = sch.decompose_reduction(block, (window or [c_o])[0])
     schedules._unroll_vectorize_tile(sch, sch.get_loops(init)[-len(tile):])
     weight = next(i for i, r in enumerate(sch.get(block).reads) if r.source.same_as(stmt.reads[weight].source))
+    lanes = dot.lanes
     schedules.repack_weights(sch, block, weight,
-                             lambda *ix: (ix[-1] // LANES, *ix[:-2], ix[-2] // STEP, ix[-1] % LANES, ix[-2] % STEP))
+                             lambda *ix: (ix[-1] // lanes, *ix[:-2], ix[-2] // STEP, ix[-1] % lanes, ix[-2] % STEP))
     update = sch.get_loops(block)
-    sch.tensorize(update[-2], INTRIN)
+    sch.tensorize(update[-2], dot.intrin)
     for lp in update[-len(tile) - 1:-2]:
         sch.unroll(lp)
     return True
 
 
-def register_intrinsic() -> None:
-    """vpdpbusd as a tensor intrinsic: `C[16] += A[4] (u8) . B[16, 4] (s8)`. TVM's own
-    `dot_16x4_vnni` passes the operands as <16 x i32>, which the LLVM that apache-tvm 0.27 links
-    rejects (its vpdpbusd takes <64 x i8>: "Call parameter type does not match function
-    signature"); importing `tvm.s_tir.tensor_intrin` also takes 53 s here (CUDA's intrinsics)."""
+def register_intrinsics() -> None:
+    """Both dot products as tensor intrinsics: `C[lanes] += A[4] . B[lanes, 4]` (A u8 for
+    vpdpbusd, s8 for sdot; B s8), implemented as one call of the LLVM intrinsic with the 4
+    activation bytes broadcast to every lane as one int32 and the weights as one vector load.
+    TVM's own `dot_16x4_vnni` passes vpdpbusd's operands as <16 x i32>, which the LLVM that
+    apache-tvm 0.27 links rejects (its vpdpbusd takes <64 x i8>: "Call parameter type does not
+    match function signature"; its sdot.v4i32.v16i8 takes <16 x i8>, as here); importing
+    `tvm.s_tir.tensor_intrin` also takes 53 s here (CUDA's intrinsics)."""
+    for dot in (VNNI, SDOT):
+        _register(dot)
+
+
+def _register(dot: Dot) -> None:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    if TensorIntrin.get(INTRIN, allow_missing=True) is not None:
+    if TensorIntrin.get(dot.intrin, allow_missing=True) is not None:
         return
+    lanes, data, llvm = dot.lanes, dot.data, dot.llvm
+    acc_t, quad_t, bytes_t = f"int32x{lanes}", f"{data}x4", f"int8x{lanes * STEP}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (STEP,), data, offset_factor=1)
+        B = T.match_buffer(b, (lanes, STEP), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
+            T.reads(C[0:lanes], A[0:STEP], B[0:lanes, 0:STEP])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, STEP):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (STEP,), data, offset_factor=1)
+        B = T.match_buffer(b, (lanes, STEP), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a_x16 = T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16)
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"), T.reinterpret(a_x16, dtype="int8x64"),
-                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+            T.reads(C[0:lanes], A[0:STEP], B[0:lanes, 0:STEP])
+            T.writes(C[0:lanes])
+            quad = T.broadcast(T.reinterpret(A.vload([0], quad_t), dtype="int32"), lanes)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm), C.vload([0], dtype=acc_t), T.reinterpret(quad, dtype=bytes_t),
+                B.vload([0, 0], dtype=bytes_t), dtype=acc_t)
 
-    TensorIntrin.register(INTRIN, desc, impl)
+    TensorIntrin.register(dot.intrin, desc, impl)

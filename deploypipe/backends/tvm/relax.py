@@ -104,7 +104,7 @@ def apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path)
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    integer.register_intrinsic()  # tuned integer kernels' traces tensorize with it
+    integer.register_intrinsics()  # tuned integer kernels' traces tensorize with it
     database = ms.database.JSONDatabase(work_dir=str(work_dir))  # opened here, the pass stays quiet
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(mod)
@@ -167,12 +167,12 @@ def export(executable: Any, path: Path, cross_compiler: str | None) -> None:
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     """Give every kernel without a tuned schedule the default CPU schedule (integer convolutions:
-    the VNNI one), then compile."""
+    the dot-product one, vpdpbusd or sdot), then compile."""
     import tvm
 
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scheduled = schedules.default_schedule(integer.vnni_rule())(mod)
+        scheduled = schedules.default_schedule(integer.integer_rule())(mod)
         return tvm.compile(fold_prepacking(scheduled), target=target)
 
 

@@ -4,8 +4,9 @@ A tuned record replaces a kernel's default schedule (`schedules.py`) in every la
 small machine MetaSchedule's own space (multi-level tiling, sampled) often needs hours to find what
 the default rule gives untuned: a run that only sampled that space could make a build slower. So
 `tvm tune` first measures, for every kernel, the default rule and its variants (`schedules.variants`:
-tile size, channel block, task size, padding; for an integer convolution on a VNNI CPU, its VNNI
-kernel, so tuning an INT8 build keeps the integer kernels unless a search finds faster) with
+tile size, channel block, task size, padding; for an integer convolution on a CPU with a dot
+product (VNNI, sdot), its dot-product kernel, so tuning an INT8 build keeps the integer kernels
+unless a search finds faster) with
 MetaSchedule's own builder and runner, and
 commits them to the database as tuning records (their traces replay in `MetaScheduleApplyDatabase`
 like any other). MetaSchedule's evolutionary search gets the trials that are left, and the database
@@ -33,13 +34,13 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
     from tvm.s_tir import meta_schedule as ms
 
     database = ms.database.JSONDatabase(work_dir=work_dir)
-    vnni = integer.vnni_rule()  # an integer convolution's candidate is its VNNI kernel, as in the build
+    dot = integer.integer_rule()  # an integer convolution's candidate is its dot-product kernel, as in the build
     measured = 0
     for task in untuned_tasks(lowered, target, Path(work_dir)):
         mod = task.dispatched[0]
         if measured >= limit:
             break
-        integer_kernel = vnni.apply(mod["main"], target, False)
+        integer_kernel = dot.apply(mod["main"], target, False)
         candidates, seen = ([integer_kernel] if integer_kernel is not None else []), set()
         for knobs in schedules.variants() if integer_kernel is None else []:
             sch = schedules.schedule_kernel(mod["main"], target, knobs)

@@ -1,0 +1,72 @@
+"""Small models for the INT8 tests of several backends' test files: a convolution net and its
+QDQ form as the generic int8 pass makes it (ONNX Runtime's static quantization)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+
+def qdq_model(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...]) -> Path:
+    """The model quantized as the generic int8 pass does it (QDQ, u8 activations per tensor, s8
+    weights per channel), calibrated on random inputs."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    path = tmp_path / "fp32.onnx"
+    onnx.save_model(fp32, str(path))
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    qdq = tmp_path / "qdq.onnx"
+    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
+    return qdq
+
+
+def int8_convnet() -> onnx.ModelProto:
+    """Convolutions the integer path takes: 3x3 padded (on the input, whose zero point is not 0),
+    1x1, 3x3 strided; then global pool and dense, which stay float-simulated."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def const(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [const("w0", 32, 16, 3, 3), const("b0", 32), const("w1", 32, 32, 1, 1), const("b1", 32),
+             const("w2", 16, 32, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    return classifier("int8net", nodes, inits, [1, 16, 14, 14])
+
+
+def classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], shape: list[int]) -> onnx.ModelProto:
+    """An opset-17 graph from `input` (float, `shape`) to `logits` (1x10)."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
