@@ -208,6 +208,24 @@ def test_avx2_target_gets_avx2_tiles_on_any_host() -> None:
     assert convs and all("T.vectorized(T.int64(8))" in t and "T.vectorized(T.int64(16))" not in t for t in convs)
 
 
+def test_register_tiles_fit_the_register_file() -> None:
+    """A tile's accumulators, one register per weight vector and one for the broadcast input fit
+    in the ISA's vector registers (7 rows x 4 vectors took 33 of AVX-512's 32: the compiled loop
+    moved every accumulator through registers and the stack on each input channel)."""
+    from deploypipe.backends.tvm import schedules
+
+    for lanes, registers in ((16, 32), (8, 16), (4, 32)):  # AVX-512, AVX2, NEON
+        accumulators = schedules.ACCUMULATORS[registers]
+        for channels in (16, 24, 32, 48, 64, 96, 128, 144, 256, 512, 1000):
+            for width in (1, 7, 14, 28, 56, 112):
+                vec, rows = schedules._tile(channels, width, lanes, accumulators, registers)
+                vectors = -(-vec // lanes)
+                assert channels % vec == 0 and width % rows == 0, (lanes, channels, width)
+                assert rows * vectors + vectors + 1 <= registers, (lanes, channels, width, vec, rows)
+    assert schedules._tile(64, 56, 16, 28, 32) == (64, 4)  # was 64 x 7
+    assert schedules._tile(512, 7, 16, 28, 32) == (32, 7)  # 14 accumulators, 2 weight vectors
+
+
 def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
     """`tvm tune` first measures each kernel's default-rule variants (costliest kernels first) and
     commits them as tuning records; a resumed run seeds the kernels still without records, then
@@ -350,7 +368,7 @@ def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
 
 def _mini_mobilenet() -> onnx.ModelProto:
     """Every operator class of the zoo's CNNs: strided conv + ReLU6, depthwise conv + ReLU6,
-    1x1 conv with a residual add, max pool, global average pool, dense."""
+    1x1 conv with a residual add, padded max pool (ResNet's), global average pool, dense."""
     from onnx import numpy_helper
 
     rng = np.random.default_rng(0)
@@ -368,7 +386,7 @@ def _mini_mobilenet() -> onnx.ModelProto:
         helper.make_node("Clip", ["cd", "lo", "hi"], ["rd"]),
         helper.make_node("Conv", ["rd", "w1", "b1"], ["c1"]),
         helper.make_node("Add", ["c1", "r0"], ["res"]),
-        helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("GlobalAveragePool", ["mp"], ["gp"]),
         helper.make_node("Flatten", ["gp"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
@@ -404,6 +422,12 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
     assert all("layout_rewrite_preproc" in t for t in convs.values())
     padded = sorted(('T.sblock("pad_temp")' in t, "T.if_then_else" in t) for t in convs.values())
     assert padded == [(False, False), (False, True), (True, True)], padded
+    for name, func in kernels.items():  # the padding block runs on all cores (it ran serial: a tenth of the conv)
+        sch = tvm.s_tir.Schedule(func)
+        pads = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint == "pad_temp"]
+        assert all(sch.get(sch.get_loops(b)[0]).kind == tvm.tirx.ForKind.PARALLEL for b in pads), name
+    pool = next(f.script() for n, f in kernels.items() if "pool" in n)
+    assert 'T.sblock("pad_temp")' not in pool and "T.if_then_else" in pool  # a window reduction: bounds test inlined
     folded = fold_prepacking(mod)
     scripts = [f.script() for _, f in folded.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert not any("layout_rewrite_preproc" in t for t in scripts)  # repacked once, at build time

@@ -49,7 +49,7 @@ class Dot:
     instruction: str
     lanes: int  # int32 accumulators of one instruction
     data: str  # the activations' dtype it multiplies (the weights are int8)
-    accumulators: int  # vector registers a register tile may hold as accumulators
+    registers: int  # vector registers of the ISA: a tile's accumulators, a step's weights, the broadcast
     llvm: str  # the LLVM intrinsic: (acc <lanes x i32>, activations, weights as <4 lanes x i8>)
     intrin: str  # the TensorIntrin registered for it
 
@@ -63,13 +63,8 @@ class Dot:
         return "u8 x s8 -> int32" if not self.shift else "s8 x s8 -> int32, u8 activations shifted by -128"
 
 
-# 32 zmm registers: 28 accumulators, the weights of a step in the rest (the activations come as
-# vpdpbusd's broadcast memory operand)
-VNNI = Dot("vnni", "vpdpbusd", 16, "uint8", schedules.ACCUMULATORS[32], "llvm.x86.avx512.vpdpbusd.512",
-           "deploypipe_dot_16x4_vnni")
-# 32 NEON registers: a step's 4 weight vectors and the broadcast activations besides the
-# accumulators (28 would leave no room for them); the tile rounds down to rows x 4 <= 27
-SDOT = Dot("sdot", "sdot", 4, "int8", 27, "llvm.aarch64.neon.sdot.v4i32.v16i8", "deploypipe_dot_4x4_sdot")
+VNNI = Dot("vnni", "vpdpbusd", 16, "uint8", 32, "llvm.x86.avx512.vpdpbusd.512", "deploypipe_dot_16x4_vnni")
+SDOT = Dot("sdot", "sdot", 4, "int8", 32, "llvm.aarch64.neon.sdot.v4i32.v16i8", "deploypipe_dot_4x4_sdot")
 
 
 def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
@@ -352,7 +347,7 @@ def _dot_tile(sch: Any, block: Any, free: list[Any], dot: Dot) -> bool:
             or extents[spatial[-1]] % dot.lanes or extents[reduce[-1]] % STEP):
         return False
     register_intrinsics()
-    tiled = schedules.register_tile(sch, axes, dot.lanes, dot.accumulators)
+    tiled = schedules.register_tile(sch, axes, dot.lanes, schedules.ACCUMULATORS[dot.registers], dot.registers)
     if tiled is None:
         return False
     o_o, outer, tile, _, _ = tiled
