@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -74,6 +76,32 @@ def test_host_build_runs_matches_reference_and_profiles(tmp_path: Path) -> None:
         profile = runner.layer_profile()
     np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-4, atol=1e-5)
     assert profile and any(p.op == "conv2d" for p in profile) and all(p.ms >= 0 for p in profile)
+
+
+def test_default_threads_are_the_physical_cores(tmp_path: Path) -> None:
+    """Without --threads a TVM artifact runs on every physical core, as ONNX Runtime does: TVM's
+    own x86 default is half the logical CPUs (it assumes hyper-threading), one thread on a 2-vCPU
+    VM without SMT, which made TVM look twice as slow as ORT in a default `bench`."""
+    import subprocess
+    import sys
+
+    from deploypipe.backends.runner import physical_cores
+
+    path = _build(tmp_path).path
+    code = (
+        "import json, tvm\n"
+        "from deploypipe.artifact import Artifact\n"
+        "from deploypipe.backends import load\n"
+        "from deploypipe.backends.runner import RunOptions\n"
+        f"art = Artifact({str(path)!r})\n"
+        "with load(art.path, RunOptions()) as runner:\n"
+        "    runner.infer(art.golden()[0])\n"
+        "    print(json.dumps(tvm.get_global_func('runtime.NumThreads')()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == physical_cores()
+    assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("target, arch", [("rpi4", "aarch64"), ("rpi3", "armv7l")])
@@ -226,16 +254,20 @@ def test_register_tiles_fit_the_register_file() -> None:
     assert schedules._tile(512, 7, 16, 28, 32) == (32, 7)  # 14 accumulators, 2 weight vectors
 
 
-def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
+def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """`tvm tune` first measures each kernel's default-rule variants (costliest kernels first) and
     commits them as tuning records; a resumed run seeds the kernels still without records, then
     MetaSchedule's search takes the trials left (its population must not replay the seeded traces:
-    that failed); a build replays the fastest record per kernel, prepacked weights included."""
+    that failed); a build replays the fastest record per kernel, prepacked weights included.
+    Candidates are measured with the target's cores as threads (they were measured with TVM's
+    default, one thread on a 2-vCPU VM, for artifacts that run on two)."""
     from tvm.s_tir import meta_schedule as ms
 
     from deploypipe.backends.tvm import schedules
     from deploypipe.backends.tvm.relax import tuning_records
+    from deploypipe.backends.tvm.tune import measuring_threads
 
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
     model = tmp_path / "mini.onnx"
     onnx.save_model(_mini_mobilenet(), str(model))
     logs = tmp_path / "tuning_logs"
@@ -246,6 +278,8 @@ def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli) -> None:
     seeded = [line for line in log.splitlines() if line.startswith("default-rule variants:")]
     assert seeded and "measured, best" in seeded[0] and "conv2d" in seeded[0], log[-2000:]
     assert tuning_records(db) == 3 and "TaskScheduler" not in log
+    threads = measuring_threads(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
+    assert f"measuring with {threads} TVM threads" in log and f"LocalRunner, {threads} threads" in res.stdout
     assert schedules.variants()[0] == schedules.Knobs() and len(set(schedules.variants())) == len(schedules.variants())
     records = ms.database.JSONDatabase(work_dir=str(db)).get_all_tuning_records()
     assert any("layout_rewrite_preproc" in str(r.trace) for r in records)  # prepacking is in the replayed trace

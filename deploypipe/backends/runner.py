@@ -28,6 +28,22 @@ class RunOptions(BaseModel):
     device: str | None = None
 
 
+def physical_cores() -> int:
+    """The physical cores this process may run on (SMT siblings counted once): what ONNX Runtime
+    and OpenVINO use by default, so a runtime whose own default differs is given this."""
+    import os
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("", str(cpu)))
+    return max(len(cores), 1)
+
+
 class LayerTime(BaseModel):
     """One layer's time in a per-layer profile."""
 

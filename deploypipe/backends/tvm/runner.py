@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from deploypipe.backends.runner import LayerTime, Runner, RunOptions
+from deploypipe.backends.runner import LayerTime, Runner, RunOptions, physical_cores
 from deploypipe.backends.tvm import native
 from deploypipe.backends.tvm.facts import library_arch
 from deploypipe.backends.tvm.rpc import RemoteSpec, connect, emulation
@@ -62,8 +62,11 @@ class TvmRunner(Runner):
         return None
 
     def activate(self) -> None:
-        if self.options.threads:  # read by TVM's thread pool when it starts, on the first run
-            os.environ["TVM_NUM_THREADS"] = str(self.options.threads)
+        # read by TVM's thread pool when it starts, on the first run. Left to itself, TVM's x86
+        # runtime takes half the logical CPUs (it assumes hyper-threading): one thread on a 2-vCPU
+        # VM without SMT, where ONNX Runtime uses both, so an unset --threads gets the physical cores
+        if self.options.threads or "TVM_NUM_THREADS" not in os.environ:
+            os.environ["TVM_NUM_THREADS"] = str(self.options.threads or physical_cores())
         import tvm
         from tvm.runtime.vm import VirtualMachine
 

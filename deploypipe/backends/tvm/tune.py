@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import deploypipe
 from deploypipe.backends.compiler import TuningReport
+from deploypipe.backends.runner import physical_cores
 from deploypipe.backends.tvm import search
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.backends.tvm.relax import (
@@ -72,7 +73,15 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     work_dir.mkdir(parents=True, exist_ok=True)
     repair_database(work_dir)
     before = tuning_records(work_dir)
-    where = remote.describe() if remote and remote.enabled else "this host (MetaSchedule LocalRunner)"
+    env = dict(os.environ)
+    if remote and remote.enabled:
+        where = remote.describe()
+    else:
+        # measure with the threads the artifact runs with: MetaSchedule's runner processes inherit
+        # TVM_NUM_THREADS, and without it TVM's x86 runtime takes half the logical CPUs (one thread
+        # on a 2-vCPU VM), so schedules for num-cores=2 were ranked single-threaded
+        env.setdefault("TVM_NUM_THREADS", str(measuring_threads(opts)))
+        where = f"this host (MetaSchedule LocalRunner, {env['TVM_NUM_THREADS']} threads)"
     target = target_string(tvm_target(opts))
     if before >= trials:
         return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
@@ -81,7 +90,6 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     model.save(model_file)
     job = _Job(model_file=str(model_file), options=opts, work_dir=str(work_dir), trials=trials - before,
                trials_per_iter=trials_per_iter, remote=remote or RemoteSpec())
-    env = dict(os.environ)
     # The child and MetaSchedule's worker processes must import this same deploypipe. They need no
     # torch, but tvm_ffi imports it eagerly when it can (seconds per worker process): hide it.
     root = str(Path(deploypipe.__file__).resolve().parent.parent)
@@ -118,6 +126,12 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
                         records_after=tuning_records(work_dir), seconds=time.monotonic() - start,
                         stopped=stopped, measured_on=where)
+
+
+def measuring_threads(opts: TvmOptions) -> int:
+    """Threads for measuring on this host: the target's cores, at most this host's physical ones."""
+    cores = tvm_target(opts).attrs.get("num-cores")
+    return max(1, min(int(cores) if cores else physical_cores(), physical_cores()))
 
 
 def check_measurable(opts: TvmOptions, remote: RemoteSpec | None) -> None:
@@ -211,6 +225,10 @@ def _child(job: _Job) -> None:
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
     runner = _runner(job)
+    if not job.remote.enabled:
+        import tvm
+
+        print(f"measuring with {tvm.get_global_func('runtime.NumThreads')()} TVM threads", flush=True)
     left = job.trials - search.seed_database(lowered, target, job.work_dir, builder, runner, job.trials,
                                              log=lambda m: print(m, flush=True))
     if left <= 0:
