@@ -190,6 +190,22 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     every = search.untuned_tasks(lowered, target, tmp_path / "none" / "other" / "host-cpu")
     todo = search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")
     assert len(todo) == len(every) - len(reused["kernels"]) and len(todo) < len(every)
+    # the other model's own records for those kernels, 100x slower (a few search samples): each
+    # kernel still gets the fastest record of either database (its own ones shadowed tiny's)
+    own = logs / "other" / "host-cpu"
+    own.mkdir(parents=True)
+    shutil.copy(db / "database_workload.json", own / "database_workload.json")
+    slower = []
+    for line in (db / "database_tuning_record.json").read_text().splitlines():
+        workload, record = json.loads(line)
+        record[1] = [t * 100 for t in record[1]]
+        slower.append(json.dumps([workload, record]))
+    (own / "database_tuning_record.json").write_text("\n".join(slower) + "\n")
+    report = _build(tmp_path / "other-own", model=other_model, tuning_logs=logs)
+    tuning = report.manifest.compiler_info["tuning"]
+    assert tuning["database"] == str(own) and [u["database"] for u in tuning["reused"]] == [str(db)], tuning
+    assert sorted(tuning["reused"][0]["kernels"]) == sorted(reused["kernels"]) and report.manifest.fidelity.passed
+    shutil.rmtree(logs / "other")
     # a database measured on a CPU of another class (vector width) is not applied: its tiles are
     # sized for other registers; one of the same class is applied, with a note
     from deploypipe.backends.tvm.relax import cpu_class
