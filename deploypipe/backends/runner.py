@@ -5,6 +5,7 @@ The bench talks only to this interface, whatever the backend.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,8 +32,6 @@ class RunOptions(BaseModel):
 def physical_cores() -> int:
     """The physical cores this process may run on (SMT siblings counted once): what ONNX Runtime
     and OpenVINO use by default, so a runtime whose own default differs is given this."""
-    import os
-
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     cores = set()
     for cpu in cpus:

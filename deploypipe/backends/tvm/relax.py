@@ -99,6 +99,11 @@ def repair_database(work_dir: Path) -> None:
             path.write_text("".join(f"{line}\n" for line in good))
 
 
+def mean_seconds(run_secs: Any) -> float:
+    """A measured candidate's time: the mean of its runs (what MetaSchedule ranks records by)."""
+    return sum(float(t) for t in run_secs) / len(run_secs)
+
+
 def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
     """Apply this model's database and every other one under the same tuning_logs root measured on
     this build's CPU class (`same_class`; a workload is matched by its structural hash, so
@@ -121,7 +126,7 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
         for record in ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records():
             if not record.run_secs:
                 continue
-            secs = sum(float(t) for t in record.run_secs) / len(record.run_secs)
+            secs = mean_seconds(record.run_secs)
             key = tvm_ffi.structural_hash(record.workload.mod)
             if key not in fastest or secs < fastest[key][0]:
                 fastest[key] = (secs, work_dir)

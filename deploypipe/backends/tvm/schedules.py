@@ -231,17 +231,18 @@ def _factor(extent: int, candidates: tuple[int, ...]) -> int:
     return next((c for c in candidates if extent % c == 0), 1)
 
 
-def _tile(channels: int, width: int, lanes: int, accumulators: int, registers: int) -> tuple[int, int]:
+def _tile(channels: int, width: int, lanes: int, accumulators: int, registers: int | None) -> tuple[int, int]:
     """(tile width along the contiguous axis, tile height): the most accumulators that fit in
     `accumulators` vector registers and leave, of the ISA's `registers`, one for each weight
     vector of the tile and one for the broadcast input (7 rows x 4 vectors took 33 of AVX-512's
     32 registers: LLVM rotated the 28 accumulators through registers and the stack on every input
-    channel); exact divisors only (no tails), wider tiles first on ties."""
+    channel; `registers` None: only `accumulators` bounds the tile); exact divisors only (no
+    tails), wider tiles first on ties."""
     best = (0, 0, 0)
     for vectors in (4, 3, 2, 1):
         if channels % (vectors * lanes):
             continue
-        budget = min(accumulators, registers - vectors - 1)
+        budget = accumulators if registers is None else min(accumulators, registers - vectors - 1)
         rows = _factor(width, tuple(r for r in ROWS if r * vectors <= budget))
         best = max(best, (rows * vectors, vectors, rows))
     if best[0]:
@@ -288,7 +289,7 @@ def reduction_axes(sch: Any, block: Any) -> Axes | None:
 
 
 def register_tile(sch: Any, axes: Axes, lanes: int, accumulators: int,
-                  registers: int) -> tuple[Any, list[Any], list[Any], int, int] | None:
+                  registers: int | None) -> tuple[Any, list[Any], list[Any], int, int] | None:
     """Split the innermost output axis into blocks of `vec` (vectors of `lanes`) and the rows
     axis into tiles of `rows` (`_tile`: as many accumulators as fit in `accumulators` of the
     ISA's `registers`). Returns (the output-block loop, the other output loops outermost first, the
@@ -336,7 +337,7 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, registers: int, cores: int
     vec_axis = spatial[-1]
     if extents[vec_axis] < lanes or not axes.writes_along(vec_axis):
         return False
-    tiled = register_tile(sch, axes, lanes, knobs.accumulators or 1, registers if knobs.fit_registers else 2 * registers)
+    tiled = register_tile(sch, axes, lanes, knobs.accumulators or 1, registers if knobs.fit_registers else None)
     if tiled is None:
         return False
     v_o, outer, inner, vec, rows = tiled

@@ -64,7 +64,7 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
             errors += [result.error_msg] if result.error_msg else []
             if result.error_msg is None and result.run_secs:
                 database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, arg))
-                secs = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                secs = relax.mean_seconds(result.run_secs)
                 best = secs if best is None else min(best, secs)
         measured += len(candidates)
         log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"

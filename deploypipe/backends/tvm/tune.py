@@ -130,8 +130,8 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
 
 def measuring_threads(opts: TvmOptions) -> int:
     """Threads for measuring on this host: the target's cores, at most this host's physical ones."""
-    cores = tvm_target(opts).attrs.get("num-cores")
-    return max(1, min(int(cores) if cores else physical_cores(), physical_cores()))
+    cores, here = tvm_target(opts).attrs.get("num-cores"), physical_cores()
+    return max(1, min(int(cores) if cores else here, here))
 
 
 def check_measurable(opts: TvmOptions, remote: RemoteSpec | None) -> None:
