@@ -92,7 +92,7 @@ class Knobs:
     weight_bytes: int = 128 * 1024  # a task's weight slice beyond this is walked in blocks of input channels
     pad_block: bool = True  # a channel convolution's padding as a block of its own (else inlined)
     fit_registers: bool = True  # a tile leaves registers for its weight vectors and the broadcast (else
-    # only `accumulators` bounds it: it spills, and was still faster on ResNet-18's 7x7x512 layers)
+    # only `accumulators` bounds it and it may spill: kept as a variant so measurement decides)
 
 
 def variants() -> list[Knobs]:
