@@ -3,6 +3,7 @@ QDQ form as the generic int8 pass makes it (ONNX Runtime's static quantization).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import onnx
 from onnx import TensorProto, helper
 
 
-def qdq_model(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...]) -> Path:
+def qdq_model(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...], reduce_range: bool = False) -> Path:
     """The model quantized as the generic int8 pass does it (QDQ, u8 activations per tensor, s8
-    weights per channel), calibrated on random inputs."""
+    weights per channel; 7-bit weights with `reduce_range`, as for CPUs without VNNI), calibrated
+    on random inputs."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -31,16 +33,21 @@ def qdq_model(tmp_path: Path, fp32: onnx.ModelProto, shape: tuple[int, ...]) -> 
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
 
-    qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    qdq = tmp_path / ("qdq-7bit.onnx" if reduce_range else "qdq.onnx")
+    quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range)
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
     return qdq
 
 
+INT8_SHAPE = (1, 3, 14, 14)  # int8_convnet's input
+
+
 def int8_convnet() -> onnx.ModelProto:
-    """Convolutions the integer path takes: 3x3 padded (on the input, whose zero point is not 0),
-    1x1, 3x3 strided; then global pool and dense, which stay float-simulated."""
+    """Layers the integer path takes, with channel counts that need padding: 3x3 padded (on the
+    input, whose zero point is not 0) from 3 input channels (not a multiple of 4), 1x1 to 24
+    output channels (not a multiple of 16), 3x3 strided; global pool; dense to 10 classes (not a
+    multiple of 4 or 16)."""
     from onnx import numpy_helper
 
     rng = np.random.default_rng(0)
@@ -48,8 +55,8 @@ def int8_convnet() -> onnx.ModelProto:
     def const(name: str, *shape: int) -> onnx.TensorProto:
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
 
-    inits = [const("w0", 32, 16, 3, 3), const("b0", 32), const("w1", 32, 32, 1, 1), const("b1", 32),
-             const("w2", 16, 32, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
+    inits = [const("w0", 32, 3, 3, 3), const("b0", 32), const("w1", 24, 32, 1, 1), const("b1", 24),
+             const("w2", 16, 24, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c0"], ["r0"]),
@@ -60,7 +67,7 @@ def int8_convnet() -> onnx.ModelProto:
         helper.make_node("Flatten", ["gp"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
-    return classifier("int8net", nodes, inits, [1, 16, 14, 14])
+    return classifier("int8net", nodes, inits, list(INT8_SHAPE))
 
 
 def classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], shape: list[int]) -> onnx.ModelProto:
@@ -70,3 +77,14 @@ def classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorPr
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def kernels_with(asm: str, instruction: str) -> dict[str, int]:
+    """How many kernels of each kind (conv2d, matmul) in an objdump listing use `instruction`."""
+    found: dict[str, int] = {}
+    for body in re.split(r"\n(?=[0-9a-f]+ <)", asm):
+        name = re.match(r"[0-9a-f]+ <([^>]*)>", body)
+        kind = next((k for k in ("conv2d", "matmul") if name and k in name.group(1)), None)
+        if kind and instruction in body:
+            found[kind] = found.get(kind, 0) + 1
+    return found

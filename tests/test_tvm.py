@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import tiny_classifier
-from int8_models import classifier, int8_convnet, qdq_model
+from int8_models import INT8_SHAPE, classifier, int8_convnet, kernels_with, qdq_model
 from onnx import TensorProto, helper
 
 from deploypipe import backends, targets
@@ -312,29 +312,43 @@ def test_tuning_starts_from_the_default_schedules(tmp_path: Path, cli, monkeypat
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the integer kernels are x86 VNNI ones")
-def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   cli) -> None:
-    """A QDQ graph (what the int8 pass produces): on a VNNI CPU its convolutions become u8 x s8 ->
-    int32 kernels on vpdpbusd, matching ONNX Runtime running the same QDQ graph; forced to a CPU
+def test_qdq_layers_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             cli) -> None:
+    """A QDQ graph (what the int8 pass produces): on a VNNI CPU its convolutions and its dense
+    layer, channel counts that need padding included, become u8 x s8 -> int32 kernels on vpdpbusd,
+    matching ONNX Runtime running the same QDQ graph; forced to a CPU
     without VNNI (DEPLOYPIPE_ISA) the build keeps the float-simulated path and says why."""
     import subprocess
 
+    import onnxruntime as ort
+
+    from deploypipe.analysis.fidelity import QUANTIZED_INPUT_TOLERANCE
+    from deploypipe.backends import load
+    from deploypipe.backends.runner import RunOptions
     from deploypipe.backends.tvm.integer import integer_path
     from deploypipe.isa import ENV
 
-    qdq = qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))
+    qdq = qdq_model(tmp_path, int8_convnet(), INT8_SHAPE)
     target = tvm.target.Target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options).resolved_target())
     vnni = integer_path(target)[0]
     report = _build(tmp_path / "host", model=qdq)
     m = report.manifest
     assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-3, m.fidelity
+    # a model that arrives quantized is judged against ORT's run of the same graph by cosine, not by
+    # FP32's max abs error (ResNet-18's QDQ graph: 0.024 > 1e-3 x its output scale, requantizations
+    # rounded differently, and the build was refused)
+    assert m.fidelity.tolerance == QUANTIZED_INPUT_TOLERANCE
+    assert any(n.startswith("the model arrives quantized") for n in m.notes), m.notes
     kernels = m.compiler_info["int8_kernels"]
     asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True, text=True,
                          check=True).stdout
     if vnni:
-        assert kernels["path"] == "integer" and (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
-        assert kernels["instruction"] == "vpdpbusd" and "vpdpbusd" in asm
-        assert any("integer kernels: vnni" in n and "3 of 3 convolutions" in n for n in m.notes), m.notes
+        assert kernels["path"] == "integer" and kernels["instruction"] == "vpdpbusd"
+        assert (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
+        assert (kernels["integer_dense_layers"], kernels["dense_layers"]) == (1, 1)
+        assert kernels_with(asm, "vpdpbusd") == {"conv2d": 3, "matmul": 1}  # padded channels included
+        assert any("integer kernels: vnni" in n and "3 of 3 convolutions and 1 of 1 dense layers" in n
+                   for n in m.notes), m.notes
         # tuning keeps them: an integer convolution's seeded candidate is its VNNI kernel (a tuned
         # record without the intrinsic would replace it), and the build replays its tensorized trace
         logs = tmp_path / "tuning_logs"
@@ -352,20 +366,52 @@ def test_qdq_convolutions_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path
         asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
                              text=True, check=True).stdout
         assert "vpdpbusd" in asm
+    # a CPU without VNNI (forced with DEPLOYPIPE_ISA; natively on AVX2-only hosts): AVX2's vpmaddubsw
+    # sums u8 x s8 pairs in 16 bits with saturation, so 8-bit weights stay float-simulated and 7-bit
+    # ones (the int8 pass's reduce_range there) run integer kernels, exactly
     monkeypatch.setenv(ENV, "x86-avx2")
-    report = _build(tmp_path / "avx2", model=qdq, force=True)
-    m = report.manifest
-    assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-3, m.fidelity
-    assert m.compiler_info["int8_kernels"]["path"] == "float-simulated"
-    assert m.compiler_info["int8_kernels"]["integer_convolutions"] == 0
-    assert any("float-simulated" in n and "no VNNI" in n for n in m.notes), m.notes
-    asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True, text=True,
-                         check=True).stdout
-    assert "vpdpbusd" not in asm
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = np.random.default_rng(3).standard_normal(INT8_SHAPE).astype(np.float32)
+    for weights, integer in ((qdq, (0, 0)), (qdq_model(tmp_path, int8_convnet(), INT8_SHAPE, reduce_range=True), (3, 1))):
+        report = _build(tmp_path / weights.stem, model=weights, force=True)
+        m = report.manifest
+        kernels = m.compiler_info["int8_kernels"]
+        assert m.fidelity.passed, m.fidelity
+        assert (kernels["path"], kernels["instruction"]) == ("integer", "vpmaddubsw")
+        assert (kernels["integer_convolutions"], kernels["integer_dense_layers"]) == integer
+        note = next(n for n in m.notes if "integer kernels: avx2" in n)
+        assert f"{integer[0]} of 3 convolutions and {integer[1]} of 1 dense layers" in note
+        assert ("; the others (" in note) == (integer == (0, 0)) and "could saturate" in note
+        asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
+                             text=True, check=True).stdout
+        assert "vpdpbusd" not in asm and kernels_with(asm, "vpmaddubsw") == (
+            {"conv2d": 3, "matmul": 1} if integer[0] else {})
+        with load(report.path, RunOptions()) as runner:
+            out = runner.infer({"input": x})["logits"]
+        (expected,) = ort.InferenceSession(str(weights), plain, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+        assert np.abs(out - expected).max() <= 1e-4  # the same integer sums, the same rescale
 
 
-def test_integer_convolution_rewrite_matches_float_simulation(tmp_path: Path) -> None:
-    """The integer rewrite (zero-point padding, per-channel correction and rescale) computes what
+def test_pair_saturation_is_judged_from_the_weights() -> None:
+    """vpmaddubsw's 16-bit pair sums: 255 x (a pair's positive, or negative, weights) must stay
+    within int16, i.e. each sum within 128; pairs are neighbouring input channels (axis 1), never
+    across output channels or window positions."""
+    from deploypipe.backends.tvm.integer import _saturates
+
+    def weights(*pair: int, shape: tuple = (1, 2, 1, 1)) -> np.ndarray:
+        return np.array(pair, np.int8).reshape(shape)
+
+    assert not _saturates(weights(64, 64)) and not _saturates(weights(-64, -64)) and not _saturates(weights(127, -128))
+    assert _saturates(weights(100, 29)) and _saturates(weights(-128, -1))
+    assert not _saturates(np.array([[127, 0, 0, 127]], np.int8).reshape(1, 4))  # two pairs of 127
+    assert not _saturates(np.full((2, 2, 3, 3), 64, np.int8))  # the window's taps sum in 32 bits
+    assert not _saturates(np.array([[127, 0], [0, 127]], np.int8))  # across output channels: no pair
+
+
+def test_integer_rewrite_matches_float_simulation(tmp_path: Path) -> None:
+    """The integer rewrite of convolutions and dense layers (zero-point padding, channels padded to
+    the instruction's multiples, per-channel correction and rescale) computes what
     the float-simulated graph computes, for both operand kinds: u8 activations (vpdpbusd) and
     activations shifted to s8 with the shift folded into the correction (sdot). Compiled for a
     CPU without either (generic x86-64, the int32 kernels on the default schedules), the outputs
@@ -377,10 +423,10 @@ def test_integer_convolution_rewrite_matches_float_simulation(tmp_path: Path) ->
     from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
     from deploypipe.model import Model, Provenance, SyntheticProvider
 
-    proto = onnx.load(str(qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))))
+    proto = onnx.load(str(qdq_model(tmp_path, int8_convnet(), INT8_SHAPE)))
     model = Model(proto=proto, name="q", provenance=Provenance("q", "onnx", ""), calibration=SyntheticProvider([]))
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # no VNNI: the int32 kernels get the default rule
-    x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(INT8_SHAPE).astype(np.float32)
     step = next(float(numpy_helper.to_array(i)) for i in proto.graph.initializer
                 if i.name == next(n.input[1] for n in proto.graph.node if n.output[0] == "logits"))
 
@@ -390,8 +436,8 @@ def test_integer_convolution_rewrite_matches_float_simulation(tmp_path: Path) ->
 
     simulated = run(import_relax(model))
     for dot in (integer.VNNI, integer.SDOT):
-        rewritten, count = integer.integer_convolutions(import_relax(model), dot)
-        assert count == 3
+        rewritten, count = integer.integer_layers(import_relax(model), dot)
+        assert count == 4  # 3 convolutions, 1 dense layer
         if dot.shift:  # the convolutions read int8, shifted in the producers' kernels
             assert "int8" in str(rewritten["main"]) and "int16" in str(rewritten["main"])
         assert np.abs(simulated - run(rewritten)).max() <= step * 1.001, dot.name
@@ -401,7 +447,7 @@ def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
     """rpi5's Cortex-A76 has the ARMv8.2 dot product: sdot kernels. rpi4's A72 and the Jetsons'
     A57 (ARMv8.0) have none: the float path, and the note says a kernel without it was not
     measured against the float one (that needs the board)."""
-    from deploypipe.backends.tvm.integer import SDOT, integer_path
+    from deploypipe.backends.tvm.integer import AVX2, SDOT, integer_path
 
     def path(name: str) -> tuple:
         return integer_path(tvm.target.Target(TvmOptions(**targets.get(name).compilers["tvm"].options).resolved_target()))
@@ -414,6 +460,9 @@ def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
         assert dot is None and f"no dot-product extension (sdot/udot) on -mcpu={cpu}" in why and "not measured" in why
     dot, why = path("rpi3")  # armv7
     assert dot is None and "not armv7" in why
+    dot, why = path("xeon")  # Broadwell: AVX2, no VNNI
+    assert dot is AVX2 and why.startswith("integer kernels: avx2 (vpmaddubsw + vpmaddwd, -mcpu=broadwell; no VNNI")
+    assert targets.get("xeon").int8_isa == "x86-avx2"  # so the int8 pass makes 7-bit weights, which never saturate
 
 
 def _mini_mobilenet() -> onnx.ModelProto:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ROOT, tiny_classifier
-from int8_models import int8_convnet, qdq_model
+from int8_models import INT8_SHAPE, int8_convnet, kernels_with, qdq_model
 from tvm_servers import free_port, started
 
 pytestmark = [pytest.mark.tvm, pytest.mark.qemu]
@@ -93,7 +93,7 @@ def test_aarch64_library_matches_reference_under_qemu(tmp_path: Path, emulated_b
 
 
 def test_rpi5_int8_library_runs_sdot_kernels_matching_onnxruntime_under_qemu(tmp_path: Path, emulated_board: str) -> None:
-    """A QDQ model built for rpi5 (Cortex-A76): its convolutions are integer kernels on sdot (u8
+    """A QDQ model built for rpi5 (Cortex-A76): its convolutions and dense layer are integer kernels on sdot (u8
     activations shifted to s8 in the producers' kernels), the aarch64 model.so holds sdot, and run
     under qemu it matches ONNX Runtime running the same QDQ graph unoptimized (exact dequantized
     sums in float, on any host) and the FP32 model within the int8 gate's tolerance for synthetic inputs."""
@@ -108,20 +108,21 @@ def test_rpi5_int8_library_runs_sdot_kernels_matching_onnxruntime_under_qemu(tmp
 
     if shutil.which("aarch64-linux-gnu-objdump") is None:
         pytest.skip("aarch64-linux-gnu-objdump missing (binutils-aarch64-linux-gnu)")
-    qdq = qdq_model(tmp_path, int8_convnet(), (1, 16, 14, 14))
+    qdq = qdq_model(tmp_path, int8_convnet(), INT8_SHAPE)
     path = build(BuildConfig(model=str(qdq), target="rpi5", compiler="tvm", output=tmp_path / "art",
                              tuning_logs=tmp_path / "logs")).path
     manifest = json.loads((path / "manifest.json").read_text())
     kernels = manifest["compiler_info"]["int8_kernels"]
     assert (kernels["path"], kernels["instruction"]) == ("integer", "sdot")
     assert (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
-    assert any("integer kernels: sdot (ARMv8.2 dot product, -mcpu=cortex-a76): 3 of 3 convolutions" in n
-               for n in manifest["notes"]), manifest["notes"]
+    assert (kernels["integer_dense_layers"], kernels["dense_layers"]) == (1, 1)
+    assert any("integer kernels: sdot (ARMv8.2 dot product, -mcpu=cortex-a76): 3 of 3 convolutions and 1 of 1 "
+               "dense layers" in n for n in manifest["notes"]), manifest["notes"]
     asm = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(path / "model.so")], capture_output=True, text=True,
                          check=True).stdout
-    assert sum("\tsdot\t" in line for line in asm.splitlines()) >= 3
+    assert kernels_with(asm, "\tsdot\t") == {"conv2d": 3, "matmul": 1}
 
-    x = np.random.default_rng(7).standard_normal((1, 16, 14, 14)).astype(np.float32)
+    x = np.random.default_rng(7).standard_normal(INT8_SHAPE).astype(np.float32)
     with load(path, RunOptions(device=f"rpc://{emulated_board}")) as runner:
         out = runner.infer({"input": x})["logits"]
         assert "qemu-user aarch64" in (runner.where() or "")

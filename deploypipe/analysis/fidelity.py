@@ -36,6 +36,13 @@ DEFAULT_TOLERANCE: dict[str, dict[str, float]] = {
 # (agreement, cosine, real accuracy drop), whatever its precision; never by max abs error.
 PRUNED_TOLERANCE: dict[str, float] = {"min_cosine": 0.90, "min_top1_agreement": 0.90, "max_accuracy_drop": 1.0,
                                       "synthetic_min_cosine": 0.90, "min_samples": 200}
+# A model that arrives quantized (QDQ nodes in the user's file, no --quantize) has no FP32 reference:
+# its reference is ONNX Runtime running the same quantized graph. A compiler with its own integer
+# kernels rounds each requantization its own way (ORT's fixed-point QLinearConv vs a float rescale),
+# and a one-step difference in an intermediate tensor travels on: judged like a lossy build, by
+# cosine (tighter than int8's, the graphs being equal) and agreement, never by max abs error.
+QUANTIZED_INPUT_TOLERANCE: dict[str, float] = {"min_cosine": 0.99, "min_top1_agreement": 0.90, "max_accuracy_drop": 1.0,
+                                               "synthetic_min_cosine": 0.99, "min_samples": 200}
 METRIC_TOLERANCE = "max_metric_drop"  # the user's --metric: its first figure may fall this much below FP32's
 EVIDENCE = ("labelled", "real-unlabelled", "stand-in", "synthetic")
 # evidence that can refuse a catastrophe but never certify, and how the verdict names it

@@ -1,30 +1,34 @@
-"""Integer INT8 convolutions for QDQ models on CPUs with a 32-bit 8-bit dot product: x86 VNNI
-(vpdpbusd, u8 x s8) and the AArch64 dot-product extension (ARMv8.2 sdot, s8 x s8).
+"""Integer INT8 convolutions and dense layers for QDQ models on CPUs with an 8-bit dot product:
+x86 VNNI (vpdpbusd, u8 x s8 -> int32), the AArch64 dot-product extension (ARMv8.2 sdot, s8 x s8
+-> int32) and x86 AVX2 (vpmaddubsw + vpmaddwd: u8 x s8 pairs summed in int16, then int32).
 
 TVM's ONNX frontend imports a QDQ graph as `dequantize(x_q) -> conv2d <- dequantize(w_q)` in
 float: simulated quantization, no faster than FP32. Relax 0.27 has no pass that turns it into
 integer arithmetic (Relay's FakeQuantizationToInteger is gone), so this module does it for the
-convolutions the generic int8 pass makes (u8 activations, per-tensor; s8 weights, per-channel
-symmetric, zero point 0):
+convolutions (groups 1) and dense layers (Gemm/MatMul by a constant) the generic int8 pass makes
+(u8 activations, per-tensor; s8 weights, per-channel symmetric, zero point 0):
 
     conv2d(pad(x_q - c, z_x - c), w_q, out_dtype=int32)         exact integer dot products
     (acc - (z_x - c) * sum_window(w_q)[o]) * (s_x * s_w[o])     back to float, per output channel
 
-c is 0 for vpdpbusd (u8 activations as they are) and 128 for sdot, which multiplies s8 by s8
-(udot is u8 x u8, the mixed usdot needs i8mm): `x_q - 128` is x_q with its top bit flipped, an
-elementwise op that fuses into the producer's epilogue, and sum((x_q - z) w) = sum((x_q - 128) w)
-- (z - 128) sum(w), so the shift only changes the correction constant. The input is padded with
-its (shifted) zero point, a dequantized zero, so the correction is one constant per output
-channel. Everything after the convolution (bias, activation, the next quantize) is unchanged and
-fuses into the kernel's epilogue.
+c is 0 for vpdpbusd and vpmaddubsw (u8 activations as they are) and 128 for sdot, which multiplies
+s8 by s8 (udot is u8 x u8, the mixed usdot needs i8mm): `x_q - 128` is x_q with its top bit
+flipped, an elementwise op that fuses into the producer's epilogue, and sum((x_q - z) w) =
+sum((x_q - 128) w) - (z - 128) sum(w), so the shift only changes the correction constant. The input
+is padded with its (shifted) zero point, a dequantized zero, so the correction is one constant per
+output channel. Channel counts the instruction does not fit are padded: input channels to a
+multiple of 4 (zero weights), output channels to a multiple of its lanes (zero weights, the extra
+outputs sliced off). Everything after the layer (bias, activation, the next quantize) is unchanged
+and fuses into the kernel's epilogue.
 
-`integer_rule` is the schedule for those int32 convolutions: output channels in blocks of the
-instruction's int32 lanes (16 on AVX-512, 4 on 128-bit NEON), input channels in steps of 4,
-weights prepacked to [O/lanes, KH, KW, I/4, lanes, 4] (folded at build time like the FP32
+`integer_rule` is the schedule for those int32 layers: output channels in blocks of the
+instruction's int32 lanes (16 on AVX-512, 8 on AVX2, 4 on 128-bit NEON), input channels in steps
+of 4, weights prepacked to [O/lanes, KH, KW, I/4, lanes, 4] (folded at build time like the FP32
 prepacking) so each step reads lanes x 4 contiguous bytes, each step tensorized with the
-instruction. Only CPUs whose dot product accumulates in 32 bits get the rewrite: x86 without VNNI
-sums u8 x s8 pairs in 16 bits with saturation (see deploypipe/isa.py), AArch64 CPUs before
-ARMv8.2 (Cortex-A72, A57) have no dot product at all; there the float path stays.
+instruction. AVX2's vpmaddubsw saturates its 16-bit pair sums, so a layer gets it only where its
+constant weights prove no pair can saturate (`_saturates`; the 7-bit weights the int8 pass makes
+for such CPUs never do); other layers, and AArch64 CPUs before ARMv8.2 (Cortex-A72, A57: no dot
+product at all), keep the float path.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class Dot:
     registers: int  # vector registers of the ISA: a tile's accumulators, a step's weights, the broadcast
     llvm: str  # the LLVM intrinsic: (acc <lanes x i32>, activations, weights as <4 lanes x i8>)
     intrin: str  # the TensorIntrin registered for it
+    widen: str = ""  # pairwise dots: the intrinsic that sums the 16-bit pair sums into int32 lanes
+
+    @property
+    def pairwise(self) -> bool:
+        """8-bit products summed in pairs into 16 bits with saturation first (AVX2's vpmaddubsw):
+        exact only where the weights cannot saturate a pair (`_saturates`)."""
+        return bool(self.widen)
 
     @property
     def shift(self) -> int:
@@ -65,6 +76,9 @@ class Dot:
 
 VNNI = Dot("vnni", "vpdpbusd", 16, "uint8", 32, "llvm.x86.avx512.vpdpbusd.512", "deploypipe_dot_16x4_vnni")
 SDOT = Dot("sdot", "sdot", 4, "int8", 32, "llvm.aarch64.neon.sdot.v4i32.v16i8", "deploypipe_dot_4x4_sdot")
+AVX2 = Dot("avx2", "vpmaddubsw", 8, "uint8", 16, "llvm.x86.avx2.pmadd.ub.sw", "deploypipe_dot_8x4_avx2",
+           widen="llvm.x86.avx2.pmadd.wd")
+PAIR_LIMIT = 128  # |sum of a pair's positive (or negative) s8 weights| that u8 x s8 pair sums hold in int16
 
 
 def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
@@ -85,16 +99,18 @@ def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
                       "board can measure: not measured, so the float path stays")
     from deploypipe.isa import ENV, host_isa
 
-    if os.environ.get(ENV) and host_isa() != "x86-vnni":  # the override that checks the other path anywhere
-        return None, f"float-simulated: {ENV}={host_isa()} (no VNNI)"
-    if not target_has_features("avx512vnni", target):
-        return None, (f"float-simulated: no AVX-512 VNNI on -mcpu={mcpu} (u8 x s8 without VNNI sums in 16 bits "
-                      "with saturation)")
-    return VNNI, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
+    pairs = ("8-bit products summed in 16-bit pairs, which saturate: a layer whose weights could saturate a pair "
+             "stays float-simulated")
+    forced = f"{ENV}={host_isa()}" if os.environ.get(ENV) and host_isa() != "x86-vnni" else ""  # checks the AVX2 path anywhere
+    if not forced and target_has_features("avx512vnni", target):
+        return VNNI, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
+    if target_has_features("avx2", target):
+        return AVX2, f"integer kernels: avx2 (vpmaddubsw + vpmaddwd, {forced or f'-mcpu={mcpu}'}; no VNNI: {pairs})"
+    return None, f"float-simulated: neither AVX-512 VNNI nor AVX2 on -mcpu={mcpu}"
 
 
 def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, Any], str]:
-    """For a QDQ build: which path its convolutions took and why (the manifest's
+    """For a QDQ build: which path its convolutions and dense layers took and why (the manifest's
     `compiler_info["int8_kernels"]`), and the build note saying so."""
     import tvm
     from tvm import relax
@@ -103,21 +119,28 @@ def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, 
     called: list[str] = []  # one entry per call: equal kernels are one PrimFunc called from several places
     relax.analysis.post_order_visit(lowered["main"].body, lambda e: called.append(e.args[0].name_hint) if (
         isinstance(e, relax.Call) and e.op.same_as(call_tir) and isinstance(e.args[0], tvm.ir.GlobalVar)) else None)
-    kernels = {name: lowered[name] for name in set(called) if "conv2d" in name}
-    is_integer = {name: any(_is_integer_reduction(b) for b in _sblocks(f)) for name, f in kernels.items()}
-    convs = [name for name in called if name in kernels]
-    integer = sum(is_integer[name] for name in convs)
+    kinds = {"conv2d": "convolutions", "matmul": "dense_layers"}
+    kernels = {name: next(k for op, k in kinds.items() if op in name) for name in set(called)
+               if any(op in name for op in kinds)}
+    is_integer = {name: any(_is_integer_reduction(b) for b in _sblocks(lowered[name])) for name in kernels}
+    counts = {kind: [0, 0] for kind in kinds.values()}  # [integer, all], one per call
+    for name in called:
+        if name in kernels:
+            counts[kernels[name]][0] += is_integer[name]
+            counts[kernels[name]][1] += 1
     dot, why = integer_path(target)
     info = {"path": "integer" if dot else "float-simulated", "why": why,
             "instruction": dot.instruction if dot else None,
-            "integer_convolutions": integer, "convolutions": len(convs)}
+            **{f"integer_{kind}": n for kind, (n, _) in counts.items()}, **{kind: n for kind, (_, n) in counts.items()}}
     if dot is None:
         return info, (f"QDQ graph, {why}: quantize/dequantize stay simulated quantization around FP32 kernels "
                       "(int8 accuracy, FP32 speed or slower)")
-    others = (f"; the others (depthwise, input channels not a multiple of {STEP}, output channels not of {dot.lanes})"
-              if integer < len(convs) else "")
-    return info, (f"QDQ graph, {why}: {integer} of {len(convs)} convolutions in integer arithmetic "
-                  f"({dot.products}){others}; dense layers stay float-simulated")
+    done = " and ".join(f"{n} of {total} {kind.replace('_', ' ')}"
+                        for kind, (n, total) in counts.items() if total)
+    saturating = ", weights that could saturate a 16-bit pair sum" if dot.pairwise else ""
+    others = (f"; the others (depthwise convolutions, activations not u8 per tensor, weights not s8 per channel"
+              f"{saturating}) stay float-simulated" if any(n < total for n, total in counts.values()) else "")
+    return info, f"QDQ graph, {why}: {done or 'no convolution or dense layer'} in integer arithmetic ({dot.products}){others}"
 
 
 def _sblocks(func: Any) -> list[Any]:
@@ -134,69 +157,157 @@ def _is_integer_reduction(stmt: Any) -> bool:
             and stmt.writes[0].source.dtype == "int32" and "int8" in dtypes and dtypes <= {"uint8", "int8", "int32"})
 
 
-def convolutions(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """The QDQ convolutions as integer ones where this target's CPU has a 32-bit integer dot
-    product (see `integer_path`); any other module is returned as it is."""
+def layers(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """The QDQ convolutions and dense layers as integer ones where this target's CPU has a 32-bit
+    integer dot product (see `integer_path`); any other module is returned as it is."""
     dot = integer_path(target)[0]
-    return integer_convolutions(mod, dot)[0] if dot else mod
+    return integer_layers(mod, dot)[0] if dot else mod
 
 
-def integer_convolutions(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, int]:
-    """Rewrite every QDQ conv2d this module handles into an integer one for `dot`'s operands;
-    returns the module and how many were rewritten. Runs on the imported module, before constants
-    fold (the weights are still int8 constants under a dequantize) and before ConvertLayout."""
+def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, int]:
+    """Rewrite every QDQ conv2d (groups 1) and dense layer (a matmul of a 2-D activation by a
+    constant matrix: ONNX Gemm and MatMul) into an integer one for `dot`'s operands; returns the
+    module and how many were rewritten. Channel counts that do not fit the instruction are padded:
+    input channels to a multiple of 4 (the activations with their zero point, the weights with 0,
+    so the padding adds nothing), output channels to a multiple of its lanes (zero weights; the
+    extra outputs are sliced off after the rescale). Runs on the imported module, before
+    constants fold (the weights are still int8 constants under a dequantize) and before
+    ConvertLayout."""
     import numpy as np
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
-    dequantize = tvm.ir.Op.get("relax.dequantize")
+    conv2d, matmul = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")
+    dequantize, permute = tvm.ir.Op.get("relax.dequantize"), tvm.ir.Op.get("relax.permute_dims")
     count = 0
+
+    def operands(mutator: Any, call: relax.Call) -> tuple[Any, ...] | None:
+        """(x_q, s_x, z_x as numpy, w_q, s_w, z_w as numpy, the weight dequantize's call) or None."""
+        x = _bound(mutator, call.args[0])
+        w = _bound(mutator, call.args[1])
+        transposed = _is_call(w, permute)
+        if transposed:
+            if w.attrs.axes is None or [int(a) for a in w.attrs.axes] != [1, 0]:
+                return None
+            w = _bound(mutator, w.args[0])
+        if not (_is_call(x, dequantize) and _is_call(w, dequantize)):
+            return None
+        consts = [_const(_bound(mutator, e)) for e in (*x.args[1:], *w.args)]
+        if any(c is None for c in consts) or x.args[0].ty.dtype != "uint8":
+            return None
+        return (x.args[0], *consts, w, transposed)
 
     @mutator
     class Rewrite(PyExprMutator):  # type: ignore[misc]
         def visit_call_(self, call: relax.Call) -> relax.Expr:
             nonlocal count
             call = self.visit_expr_post_order(call)
-            if not call.op.same_as(conv2d):
+            if call.op.same_as(conv2d):
+                out = self.conv(call)
+            elif call.op.same_as(matmul):
+                out = self.dense(call)
+            else:
                 return call
+            count += out is not None
+            return call if out is None else out
+
+        def conv(self, call: relax.Call) -> relax.Expr | None:
             attrs = call.attrs
-            x, w = _bound(self, call.args[0]), _bound(self, call.args[1])
-            if not (_is_call(x, dequantize) and _is_call(w, dequantize)):
-                return call
             if (attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
                     or attrs.out_layout != "NCHW"):
-                return call
-            x_q, s_x, z_x = x.args
-            w_q, s_w, z_w = w.args
-            consts = [_const(_bound(self, e)) for e in (s_x, z_x, w_q, s_w, z_w)]
-            if any(c is None for c in consts) or x_q.ty.dtype != "uint8":
-                return call
-            s_x, z_x, w_q, s_w, z_w = consts
-            if (w_q.dtype != np.int8 or s_x.size != 1 or z_x.size != 1 or np.any(z_w != 0)
-                    or w_q.ndim != 4 or w_q.shape[1] % STEP or w_q.shape[0] % dot.lanes
-                    or (s_w.size != 1 and (s_w.size != w_q.shape[0] or int(w.attrs.axis) != 0))):
-                return call
-            out = w_q.shape[0]
-            zero = int(z_x.reshape(())) - dot.shift  # the zero point of the operand the instruction gets
-            data = x_q if not dot.shift else relax.op.astype(
-                relax.op.subtract(relax.op.astype(x_q, "int16"), relax.const(dot.shift, "int16")), dot.data)
+                return None
+            found = operands(self, call)
+            if found is None:
+                return None
+            x_q, s_x, z_x, w_q, s_w, z_w, w, _ = found
+            if w_q.ndim != 4 or not _per_channel(w_q, s_w, z_w, w, axis=0):
+                return None
             top, left, bottom, right = (int(p) for p in attrs.padding)
-            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)) \
-                if (top, left, bottom, right) != (0, 0, 0, 0) else data
-            acc = relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=[0, 0, 0, 0],
+            weights, data, zero = _padded(dot, w_q, x_q, z_x)
+            if dot.pairwise and _saturates(weights):
+                return None
+            extra = weights.shape[1] - w_q.shape[1]
+            if (top, left, bottom, right, extra) != (0, 0, 0, 0, 0):
+                data = relax.op.nn.pad(data, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
+            acc = relax.op.nn.conv2d(data, relax.const(weights), strides=attrs.strides, padding=[0, 0, 0, 0],
                                      dilation=attrs.dilation, groups=1, data_layout="NCHW", kernel_layout="OIHW",
                                      out_dtype="int32")
-            correction = (zero * w_q.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32).reshape(1, out, 1, 1)
-            scale = (float(s_x.reshape(())) * np.broadcast_to(s_w.astype(np.float64).reshape(-1), (out,)))
-            exact = relax.op.subtract(acc, relax.const(correction)) if zero else acc
-            count += 1
-            return relax.op.multiply(relax.op.astype(exact, "float32"),
-                                     relax.const(scale.astype(np.float32).reshape(1, out, 1, 1)))
+            return _rescale(acc, zero * w_q.astype(np.int64).sum(axis=(1, 2, 3)), s_x, s_w, w_q.shape[0],
+                            weights.shape[0], axis=1, ndim=4)
+
+        def dense(self, call: relax.Call) -> relax.Expr | None:
+            found = operands(self, call)
+            if found is None:
+                return None
+            x_q, s_x, z_x, w_q, s_w, z_w, w, transposed = found
+            if w_q.ndim != 2 or len(x_q.ty.shape) != 2:
+                return None
+            out_axis = 0 if transposed else 1  # Gemm(transB=1) reads its [O, K] weights transposed
+            if not _per_channel(w_q, s_w, z_w, w, axis=out_axis):
+                return None
+            matrix = w_q if transposed else w_q.T  # [O, K]
+            weights, data, zero = _padded(dot, matrix, x_q, z_x)
+            if dot.pairwise and _saturates(weights):
+                return None
+            extra = weights.shape[1] - matrix.shape[1]
+            if extra:
+                data = relax.op.nn.pad(data, [0, 0, 0, extra], pad_value=float(zero))
+            acc = relax.op.matmul(data, relax.const(np.ascontiguousarray(weights.T)), out_dtype="int32")
+            return _rescale(acc, zero * matrix.astype(np.int64).sum(axis=1), s_x, s_w, matrix.shape[0],
+                            weights.shape[0], axis=1, ndim=2)
 
     mod = relax.transform.DeadCodeElimination()(_mutate(mod, Rewrite))
     return _elementwise_qdq(mod), count
+
+
+def _per_channel(w_q: Any, s_w: Any, z_w: Any, dequantize: Any, axis: int) -> bool:
+    """s8 weights, symmetric (zero point 0), one scale or one per output channel (`axis`)."""
+    import numpy as np
+
+    return bool(w_q.dtype == np.int8 and not np.any(z_w != 0) and (
+        s_w.size == 1 or (s_w.size == w_q.shape[axis] and int(dequantize.attrs.axis) == axis)))
+
+
+def _padded(dot: Dot, weights: Any, x_q: Any, z_x: Any) -> tuple[Any, Any, int]:
+    """(the [O, C, ...] weights zero-padded to O a multiple of the lanes and C of 4, the
+    activations as the instruction's operand, their zero point as that operand)."""
+    import numpy as np
+    from tvm import relax
+
+    out, chans = weights.shape[:2]
+    padded = np.zeros((-(-out // dot.lanes) * dot.lanes, -(-chans // STEP) * STEP, *weights.shape[2:]), np.int8)
+    padded[:out, :chans] = weights
+    zero = int(z_x.reshape(())) - dot.shift  # the zero point of the operand the instruction gets
+    data = x_q if not dot.shift else relax.op.astype(
+        relax.op.subtract(relax.op.astype(x_q, "int16"), relax.const(dot.shift, "int16")), dot.data)
+    return padded, data, zero
+
+
+def _saturates(weights: Any) -> bool:
+    """Whether u8 activations times these [O, C, ...] s8 weights can saturate a 16-bit sum of
+    two neighbouring input channels (vpmaddubsw's pairs): 255 * (the pair's positive weights,
+    or its negative ones) beyond int16. 7-bit weights (the int8 pass's reduce_range) never do."""
+    import numpy as np
+
+    w = weights.astype(np.int32).reshape(weights.shape[0], weights.shape[1] // 2, 2, -1)
+    return bool(max(np.clip(w, 0, None).sum(axis=2).max(), np.clip(-w, 0, None).sum(axis=2).max()) > PAIR_LIMIT)
+
+
+def _rescale(acc: Any, correction: Any, s_x: Any, s_w: Any, out: int, padded: int, axis: int, ndim: int) -> Any:
+    """(acc - correction[o]) * (s_x * s_w[o]) in float, the padded output channels sliced off."""
+    import numpy as np
+    from tvm import relax
+
+    shape = [1] * ndim
+    shape[axis] = padded
+    fill = np.zeros(padded, np.int64)
+    fill[:out] = correction
+    scale = np.zeros(padded, np.float64)
+    scale[:out] = float(s_x.reshape(())) * np.broadcast_to(s_w.astype(np.float64).reshape(-1), (out,))
+    exact = relax.op.subtract(acc, relax.const(fill.astype(np.int32).reshape(shape))) if fill.any() else acc
+    result = relax.op.multiply(relax.op.astype(exact, "float32"), relax.const(scale.astype(np.float32).reshape(shape)))
+    return result if padded == out else relax.op.strided_slice(result, axes=[axis], begin=[0], end=[out])
 
 
 def _elementwise_qdq(mod: tvm.IRModule) -> tvm.IRModule:
@@ -381,19 +492,22 @@ def register_intrinsics() -> None:
     TVM's own `dot_16x4_vnni` passes vpdpbusd's operands as <16 x i32>, which the LLVM that
     apache-tvm 0.27 links rejects (its vpdpbusd takes <64 x i8>: "Call parameter type does not
     match function signature"; its sdot.v4i32.v16i8 takes <16 x i8>, as here); importing
-    `tvm.s_tir.tensor_intrin` also takes 53 s here (CUDA's intrinsics)."""
-    for dot in (VNNI, SDOT):
+    `tvm.s_tir.tensor_intrin` also takes 53 s here (CUDA's intrinsics). AVX2's is two calls:
+    vpmaddubsw (u8 x s8 products summed in pairs into 16 bits, saturating) and vpmaddwd by ones
+    (the pairs summed into int32 lanes), then an add."""
+    for dot in (VNNI, SDOT, AVX2):
         _register(dot)
 
 
 def _register(dot: Dot) -> None:
+    from tvm import tirx
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     if TensorIntrin.get(dot.intrin, allow_missing=True) is not None:
         return
-    lanes, data, llvm = dot.lanes, dot.data, dot.llvm
-    acc_t, quad_t, bytes_t = f"int32x{lanes}", f"{data}x4", f"int8x{lanes * STEP}"
+    lanes, data, llvm, widen = dot.lanes, dot.data, dot.llvm, dot.widen
+    acc_t, quad_t, bytes_t, pairs_t = f"int32x{lanes}", f"{data}x4", f"int8x{lanes * STEP}", f"int16x{lanes * 2}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -409,6 +523,13 @@ def _register(dot: Dot) -> None:
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
+    def step(acc: Any, quad: Any, weights: Any) -> Any:
+        """acc + the 4-byte dot products of `quad` with each lane's 4 weights, as the ISA does it."""
+        if not dot.pairwise:
+            return tirx.call_llvm_pure_intrin(acc_t, llvm, acc, quad, weights)
+        pairs = tirx.call_llvm_pure_intrin(pairs_t, llvm, quad, weights)  # u8 x s8 pairs summed in int16
+        return acc + tirx.call_llvm_pure_intrin(acc_t, widen, pairs, tirx.Broadcast(tirx.const(1, "int16"), lanes * 2))
+
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (STEP,), data, offset_factor=1)
@@ -418,8 +539,7 @@ def _register(dot: Dot) -> None:
             T.reads(C[0:lanes], A[0:STEP], B[0:lanes, 0:STEP])
             T.writes(C[0:lanes])
             quad = T.broadcast(T.reinterpret(A.vload([0], quad_t), dtype="int32"), lanes)
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm), C.vload([0], dtype=acc_t), T.reinterpret(quad, dtype=bytes_t),
-                B.vload([0, 0], dtype=bytes_t), dtype=acc_t)
+            C[T.ramp(T.int32(0), 1, lanes)] = step(C.vload([0], dtype=acc_t), T.reinterpret(quad, dtype=bytes_t),
+                                                   B.vload([0, 0], dtype=bytes_t))
 
     TensorIntrin.register(dot.intrin, desc, impl)

@@ -37,10 +37,12 @@ def import_relax(model: Model) -> tvm.IRModule:
         raise UnsupportedError(f"TVM's ONNX frontend could not import {model.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """The graph-level passes that come before tuning: inference decompositions, convolutions
-    to NHWC/HWIO (weights repacked at build time), the "zero" pipeline (legalize, fold constants,
-    fuse). Tuning tasks are extracted from this module."""
+def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = True) -> tvm.IRModule:
+    """The graph-level passes that come before tuning: inference decompositions, QDQ layers as
+    integer ones where the CPU has a dot product (`integer_kernels` False keeps them
+    float-simulated: benchmarks/tvm_int8_isa.py compares the two), convolutions to NHWC/HWIO
+    (weights repacked at build time), the "zero" pipeline (legalize, fold constants, fuse). Tuning
+    tasks are extracted from this module."""
     import tvm
     from tvm import relax
 
@@ -50,7 +52,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
         ])(mod)
-        mod = integer.convolutions(mod, target)  # QDQ models: integer kernels where the CPU has them
+        if integer_kernels:
+            mod = integer.layers(mod, target)  # QDQ models: integer kernels where the CPU has them
         mod = relax.get_pipeline("zero")(integer.nhwc_padding(schedules.convert_layout(mod)))
         return relax.transform.AttachAttrLayoutFreeBuffers()(mod)  # weights may be prepacked
 
