@@ -8,11 +8,12 @@ at each model's time budget; the time actually spent is reported.
 
 With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
 activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, twice: as the build
-picks for this CPU (integer kernels with VNNI) and forced onto the float-simulated path
-(DEPLOYPIPE_ISA=x86-avx2), against the untuned FP32 build; --models picks models (benchmarks/
-tvm_int8_pairs.py then times them in pairs). --budget-s 0 0 skips tuning and
-uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
-device app (TVM's runtime without Python), to show what a board app gets.
+picks for this CPU (integer kernels on VNNI here) and as a CPU without VNNI gets it
+(DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, integer kernels on AVX2's vpmaddubsw), and with ONNX
+Runtime; the INT8 pairs (VNNI / TVM FP32, AVX2 / TVM FP32, VNNI / AVX2, TVM INT8 / ORT INT8) are
+ratios within each round too. --models picks models. --budget-s 0 0 skips tuning and uses the
+databases as they are. The tuned library is also timed through deploypipe-run, the C++ device
+app (TVM's runtime without Python), to show what a board app gets.
 
 A model whose budget is 0 gets no tuning, and no "tuned" row unless tuning_logs/ already holds
 records that match its kernels (by workload, across models). --device-app also times the tuned
@@ -23,8 +24,8 @@ and of the fastest runs: on a shared VM load only adds time); --bench-only
 benchmarks the artifacts a previous run left in --out instead of building them again.
 
 Usage: nice -n 10 python benchmarks/tvm.py [--budget-s 0 0 0] [--trials 600 400 400] [--threads 2] [--qdq]
-       [--rounds 3] [--bench-only]
-Writes benchmarks/results/tvm.json.
+       [--rounds 3] [--bench-only] [--results tvm.json]
+Writes benchmarks/results/tvm.json (or --results).
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def device_app(path: Path, threads: int) -> dict:
     return {"p50_ms": float(np.median(run.latency_ms)), "max_abs_err": err, "load_ms": run.load_ms}
 
 
+# INT8 comparisons within each round (--qdq): (numerator, denominator) variants
+INT8_PAIRS = {"int8_integer_vs_tvm_fp32": ("tvm-qdq-untuned", "tvm-untuned"),
+              "int8_avx2_vs_tvm_fp32": ("tvm-qdq-avx2", "tvm-untuned"),
+              "int8_integer_vs_int8_avx2": ("tvm-qdq-untuned", "tvm-qdq-avx2"),
+              "tvm_int8_vs_ort_int8": ("tvm-qdq-untuned", "ort-int8")}
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget-s", type=float, nargs=3, default=[0.0, 0.0, 0.0], help="tuning seconds per model")
@@ -92,6 +104,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-tvm")
     ap.add_argument("--qdq", action="store_true", help="also measure TVM on the QDQ (int8) graph, untuned")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--results", default="tvm.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
 
     from deploypipe.api import BuildConfig, TuneConfig, build
@@ -110,7 +123,7 @@ def main() -> None:
         report, untuned_build_s, tuned_build_s = None, None, None
         if args.bench_only:  # the artifacts a previous run built in --out (rebuilding takes long)
             for variant, suffix in (("ort", "ort-fp32"), ("tvm-untuned", "tvm-untuned"), ("tvm-qdq-untuned", "tvm-qdq-untuned"),
-                                    ("tvm-qdq-float", "tvm-qdq-float"), ("tvm-tuned", "tvm-tuned")):
+                                    ("tvm-qdq-avx2", "tvm-qdq-avx2"), ("ort-int8", "ort-int8"), ("tvm-tuned", "tvm-tuned")):
                 if (args.out / f"{name}-{suffix}" / "manifest.json").is_file():
                     paths[variant] = args.out / f"{name}-{suffix}"
             tuned = Artifact(paths.pop("tvm-tuned")).manifest
@@ -130,15 +143,17 @@ def main() -> None:
                 # synthetic calibration), then TVM. Random weights give near-tied logits (MobileNet-v2's
                 # median top-1/top-2 gap is ~0.1 logit std), so INT8 flips many top-1 classes: the
                 # top-1 gate is relaxed to 0.5 here, and the measured agreement is reported as it is
-                # tvm-qdq-untuned: integer kernels where the CPU has VNNI; tvm-qdq-float: the same graph on
-                # the float-simulated path a CPU without VNNI gets (forced with DEPLOYPIPE_ISA=x86-avx2)
-                for variant, isa in (("tvm-qdq-untuned", None), ("tvm-qdq-float", "x86-avx2")):
+                # tvm-qdq-untuned: integer kernels as this CPU gets them (VNNI here); tvm-qdq-avx2: what a CPU
+                # without VNNI gets (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, vpmaddubsw kernels; the
+                # float-simulated path is benchmarks/tvm_int8_isa.py's)
+                for variant, compiler, isa in (("tvm-qdq-untuned", "tvm", None), ("tvm-qdq-avx2", "tvm", "x86-avx2"),
+                                               ("ort-int8", "onnxruntime", None)):
                     if isa:
                         os.environ[ENV] = isa
-                    paths[variant] = build(BuildConfig(model=str(onnx_path), compiler="tvm", quantize="int8", force=True,
-                                                       output=args.out, tolerance={"min_top1_agreement": 0.5},
+                    paths[variant] = build(BuildConfig(model=str(onnx_path), compiler=compiler, quantize="int8",
+                                                       force=True, output=args.out, tolerance={"min_top1_agreement": 0.5},
                                                        name=f"{name}-{variant}", tuning_logs=empty_logs)).path
-                os.environ.pop(ENV, None)
+                    os.environ.pop(ENV, None)
             if budget > 0:
                 report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
                                                tuning_logs=ROOT / "tuning_logs"),
@@ -158,6 +173,9 @@ def main() -> None:
         ratios = {v: sorted(r[v].latency_ms.p50 / r["ort"].latency_ms.p50 for r in rounds) for v in paths}
         # the fastest run of each variant per round: on a shared VM the load only ever adds time
         fastest = {v: sorted(r[v].latency_ms.min / r["ort"].latency_ms.min for r in rounds) for v in paths}
+        pairs = {pair: {"p50": _median([r[a].latency_ms.p50 / r[b].latency_ms.p50 for r in rounds]),
+                        "fastest": _median([r[a].latency_ms.min / r[b].latency_ms.min for r in rounds])}
+                 for pair, (a, b) in INT8_PAIRS.items() if a in paths and b in paths}
         results = rounds[-1]
         ort_ms = results["ort"].latency_ms.p50 if results["ort"].latency_ms else None
         rows[name] = {
@@ -170,6 +188,7 @@ def main() -> None:
             "ratio_vs_ort_rounds": ratios, "ratio_vs_ort_median": {v: rs[len(rs) // 2] for v, rs in ratios.items()},
             "min_ratio_vs_ort_rounds": fastest,
             "min_ratio_vs_ort_median": {v: rs[len(rs) // 2] for v, rs in fastest.items()},
+            "int8_pairs_median": pairs,
         }
         if args.device_app:
             app = device_app(paths.get("tvm-tuned", paths["tvm-untuned"]), args.threads)
@@ -193,6 +212,8 @@ def main() -> None:
         if app:
             print(f"{name:<14}{'deploypipe-run':<13}{app['p50_ms']:>10.2f}{app['ratio_vs_ort']:>8.2f}"
                   f"{app['max_abs_err']:>13.2e}  (C++ device app)")
+        for pair, ratio in row["int8_pairs_median"].items():
+            print(f"{'':<14}{pair}: {ratio['p50']:.2f} (p50), {ratio['fastest']:.2f} (fastest runs)")
         print(f"{'':<14}kernels: {row['kernels']}; reused: {row['reused']}")
         t = row["tuning"]
         if t:
@@ -200,8 +221,8 @@ def main() -> None:
                   f"({t['stopped']}); tuned build {row['tuned_build_s']:.0f} s")
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
-    (res / "tvm.json").write_text(json.dumps({"where": where, "isa": isa, "threads": args.threads, "rounds": args.rounds, "models": rows}, indent=2,
-                                             default=str))
+    (res / args.results).write_text(json.dumps({"where": where, "isa": isa, "threads": args.threads, "rounds": args.rounds, "models": rows}, indent=2,
+                                                default=str))
 
 
 if __name__ == "__main__":
