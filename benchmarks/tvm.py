@@ -9,11 +9,11 @@ at each model's time budget; the time actually spent is reported.
 With --qdq it also builds each model with `--quantize int8` (the pipeline's int8 pass: QDQ, u8
 activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, twice: as the build
 picks for this CPU (integer kernels on VNNI here) and as a CPU without VNNI gets it
-(DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, integer kernels on AVX2's vpmaddubsw), and with ONNX
-Runtime; the INT8 pairs (VNNI / TVM FP32, AVX2 / TVM FP32, VNNI / AVX2, TVM INT8 / ORT INT8) are
-ratios within each round too. --models picks models. --budget-s 0 0 skips tuning and uses the
-databases as they are. The tuned library is also timed through deploypipe-run, the C++ device
-app (TVM's runtime without Python), to show what a board app gets.
+(DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, integer kernels on vpmaddubsw, 512-bit here), and with
+ONNX Runtime; the INT8 pairs (VNNI / TVM FP32, no-VNNI / TVM FP32, VNNI / no-VNNI, TVM INT8 / ORT
+INT8) are ratios within each round too. --models picks models. --budget-s 0 0 skips tuning and
+uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
+device app (TVM's runtime without Python), to show what a board app gets.
 
 A model whose budget is 0 gets no tuning, and no "tuned" row unless tuning_logs/ already holds
 records that match its kernels (by workload, across models). --device-app also times the tuned
@@ -84,8 +84,8 @@ def device_app(path: Path, threads: int) -> dict:
 
 # INT8 comparisons within each round (--qdq): (numerator, denominator) variants
 INT8_PAIRS = {"int8_integer_vs_tvm_fp32": ("tvm-qdq-untuned", "tvm-untuned"),
-              "int8_avx2_vs_tvm_fp32": ("tvm-qdq-avx2", "tvm-untuned"),
-              "int8_integer_vs_int8_avx2": ("tvm-qdq-untuned", "tvm-qdq-avx2"),
+              "int8_novnni_vs_tvm_fp32": ("tvm-qdq-novnni", "tvm-untuned"),
+              "int8_integer_vs_int8_novnni": ("tvm-qdq-untuned", "tvm-qdq-novnni"),
               "tvm_int8_vs_ort_int8": ("tvm-qdq-untuned", "ort-int8")}
 
 
@@ -123,7 +123,7 @@ def main() -> None:
         report, untuned_build_s, tuned_build_s = None, None, None
         if args.bench_only:  # the artifacts a previous run built in --out (rebuilding takes long)
             for variant, suffix in (("ort", "ort-fp32"), ("tvm-untuned", "tvm-untuned"), ("tvm-qdq-untuned", "tvm-qdq-untuned"),
-                                    ("tvm-qdq-avx2", "tvm-qdq-avx2"), ("ort-int8", "ort-int8"), ("tvm-tuned", "tvm-tuned")):
+                                    ("tvm-qdq-novnni", "tvm-qdq-novnni"), ("ort-int8", "ort-int8"), ("tvm-tuned", "tvm-tuned")):
                 if (args.out / f"{name}-{suffix}" / "manifest.json").is_file():
                     paths[variant] = args.out / f"{name}-{suffix}"
             tuned = Artifact(paths.pop("tvm-tuned")).manifest
@@ -143,10 +143,10 @@ def main() -> None:
                 # synthetic calibration), then TVM. Random weights give near-tied logits (MobileNet-v2's
                 # median top-1/top-2 gap is ~0.1 logit std), so INT8 flips many top-1 classes: the
                 # top-1 gate is relaxed to 0.5 here, and the measured agreement is reported as it is
-                # tvm-qdq-untuned: integer kernels as this CPU gets them (VNNI here); tvm-qdq-avx2: what a CPU
-                # without VNNI gets (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, vpmaddubsw kernels; the
-                # float-simulated path is benchmarks/tvm_int8_isa.py's)
-                for variant, compiler, isa in (("tvm-qdq-untuned", "tvm", None), ("tvm-qdq-avx2", "tvm", "x86-avx2"),
+                # tvm-qdq-untuned: integer kernels as this CPU gets them (VNNI here); tvm-qdq-novnni: what a CPU
+                # without VNNI but with this one's vectors gets (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights,
+                # vpmaddubsw kernels; the float-simulated path is benchmarks/tvm_int8_isa.py's)
+                for variant, compiler, isa in (("tvm-qdq-untuned", "tvm", None), ("tvm-qdq-novnni", "tvm", "x86-avx2"),
                                                ("ort-int8", "onnxruntime", None)):
                     if isa:
                         os.environ[ENV] = isa

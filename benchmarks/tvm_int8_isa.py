@@ -14,7 +14,8 @@ here; they are not timings of an AVX2 CPU (a Broadwell core issues vpmaddubsw on
 cores on two), and say so.
 
 Usage: python benchmarks/tvm_int8_isa.py [--models mobilenet-v2 resnet18] [--mcpu broadwell] [--rounds 7]
-Writes benchmarks/results/tvm_int8_avx2.json.
+Writes benchmarks/results/tvm_int8_<mcpu>.json. --mcpu skylake-avx512 measures an AVX-512 CPU without
+VNNI (Skylake-SP), whose kernels are vpmaddubsw on 512-bit vectors (AVX512BW).
 """
 
 from __future__ import annotations
@@ -140,10 +141,10 @@ def main() -> None:
             "rounds": rounds,
         }
         print(name, json.dumps(rows[name]["ratios_median"]), flush=True)
-    where = (f"AVX2 code (-mcpu={args.mcpu}) measured on this host's {host} (INT8 ISA {host_isa()}), "
-             f"{args.threads} threads: the instruction mix of a CPU without VNNI, not an AVX2 CPU's timings")
+    where = (f"-mcpu={args.mcpu} code measured on this host's {host} (INT8 ISA {host_isa()}), {args.threads} threads: "
+             f"the instruction mix of a CPU without VNNI, not that CPU's timings")
     result = {"where": where, "mcpu": args.mcpu, "threads": args.threads, "rounds": args.rounds, "models": rows}
-    (ROOT / "benchmarks" / "results" / "tvm_int8_avx2.json").write_text(json.dumps(result, indent=1))
+    (ROOT / "benchmarks" / "results" / f"tvm_int8_{args.mcpu}.json").write_text(json.dumps(result, indent=1))
     print(where)
 
 

@@ -366,9 +366,9 @@ def test_qdq_layers_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monk
         asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
                              text=True, check=True).stdout
         assert "vpdpbusd" in asm
-    # a CPU without VNNI (forced with DEPLOYPIPE_ISA; natively on AVX2-only hosts): AVX2's vpmaddubsw
-    # sums u8 x s8 pairs in 16 bits with saturation, so 8-bit weights stay float-simulated and 7-bit
-    # ones (the int8 pass's reduce_range there) run integer kernels, exactly
+    # a CPU without VNNI (forced with DEPLOYPIPE_ISA; natively on AVX2-only hosts): vpmaddubsw (AVX2 or
+    # AVX512BW) sums u8 x s8 pairs in 16 bits with saturation, so 8-bit weights stay float-simulated
+    # and 7-bit ones (the int8 pass's reduce_range there) run integer kernels, exactly
     monkeypatch.setenv(ENV, "x86-avx2")
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -380,7 +380,7 @@ def test_qdq_layers_run_integer_vnni_kernels_or_say_why_not(tmp_path: Path, monk
         assert m.fidelity.passed, m.fidelity
         assert (kernels["path"], kernels["instruction"]) == ("integer", "vpmaddubsw")
         assert (kernels["integer_convolutions"], kernels["integer_dense_layers"]) == integer
-        note = next(n for n in m.notes if "integer kernels: avx2" in n)
+        note = next(n for n in m.notes if "integer kernels: avx" in n)  # avx512bw on AVX-512 hosts, else avx2
         assert f"{integer[0]} of 3 convolutions and {integer[1]} of 1 dense layers" in note
         assert ("; the others (" in note) == (integer == (0, 0)) and "could saturate" in note
         asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
@@ -447,7 +447,7 @@ def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
     """rpi5's Cortex-A76 has the ARMv8.2 dot product: sdot kernels. rpi4's A72 and the Jetsons'
     A57 (ARMv8.0) have none: the float path, and the note says a kernel without it was not
     measured against the float one (that needs the board)."""
-    from deploypipe.backends.tvm.integer import AVX2, SDOT, integer_path
+    from deploypipe.backends.tvm.integer import AVX2, AVX512BW, SDOT, integer_path
 
     def path(name: str) -> tuple:
         return integer_path(tvm.target.Target(TvmOptions(**targets.get(name).compilers["tvm"].options).resolved_target()))
@@ -463,6 +463,8 @@ def test_integer_path_per_cpu_says_which_instruction_or_why_not() -> None:
     dot, why = path("xeon")  # Broadwell: AVX2, no VNNI
     assert dot is AVX2 and why.startswith("integer kernels: avx2 (vpmaddubsw + vpmaddwd, -mcpu=broadwell; no VNNI")
     assert targets.get("xeon").int8_isa == "x86-avx2"  # so the int8 pass makes 7-bit weights, which never saturate
+    dot, why = integer_path(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}))
+    assert dot is AVX512BW and why.startswith("integer kernels: avx512bw (vpmaddubsw")  # AVX-512 without VNNI
 
 
 def _mini_mobilenet() -> onnx.ModelProto:
@@ -514,8 +516,12 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
     assert sum("maximum" in n and "minimum" in n for n in convs) == 2  # ReLU6 in the conv epilogue
     for name, text in convs.items():
         assert "T.parallel" in text and "T.vectorized" in text, name
-    dense = next(f.script() for n, f in kernels.items() if "matmul" in n or "dense" in n)
-    assert "T.parallel" in dense
+    name, dense = next((n, f.script()) for n, f in kernels.items() if "matmul" in n or "dense" in n)
+    assert "T.parallel" in dense and "T.vectorized" in dense
+    # its 10 outputs padded to whole vectors (zero weight columns), the slice back fused in
+    lanes = schedules.vector_bits(target) // 32
+    assert f"T.Buffer((T.int64(16), T.int64({-(-10 // lanes) * lanes})), \"float32\")" in dense, dense
+    assert "strided_slice" in name
     # every convolution reads prepacked [O/vec, H, W, I, vec] weights; padding is a block of its
     # own for the channel convolutions, inlined for the depthwise one (pointwise ones have none)
     assert all("layout_rewrite_preproc" in t for t in convs.values())

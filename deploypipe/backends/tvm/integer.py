@@ -1,6 +1,7 @@
 """Integer INT8 convolutions and dense layers for QDQ models on CPUs with an 8-bit dot product:
 x86 VNNI (vpdpbusd, u8 x s8 -> int32), the AArch64 dot-product extension (ARMv8.2 sdot, s8 x s8
--> int32) and x86 AVX2 (vpmaddubsw + vpmaddwd: u8 x s8 pairs summed in int16, then int32).
+-> int32) and x86 without VNNI (AVX512BW or AVX2 vpmaddubsw + vpmaddwd: u8 x s8 pairs summed in
+int16, then int32).
 
 TVM's ONNX frontend imports a QDQ graph as `dequantize(x_q) -> conv2d <- dequantize(w_q)` in
 float: simulated quantization, no faster than FP32. Relax 0.27 has no pass that turns it into
@@ -25,7 +26,7 @@ and fuses into the kernel's epilogue.
 instruction's int32 lanes (16 on AVX-512, 8 on AVX2, 4 on 128-bit NEON), input channels in steps
 of 4, weights prepacked to [O/lanes, KH, KW, I/4, lanes, 4] (folded at build time like the FP32
 prepacking) so each step reads lanes x 4 contiguous bytes, each step tensorized with the
-instruction. AVX2's vpmaddubsw saturates its 16-bit pair sums, so a layer gets it only where its
+instruction. vpmaddubsw saturates its 16-bit pair sums, so a layer gets it only where its
 constant weights prove no pair can saturate (`_saturates`; the 7-bit weights the int8 pass makes
 for such CPUs never do); other layers, and AArch64 CPUs before ARMv8.2 (Cortex-A72, A57: no dot
 product at all), keep the float path.
@@ -78,6 +79,8 @@ VNNI = Dot("vnni", "vpdpbusd", 16, "uint8", 32, "llvm.x86.avx512.vpdpbusd.512", 
 SDOT = Dot("sdot", "sdot", 4, "int8", 32, "llvm.aarch64.neon.sdot.v4i32.v16i8", "deploypipe_dot_4x4_sdot")
 AVX2 = Dot("avx2", "vpmaddubsw", 8, "uint8", 16, "llvm.x86.avx2.pmadd.ub.sw", "deploypipe_dot_8x4_avx2",
            widen="llvm.x86.avx2.pmadd.wd")
+AVX512BW = Dot("avx512bw", "vpmaddubsw", 16, "uint8", 32, "llvm.x86.avx512.pmaddubs.w.512",
+               "deploypipe_dot_16x4_avx512bw", widen="llvm.x86.avx512.pmaddw.d.512")  # AVX-512 without VNNI
 PAIR_LIMIT = 128  # |sum of a pair's positive (or negative) s8 weights| that u8 x s8 pair sums hold in int16
 
 
@@ -104,8 +107,10 @@ def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
     forced = f"{ENV}={host_isa()}" if os.environ.get(ENV) and host_isa() != "x86-vnni" else ""  # checks the AVX2 path anywhere
     if not forced and target_has_features("avx512vnni", target):
         return VNNI, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
-    if target_has_features("avx2", target):
-        return AVX2, f"integer kernels: avx2 (vpmaddubsw + vpmaddwd, {forced or f'-mcpu={mcpu}'}; no VNNI: {pairs})"
+    for dot, feature in ((AVX512BW, "avx512bw"), (AVX2, "avx2")):  # as wide as the CPU's integer vectors go
+        if target_has_features(feature, target):
+            return dot, (f"integer kernels: {dot.name} (vpmaddubsw + vpmaddwd, {forced or f'-mcpu={mcpu}'}; "
+                         f"no VNNI: {pairs})")
     return None, f"float-simulated: neither AVX-512 VNNI nor AVX2 on -mcpu={mcpu}"
 
 
@@ -494,8 +499,8 @@ def register_intrinsics() -> None:
     match function signature"; its sdot.v4i32.v16i8 takes <16 x i8>, as here); importing
     `tvm.s_tir.tensor_intrin` also takes 53 s here (CUDA's intrinsics). AVX2's is two calls:
     vpmaddubsw (u8 x s8 products summed in pairs into 16 bits, saturating) and vpmaddwd by ones
-    (the pairs summed into int32 lanes), then an add."""
-    for dot in (VNNI, SDOT, AVX2):
+    (the pairs summed into int32 lanes), then an add; AVX512BW's the same on 512-bit vectors."""
+    for dot in (VNNI, SDOT, AVX2, AVX512BW):
         _register(dot)
 
 

@@ -47,6 +47,44 @@ def convert_layout(mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
 
 
+def pad_dense_outputs(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
+    """A dense layer by constant weights whose output count is not a multiple of the vector lanes
+    (the 1000 classes of the zoo's classifiers on AVX-512's 16, a 10-class head) gets zero weight
+    columns up to the next multiple, and its output is sliced back (the slice fuses into the
+    kernel): the register tile then takes full vectors and several accumulators instead of half
+    vectors and one, or none at all. Runs after FoldConstant."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    matmul = tvm.ir.Op.get("relax.matmul")
+
+    @mutator
+    class Rewrite(PyExprMutator):  # type: ignore[misc]
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = self.visit_expr_post_order(call)
+            weights = call.args[1] if call.op.same_as(matmul) and len(call.args) == 2 else None
+            if isinstance(weights, relax.Var):
+                weights = self.lookup_binding(weights)
+            if not isinstance(weights, tvm.ir.expr.GenericConst) or weights.ty.ndim != 2:
+                return call
+            w = weights.value.numpy()
+            n = w.shape[1]
+            if n % lanes == 0 or w.dtype != np.float32:
+                return call
+            padded = np.zeros((w.shape[0], -(-n // lanes) * lanes), np.float32)
+            padded[:, :n] = w
+            out = relax.op.matmul(call.args[0], relax.const(padded), out_dtype=call.attrs.out_dtype)
+            return relax.op.strided_slice(out, axes=[-1], begin=[0], end=[n])
+
+    rewrite = Rewrite(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mod[gv] = rewrite.visit_expr(func)
+    return mod
+
+
 def _clip_as_relax_ops(mod: tvm.IRModule) -> tvm.IRModule:
     import re
 
