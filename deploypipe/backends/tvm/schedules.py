@@ -76,7 +76,8 @@ def pad_dense_outputs(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
             padded = np.zeros((w.shape[0], -(-n // lanes) * lanes), np.float32)
             padded[:, :n] = w
             out = relax.op.matmul(call.args[0], relax.const(padded), out_dtype=call.attrs.out_dtype)
-            return relax.op.strided_slice(out, axes=[-1], begin=[0], end=[n])
+            # a positive axis: TOPI's strided_slice refuses -1 once the batch is symbolic
+            return relax.op.strided_slice(out, axes=[max(call.args[0].ty.ndim, 2) - 1], begin=[0], end=[n])
 
     rewrite = Rewrite(mod)
     for gv, func in mod.functions_items():
