@@ -185,9 +185,9 @@ def main() -> None:
             "p50_ms": {v: (r.latency_ms.p50 if r.latency_ms else None) for v, r in results.items()},
             "ratio_vs_ort": {v: (r.latency_ms.p50 / ort_ms if r.latency_ms and ort_ms else None)
                              for v, r in results.items()},
-            "ratio_vs_ort_rounds": ratios, "ratio_vs_ort_median": {v: rs[len(rs) // 2] for v, rs in ratios.items()},
+            "ratio_vs_ort_rounds": ratios, "ratio_vs_ort_median": {v: _median(rs) for v, rs in ratios.items()},
             "min_ratio_vs_ort_rounds": fastest,
-            "min_ratio_vs_ort_median": {v: rs[len(rs) // 2] for v, rs in fastest.items()},
+            "min_ratio_vs_ort_median": {v: _median(rs) for v, rs in fastest.items()},
             "int8_pairs_median": pairs,
         }
         if args.device_app:

@@ -71,6 +71,12 @@ def time_library(path: Path, number: int, inputs: Path, output: Path) -> dict[st
     return {"p50": float(np.median(runs)), "min": min(runs)}
 
 
+def _median(values: list[float]) -> float:
+    import numpy as np
+
+    return float(np.median(values))
+
+
 def main() -> None:
     import numpy as np
 
@@ -127,15 +133,12 @@ def main() -> None:
             rounds.append(timed)
         outs = {v: np.load(args.out / f"{name}-{v}-out.npy") for v in VARIANTS}
 
-        def median(values: list[float]) -> float:
-            return float(np.median(values))
-
         rows[name] = {
             "int8_note": note,
-            "ratios_median": {pair: {"p50": median([r[a]["p50"] / r[b]["p50"] for r in rounds]),
-                                     "fastest": median([r[a]["min"] / r[b]["min"] for r in rounds])}
+            "ratios_median": {pair: {"p50": _median([r[a]["p50"] / r[b]["p50"] for r in rounds]),
+                                     "fastest": _median([r[a]["min"] / r[b]["min"] for r in rounds])}
                               for pair, (a, b) in PAIRS.items()},
-            "fastest_ms_median": {v: median([r[v]["min"] for r in rounds]) for v in VARIANTS},
+            "fastest_ms_median": {v: _median([r[v]["min"] for r in rounds]) for v in VARIANTS},
             "integer_vs_float_sim_max_abs_diff": float(np.abs(outs["int8-integer"] - outs["int8-float-sim"]).max()),
             "int8_vs_fp32_max_abs_diff": float(np.abs(outs["int8-integer"] - outs["fp32"]).max()),
             "rounds": rounds,

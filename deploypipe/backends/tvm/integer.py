@@ -104,7 +104,8 @@ def integer_path(target: tvm.target.Target) -> tuple[Dot | None, str]:
 
     pairs = ("8-bit products summed in 16-bit pairs, which saturate: a layer whose weights could saturate a pair "
              "stays float-simulated")
-    forced = f"{ENV}={host_isa()}" if os.environ.get(ENV) and host_isa() != "x86-vnni" else ""  # checks the AVX2 path anywhere
+    # the override that checks the no-VNNI path on any host
+    forced = f"{ENV}={host_isa()}" if os.environ.get(ENV) and host_isa() != "x86-vnni" else ""
     if not forced and target_has_features("avx512vnni", target):
         return VNNI, f"integer kernels: vnni (vpdpbusd, -mcpu={mcpu})"
     for dot, feature in ((AVX512BW, "avx512bw"), (AVX2, "avx2")):  # as wide as the CPU's integer vectors go
@@ -262,7 +263,7 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, in
             return _rescale(acc, zero * matrix.astype(np.int64).sum(axis=1), s_x, s_w, matrix.shape[0],
                             weights.shape[0], axis=1, ndim=2)
 
-    mod = relax.transform.DeadCodeElimination()(_mutate(mod, Rewrite))
+    mod = relax.transform.DeadCodeElimination()(schedules.mutate_functions(mod, Rewrite))
     return _elementwise_qdq(mod), count
 
 
@@ -349,7 +350,7 @@ def _elementwise_qdq(mod: tvm.IRModule) -> tvm.IRModule:
             q = relax.op.minimum(relax.op.maximum(q, relax.const(np.float32(info.min))), relax.const(np.float32(info.max)))
             return relax.op.astype(q, dtype)
 
-    return relax.transform.DeadCodeElimination()(_mutate(mod, Rewrite))
+    return relax.transform.DeadCodeElimination()(schedules.mutate_functions(mod, Rewrite))
 
 
 def nhwc_padding(mod: tvm.IRModule) -> tvm.IRModule:
@@ -379,17 +380,7 @@ def nhwc_padding(mod: tvm.IRModule) -> tvm.IRModule:
             nhwc = widths[0:2] + widths[4:8] + widths[2:4]
             return relax.op.nn.pad(inner.args[0], nhwc, pad_value=padded.attrs.pad_value)
 
-    return relax.transform.DeadCodeElimination()(_mutate(mod, Rewrite))
-
-
-def _mutate(mod: tvm.IRModule, mutator_class: Any) -> tvm.IRModule:
-    from tvm import relax
-
-    rewrite = mutator_class(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mod[gv] = rewrite.visit_expr(func)
-    return mod
+    return relax.transform.DeadCodeElimination()(schedules.mutate_functions(mod, Rewrite))
 
 
 def _bound(mutator: Any, expr: Any) -> Any:

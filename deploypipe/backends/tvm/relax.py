@@ -54,7 +54,7 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = 
         ])(mod)
         if integer_kernels:
             mod = integer.layers(mod, target)  # QDQ models: integer kernels where the CPU has them
-        mod = schedules.pad_dense_outputs(schedules.convert_layout(mod), max(schedules.vector_bits(target) // 32, 4))
+        mod = schedules.pad_dense_outputs(schedules.convert_layout(mod), schedules.float_lanes(target))
         mod = relax.get_pipeline("zero")(integer.nhwc_padding(mod))
         return relax.transform.AttachAttrLayoutFreeBuffers()(mod)  # weights may be prepacked
 

@@ -67,19 +67,26 @@ def pad_dense_outputs(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
             weights = call.args[1] if call.op.same_as(matmul) and len(call.args) == 2 else None
             if isinstance(weights, relax.Var):
                 weights = self.lookup_binding(weights)
-            if not isinstance(weights, tvm.ir.expr.GenericConst) or weights.ty.ndim != 2:
+            if (not isinstance(weights, tvm.ir.expr.GenericConst) or weights.ty.ndim != 2
+                    or weights.ty.dtype != "float32" or int(weights.ty.shape[1]) % lanes == 0):
                 return call
             w = weights.value.numpy()
             n = w.shape[1]
-            if n % lanes == 0 or w.dtype != np.float32:
-                return call
             padded = np.zeros((w.shape[0], -(-n // lanes) * lanes), np.float32)
             padded[:, :n] = w
             out = relax.op.matmul(call.args[0], relax.const(padded), out_dtype=call.attrs.out_dtype)
             # a positive axis: TOPI's strided_slice refuses -1 once the batch is symbolic
             return relax.op.strided_slice(out, axes=[max(call.args[0].ty.ndim, 2) - 1], begin=[0], end=[n])
 
-    rewrite = Rewrite(mod)
+    return mutate_functions(mod, Rewrite)
+
+
+def mutate_functions(mod: tvm.IRModule, mutator_class: Any) -> tvm.IRModule:
+    """`mod` with every Relax function rewritten by one instance of `mutator_class` (a
+    PyExprMutator; the graph rewrites here and in `integer` share it)."""
+    from tvm import relax
+
+    rewrite = mutator_class(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mod[gv] = rewrite.visit_expr(func)
@@ -113,11 +120,7 @@ def _clip_as_relax_ops(mod: tvm.IRModule) -> tvm.IRModule:
                 return ops[name.group(1)](args.fields[0], bound)
             return call
 
-    rewrite = Rewrite(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mod[gv] = rewrite.visit_expr(func)
-    return mod
+    return mutate_functions(mod, Rewrite)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
 
     if "cpu" not in target.keys:
         return None
-    lanes = max(vector_bits(target) // 32, 4)
+    lanes = float_lanes(target)
     cores = int(target.attrs.get("num-cores", 1) or 1)
     triple = str(target.attrs.get("mtriple", ""))
     registers = 32 if lanes >= 16 or triple.startswith("aarch64") else 16
@@ -183,6 +186,11 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
     except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
         return None
     return sch
+
+
+def float_lanes(target: Any) -> int:
+    """float32 lanes of the target's widest vector (at least 4)."""
+    return max(vector_bits(target) // 32, 4)
 
 
 def vector_bits(target: Any) -> int:
