@@ -11,9 +11,14 @@ activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, 
 picks for this CPU (integer kernels on VNNI here) and as a CPU without VNNI gets it
 (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, integer kernels on vpmaddubsw, 512-bit here), and with
 ONNX Runtime; the INT8 pairs (VNNI / TVM FP32, no-VNNI / TVM FP32, VNNI / no-VNNI, TVM INT8 / ORT
-INT8) are ratios within each round too. --models picks models. --budget-s 0 0 skips tuning and
+INT8) are ratios within each round too, as is TVM tuned / untuned (PAIRS). --models picks models. --budget-s 0 0 skips tuning and
 uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
 device app (TVM's runtime without Python), to show what a board app gets.
+
+--target builds and tunes TVM for another x86 target that runs here, such as xeon (-mcpu=broadwell,
+AVX2): its code runs on this host, so the ratios show what its schedules and databases
+(tuning_logs/<model>/<target>/) buy on this host's cores, not that CPU's timings; ONNX Runtime stays
+this host's (its kernels pick the host's ISA), so the ratios to ORT compare different ISAs.
 
 A model whose budget is 0 gets no tuning, and no "tuned" row unless tuning_logs/ already holds
 records that match its kernels (by workload, across models). --device-app also times the tuned
@@ -82,8 +87,9 @@ def device_app(path: Path, threads: int) -> dict:
     return {"p50_ms": float(np.median(run.latency_ms)), "max_abs_err": err, "load_ms": run.load_ms}
 
 
-# INT8 comparisons within each round (--qdq): (numerator, denominator) variants
-INT8_PAIRS = {"int8_integer_vs_tvm_fp32": ("tvm-qdq-untuned", "tvm-untuned"),
+# comparisons within each round, where both variants were built: (numerator, denominator)
+PAIRS = {"tvm_tuned_vs_untuned": ("tvm-tuned", "tvm-untuned"),
+         "int8_integer_vs_tvm_fp32": ("tvm-qdq-untuned", "tvm-untuned"),
               "int8_novnni_vs_tvm_fp32": ("tvm-qdq-novnni", "tvm-untuned"),
               "int8_integer_vs_int8_novnni": ("tvm-qdq-untuned", "tvm-qdq-novnni"),
               "tvm_int8_vs_ort_int8": ("tvm-qdq-untuned", "ort-int8")}
@@ -105,6 +111,7 @@ def main() -> None:
     ap.add_argument("--qdq", action="store_true", help="also measure TVM on the QDQ (int8) graph, untuned")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--results", default="tvm.json", help="file name under benchmarks/results/")
+    ap.add_argument("--target", default="host-cpu", help="TVM's target (an x86 one that runs here, e.g. xeon)")
     args = ap.parse_args()
 
     from deploypipe.api import BuildConfig, TuneConfig, build
@@ -114,6 +121,7 @@ def main() -> None:
     from deploypipe.isa import ENV
 
     args.out.mkdir(parents=True, exist_ok=True)
+    tag = "" if args.target == "host-cpu" else f"-{args.target}"  # another target's artifacts keep their own names
     empty_logs = args.out / "no-tuning-logs"
     rows: dict[str, dict] = {}
     for name, budget, trials in zip(MODELS, args.budget_s, args.trials, strict=True):
@@ -122,21 +130,21 @@ def main() -> None:
         paths = {}
         report, untuned_build_s, tuned_build_s = None, None, None
         if args.bench_only:  # the artifacts a previous run built in --out (rebuilding takes long)
-            for variant, suffix in (("ort", "ort-fp32"), ("tvm-untuned", "tvm-untuned"), ("tvm-qdq-untuned", "tvm-qdq-untuned"),
-                                    ("tvm-qdq-novnni", "tvm-qdq-novnni"), ("ort-int8", "ort-int8"), ("tvm-tuned", "tvm-tuned")):
-                if (args.out / f"{name}-{suffix}" / "manifest.json").is_file():
-                    paths[variant] = args.out / f"{name}-{suffix}"
+            for variant in ("ort-fp32", "tvm-untuned", "tvm-qdq-untuned", "tvm-qdq-novnni", "ort-int8", "tvm-tuned"):
+                folder = args.out / (f"{name}-{variant}" if variant.startswith("ort") else f"{name}{tag}-{variant}")
+                if (folder / "manifest.json").is_file():
+                    paths["ort" if variant == "ort-fp32" else variant] = folder
             tuned = Artifact(paths.pop("tvm-tuned")).manifest
             kernels = tuned.compiler_info["tuning"]["kernels"]
             if kernels["tuned"]:
-                paths["tvm-tuned"] = args.out / f"{name}-tvm-tuned"
+                paths["tvm-tuned"] = args.out / f"{name}{tag}-tvm-tuned"
         else:
             onnx_path = export(name, args.out)
             t0 = time.perf_counter()
             paths["ort"] = build(BuildConfig(model=str(onnx_path), compiler="onnxruntime", output=args.out,
                                              name=f"{name}-ort-fp32")).path
-            paths["tvm-untuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out,
-                                                     name=f"{name}-tvm-untuned", tuning_logs=empty_logs)).path
+            paths["tvm-untuned"] = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out, target=args.target,
+                                                     name=f"{name}{tag}-tvm-untuned", tuning_logs=empty_logs)).path
             untuned_build_s = time.perf_counter() - t0
             if args.qdq:
                 # int8 through the pipeline's own int8 pass (QDQ, u8 activations / s8 per-channel weights,
@@ -146,26 +154,32 @@ def main() -> None:
                 # tvm-qdq-untuned: integer kernels as this CPU gets them (VNNI here); tvm-qdq-novnni: what a CPU
                 # without VNNI but with this one's vectors gets (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights,
                 # vpmaddubsw kernels; the float-simulated path is benchmarks/tvm_int8_isa.py's)
-                for variant, compiler, isa in (("tvm-qdq-untuned", "tvm", None), ("tvm-qdq-novnni", "tvm", "x86-avx2"),
-                                               ("ort-int8", "onnxruntime", None)):
+                # (another --target gets what it gets: no forced variant)
+                variants = (("tvm-qdq-untuned", "tvm", None), ("tvm-qdq-novnni", "tvm", "x86-avx2"),
+                            ("ort-int8", "onnxruntime", None))
+                for variant, compiler, isa in variants if not tag else (variants[0], variants[2]):
                     if isa:
                         os.environ[ENV] = isa
+                    is_tvm = compiler == "tvm"
                     paths[variant] = build(BuildConfig(model=str(onnx_path), compiler=compiler, quantize="int8",
+                                                       target=args.target if is_tvm else "host-cpu",
                                                        force=True, output=args.out, tolerance={"min_top1_agreement": 0.5},
-                                                       name=f"{name}-{variant}", tuning_logs=empty_logs)).path
+                                                       name=f"{name}{tag if is_tvm else ''}-{variant}",
+                                                       tuning_logs=empty_logs)).path
                     os.environ.pop(ENV, None)
             if budget > 0:
-                report = tune_model(TuneConfig(model=str(onnx_path), trials=trials, budget_s=budget, trials_per_iter=8,
+                report = tune_model(TuneConfig(model=str(onnx_path), target=args.target, trials=trials, budget_s=budget,
+                                               trials_per_iter=8,
                                                tuning_logs=ROOT / "tuning_logs"),
                                     progress=lambda m: print(f"  {m}", end="\r", flush=True))
                 print(f"\n{name}: {report.summary()}")
             t0 = time.perf_counter()
-            tuned = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out,
-                                      name=f"{name}-tvm-tuned", tuning_logs=ROOT / "tuning_logs")).manifest
+            tuned = build(BuildConfig(model=str(onnx_path), compiler="tvm", output=args.out, target=args.target,
+                                      name=f"{name}{tag}-tvm-tuned", tuning_logs=ROOT / "tuning_logs")).manifest
             tuned_build_s = time.perf_counter() - t0
             kernels = tuned.compiler_info["tuning"]["kernels"]
             if kernels["tuned"]:
-                paths["tvm-tuned"] = args.out / f"{name}-tvm-tuned"
+                paths["tvm-tuned"] = args.out / f"{name}{tag}-tvm-tuned"
         cfg = BenchConfig(threads=args.threads, iterations=20, warmup=3, min_seconds=2.0, max_seconds=30.0)
         rounds = []  # interleaved rounds: every variant once per round, so each sees the same load
         for _ in range(args.rounds):
@@ -175,7 +189,7 @@ def main() -> None:
         fastest = {v: sorted(r[v].latency_ms.min / r["ort"].latency_ms.min for r in rounds) for v in paths}
         pairs = {pair: {"p50": _median([r[a].latency_ms.p50 / r[b].latency_ms.p50 for r in rounds]),
                         "fastest": _median([r[a].latency_ms.min / r[b].latency_ms.min for r in rounds])}
-                 for pair, (a, b) in INT8_PAIRS.items() if a in paths and b in paths}
+                 for pair, (a, b) in PAIRS.items() if a in paths and b in paths}
         results = rounds[-1]
         ort_ms = results["ort"].latency_ms.p50 if results["ort"].latency_ms else None
         rows[name] = {
@@ -188,7 +202,7 @@ def main() -> None:
             "ratio_vs_ort_rounds": ratios, "ratio_vs_ort_median": {v: _median(rs) for v, rs in ratios.items()},
             "min_ratio_vs_ort_rounds": fastest,
             "min_ratio_vs_ort_median": {v: _median(rs) for v, rs in fastest.items()},
-            "int8_pairs_median": pairs,
+            "pairs_median": pairs,
         }
         if args.device_app:
             app = device_app(paths.get("tvm-tuned", paths["tvm-untuned"]), args.threads)
@@ -196,9 +210,12 @@ def main() -> None:
     where = next(iter(next(iter(rows.values()))["results"].values()))["where"]
     import tvm
 
+    from deploypipe import targets
+    from deploypipe.backends import compiler_options
     from deploypipe.isa import host_isa
 
-    isa = {"int8_isa": host_isa(), "llvm_mcpu": str(tvm.target.codegen.llvm_get_system_cpu())}
+    isa = {"int8_isa": host_isa(), "llvm_mcpu": str(tvm.target.codegen.llvm_get_system_cpu()),
+           "tvm_target": args.target, "tvm_target_options": compiler_options("tvm", targets.get(args.target)).model_dump()}
     print(f"\nTVM vs ONNX Runtime FP32, {args.threads} threads, p50 latency ({where}; {isa}; shared 2-core VM, noisy)")
     print(f"{'model':<14}{'variant':<13}{'p50 ms':>10}{'x ORT':>8}{'min x ORT':>10}{'max abs err':>13}"
           "  (x ORT: median of the rounds' p50 ratios; min x ORT: of their fastest-run ratios)")
@@ -212,7 +229,7 @@ def main() -> None:
         if app:
             print(f"{name:<14}{'deploypipe-run':<13}{app['p50_ms']:>10.2f}{app['ratio_vs_ort']:>8.2f}"
                   f"{app['max_abs_err']:>13.2e}  (C++ device app)")
-        for pair, ratio in row["int8_pairs_median"].items():
+        for pair, ratio in row["pairs_median"].items():
             print(f"{'':<14}{pair}: {ratio['p50']:.2f} (p50), {ratio['fastest']:.2f} (fastest runs)")
         print(f"{'':<14}kernels: {row['kernels']}; reused: {row['reused']}")
         t = row["tuning"]

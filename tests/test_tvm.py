@@ -165,7 +165,9 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     assert tuning["records"] == recorded and tuning["database"] == str(db) and "session" not in tuning
     host_cpu = str(tvm.target.codegen.llvm_get_system_cpu())
     assert tuning["tuned_for_mcpu"] == [host_cpu] and tuning["kernels"]["tuned"] >= 1 and tuning["reused"] == []
-    assert report.manifest.fidelity.passed and not any("measured for -mcpu" in n for n in report.manifest.notes)
+    assert tuning["measured_on"] == [{"host_cpu": host_cpu}]  # where the candidates were timed, beside the records
+    assert report.manifest.fidelity.passed and not any("measured for -mcpu" in n or "timed on a build host" in n
+                                                       for n in report.manifest.notes)
     # another model with the same layers (other weights): its kernels are found by workload in tiny's database
     other_model = tmp_path / "other.onnx"
     onnx.save_model(tiny_classifier(seed=1), str(other_model))
@@ -228,6 +230,10 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     report = _build(tmp_path / "alike", model=model, tuning_logs=logs)
     assert report.manifest.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and report.manifest.fidelity.passed
     assert any(f"measured for -mcpu={alike}" in n and "the same class" in n for n in report.manifest.notes)
+    # records for another CPU's code that this host timed (the AVX2 databases shipped in tuning_logs/*/xeon/)
+    # say so: their ranking is this host's
+    assert any(f"are for -mcpu={alike} code, timed on a build host whose CPU is {host_cpu}" in n
+               for n in report.manifest.notes), report.manifest.notes
 
 
 def test_avx2_target_gets_avx2_tiles_on_any_host() -> None:

@@ -49,10 +49,12 @@ from deploypipe.backends.tvm.relax import (
     export,
     import_relax,
     lower,
+    measured_on,
     repair_database,
     same_class,
     scheduled,
     target_string,
+    timed_elsewhere,
     tuned_for,
     tuning_records,
     tvm_target,
@@ -108,7 +110,8 @@ class TvmCompiler(Compiler):
         mcpu = str(target.mcpu) if target.mcpu else "generic"
         if records and not model.dynamic:
             cpus = tuned_for(ctx.tuning_dir)
-            tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus}
+            tuning |= {"database": str(ctx.tuning_dir), "records": records, "tuned_for_mcpu": cpus,
+                       "measured_on": measured_on(ctx.tuning_dir)}
             if cpus and cpus != [mcpu]:
                 cls = cpu_class(target)
                 if same_class(target, cpus):
@@ -127,6 +130,12 @@ class TvmCompiler(Compiler):
             for u in reused:
                 notes.append(f"reused {len(u['kernels'])} tuned kernel(s) by workload from {u['database']} "
                              f"(measured for -mcpu={','.join(u['tuned_for_mcpu'])}, class {cpu_class(target)})")
+            for u in used:
+                elsewhere = timed_elsewhere(u["measured_on"], u["tuned_for_mcpu"])
+                if elsewhere:
+                    notes.append(f"the records from {u['database']} are for -mcpu={','.join(u['tuned_for_mcpu'])} code, "
+                                 f"timed on a build host whose CPU is {', '.join(elsewhere)}: their ranking is that "
+                                 "host's, not that CPU's; retune on the CPU itself")
         kernels = [gv.name_hint for gv, f in lowered.functions_items() if type(f).__name__ == "PrimFunc"]
         tuned = scheduled(lowered)
         tuning["kernels"] = {"total": len(kernels), "tuned": len(tuned), "default_schedule": len(kernels) - len(tuned)}

@@ -85,6 +85,33 @@ def tuned_for(work_dir: Path) -> list[str]:
     return sorted(cpus)
 
 
+MEASURED_ON = "measured_on.json"  # beside a database: the machines its candidates were timed on
+
+
+def measured_on(work_dir: Path) -> list[dict[str, str]]:
+    """The machines `tvm tune` timed this database's candidates on: {"host_cpu": LLVM's name for
+    the build host's CPU} for local runs, {"device": "rpc://..."} for a board. A record's target
+    says which -mcpu its code is for, not where it ran, and an x86 target's candidates run on any
+    x86 build host that has its ISA. [] if unknown (databases tuned before this was recorded)."""
+    path = work_dir / MEASURED_ON
+    try:
+        found = json.loads(path.read_text()) if path.is_file() else []
+    except ValueError:
+        return []
+    return [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
+
+
+def record_measured_on(work_dir: Path, machine: dict[str, str]) -> None:
+    known = measured_on(work_dir)
+    if machine not in known:
+        (work_dir / MEASURED_ON).write_text(json.dumps([*known, machine], indent=1) + "\n")
+
+
+def timed_elsewhere(entries: list[dict[str, str]], cpus: list[str]) -> list[str]:
+    """The build hosts that timed code for other CPUs (`cpus`: the -mcpu the records are for)."""
+    return [m["host_cpu"] for m in entries if m.get("host_cpu") and m["host_cpu"] not in cpus]
+
+
 def repair_database(work_dir: Path) -> None:
     """Drop a half-written last line left by a stopped run, so the JSON database loads again."""
     for name in ("database_workload.json", "database_tuning_record.json"):
@@ -146,7 +173,8 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
     for kernel in sorted(scheduled(mod) - before):
         if names.get(kernel) in fastest:
             by_dir.setdefault(fastest[names[kernel]][1], []).append(kernel)
-    return mod, [{"database": str(d), "tuned_for_mcpu": tuned_for(d), "kernels": k} for d, k in by_dir.items()]
+    return mod, [{"database": str(d), "tuned_for_mcpu": tuned_for(d), "measured_on": measured_on(d), "kernels": k}
+                 for d, k in by_dir.items()]
 
 
 def cpu_class(target: tvm.target.Target, mcpu: str | None = None) -> str:

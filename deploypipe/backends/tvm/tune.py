@@ -36,6 +36,7 @@ from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.backends.tvm.relax import (
     import_relax,
     lower,
+    record_measured_on,
     repair_database,
     target_string,
     tuning_records,
@@ -76,12 +77,16 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
     env = dict(os.environ)
     if remote and remote.enabled:
         where = remote.describe()
+        machine = {"device": where}
     else:
         # measure with the threads the artifact runs with: MetaSchedule's runner processes inherit
         # TVM_NUM_THREADS, and without it TVM's x86 runtime takes half the logical CPUs (one thread
         # on a 2-vCPU VM), so schedules for num-cores=2 were ranked single-threaded
         env.setdefault("TVM_NUM_THREADS", str(measuring_threads(opts)))
         where = f"this host (MetaSchedule LocalRunner, {env['TVM_NUM_THREADS']} threads)"
+        from tvm.target import codegen
+
+        machine = {"host_cpu": str(codegen.llvm_get_system_cpu())}
     target = target_string(tvm_target(opts))
     if before >= trials:
         return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
@@ -120,6 +125,8 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
             model_file.unlink(missing_ok=True)
             shutil.rmtree(no_torch, ignore_errors=True)
     repair_database(work_dir)
+    if tuning_records(work_dir) > before:
+        record_measured_on(work_dir, machine)
     if stopped == "done" and proc.returncode != 0:
         tail = (log / _LOG).read_text().strip().splitlines()[-1:] or ["no output"]
         raise BuildError(f"MetaSchedule tuning failed (exit {proc.returncode}): {tail[0]} (log: {log / _LOG})")
