@@ -298,13 +298,15 @@ def _build(config: BuildConfig, say: Progress) -> BuildReport:
     versions = {"deploypipe": __version__, **compiler.versions()}
     tuning_dir = config.tuning_logs / model.name / spec.name
     key = _key(model, config, res, recipe, {**versions, **_tuning_state(tuning_dir, config.tune_trials)}, data_record)
+    quantized = _quantize_nodes(model.proto) if res.precision == "fp32" else 0
     suffix = f"-pruned{round(config.prune * 100)}" if config.prune else ""
-    name = config.name or f"{model.name}-{spec.name}-{res.compiler}-{res.precision}{suffix}"
+    # a model that arrives quantized is built as it is (no precision pass), but it is not FP32
+    label = "qdq" if quantized else res.precision
+    name = config.name or f"{model.name}-{spec.name}-{res.compiler}-{label}{suffix}"
     dest = config.output / name
     if not config.force and existing_key(dest) == key:
         return BuildReport(dest, Artifact(dest).manifest, cached=True)
 
-    quantized = _quantize_nodes(model.proto) if res.precision == "fp32" else 0
     base = PRUNED_TOLERANCE if config.prune else QUANTIZED_INPUT_TOLERANCE if quantized else DEFAULT_TOLERANCE[res.precision]
     tolerance = merge_tolerance(base, config.tolerance)
     input_note = [(f"the model arrives quantized ({quantized} QuantizeLinear/DequantizeLinear nodes): its reference is "
@@ -335,7 +337,8 @@ def _build(config: BuildConfig, say: Progress) -> BuildReport:
             compiler_info=out.info, notes=[*res.notes, *input_note, *out.notes], data=data_record,
         )
         write_manifest(tmp, manifest)
-        say("checking fidelity against the FP32 reference")
+        say("checking fidelity against ONNX Runtime running the quantized input graph" if quantized
+            else "checking fidelity against the FP32 reference")
         with refusing(f"the {res.compiler} artifact of {model.name} does not run here", current.proto):
             manifest.fidelity = _build_fidelity(tmp, model, res.precision, tolerance, config.fidelity_samples, metric)
         manifest.files["golden"] = file_entry(tmp, GOLDEN)

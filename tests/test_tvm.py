@@ -336,8 +336,15 @@ def test_qdq_layers_run_integer_x86_kernels(tmp_path: Path, monkeypatch: pytest.
     qdq = qdq_model(tmp_path, int8_convnet(), INT8_SHAPE)
     target = tvm.target.Target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options).resolved_target())
     vnni = integer_path(target)[0] is VNNI
-    report = _build(tmp_path / "host", model=qdq)
+    from deploypipe.api import BuildConfig, build
+
+    said: list[str] = []
+    report = build(BuildConfig(model=str(qdq), compiler="tvm", output=tmp_path / "host" / "art",
+                               tuning_logs=tmp_path / "host" / "tuning_logs"), progress=lambda m: said.append(str(m)))
     m = report.manifest
+    # named and announced for what it is: a quantized graph judged against ORT running it, not FP32
+    assert report.path.name == f"{qdq.stem}-host-cpu-tvm-qdq", report.path
+    assert "checking fidelity against ONNX Runtime running the quantized input graph" in said, said
     # the reference, ORT's optimized run, sums u8 x s8 pairs saturating in 16 bits on CPUs without VNNI
     assert m.fidelity.passed and (m.fidelity.max_abs_err < 1e-3 or not vnni), m.fidelity
     # a model that arrives quantized is judged against ORT's run of the same graph by cosine, not by
