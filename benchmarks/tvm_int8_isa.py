@@ -1,10 +1,13 @@
 """TVM INT8 on a CPU without VNNI: the AVX2 integer kernels (vpmaddubsw + vpmaddwd) against the
-float-simulated QDQ path they replace and against TVM FP32, for the zoo models.
+float-simulated QDQ path they replace and against TVM FP32, for the zoo models; and what the integer
+depthwise convolutions buy (against the same build with them float-simulated).
 
 The QDQ graph is the pipeline's own int8 pass for the `xeon` target (Broadwell, AVX2: 7-bit weights,
 `reduce_range`, so no 16-bit pair can saturate), quantized by ONNX Runtime on synthetic calibration
-data. Three libraries are compiled for `-mcpu=MCPU` (default broadwell, the xeon target's): FP32,
-INT8 integer, INT8 float-simulated (`relax.lower(..., integer_kernels=False)`). Each is timed in a
+data. Four libraries are compiled for `-mcpu=MCPU` (default broadwell, the xeon target's): FP32,
+INT8 integer, INT8 float-simulated (`relax.lower(..., integer_kernels=False)`), INT8 integer with the
+depthwise convolutions float-simulated. A -mcpu with VNNI (this host's, e.g. emeraldrapids)
+measures the VNNI kernels on the same 7-bit weights. Each is timed in a
 process of its own (two TVM libraries in one process share kernel symbol names and measure like
 one), every round times each once, and the ratios are taken within a round (the machine is a shared
 2-core VM): the median over the rounds of the p50 ratio and of the fastest-run ratio.
@@ -31,13 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # benchmarks/tvm.py would shadow Apache TVM: drop this folder from the path; this checkout's deploypipe first
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
-VARIANTS = ("fp32", "int8-integer", "int8-float-sim")
+VARIANTS = ("fp32", "int8-integer", "int8-float-sim", "int8-integer-dw-float")
 PAIRS = {"integer_vs_float_sim": ("int8-integer", "int8-float-sim"), "integer_vs_fp32": ("int8-integer", "fp32"),
-         "float_sim_vs_fp32": ("int8-float-sim", "fp32")}
+         "float_sim_vs_fp32": ("int8-float-sim", "fp32"),
+         "depthwise_integer_vs_float_sim": ("int8-integer", "int8-integer-dw-float")}
 
 
-def compile_library(onnx_path: Path, mcpu: str, threads: int, integer_kernels: bool, out: Path) -> str:
-    """Compile one library; returns the build's INT8 note (empty for FP32)."""
+def compile_library(onnx_path: Path, mcpu: str, threads: int, variant: str, out: Path) -> str:
+    """Compile one library (a VARIANTS entry; int8-integer-dw-float: the integer layers but the
+    depthwise ones, as builds were before those became integer); returns its INT8 note."""
     import tvm
 
     from deploypipe.backends.tvm import integer
@@ -45,9 +50,12 @@ def compile_library(onnx_path: Path, mcpu: str, threads: int, integer_kernels: b
     from deploypipe.importers import import_model
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": threads})
-    lowered = lower(import_relax(import_model(onnx_path)), target, integer_kernels=integer_kernels)
+    mod = import_relax(import_model(onnx_path))
+    if variant == "int8-integer-dw-float":
+        mod = integer.integer_layers(mod, integer.integer_path(target)[0], depthwise=False)[0]
+    lowered = lower(mod, target, integer_kernels=variant == "int8-integer")
     compile_module(lowered, target).export_library(str(out))
-    return integer.report(lowered, target)[1] if integer_kernels else ""
+    return integer.report(lowered, target)[1] if variant != "fp32" else ""
 
 
 def time_library(path: Path, number: int, inputs: Path, output: Path) -> dict[str, float]:
@@ -115,9 +123,9 @@ def main() -> None:
                                       tolerance={"min_top1_agreement": 0.5}))
         qdq = Artifact(qdq_build.path).file("model")
         libs = {v: args.out / f"{name}-{v}-{args.mcpu}.so" for v in VARIANTS}
-        note = compile_library(qdq, args.mcpu, args.threads, True, libs["int8-integer"])
-        compile_library(qdq, args.mcpu, args.threads, False, libs["int8-float-sim"])
-        compile_library(fp32, args.mcpu, args.threads, True, libs["fp32"])
+        notes = {v: compile_library(fp32 if v == "fp32" else qdq, args.mcpu, args.threads, v, lib)
+                 for v, lib in libs.items()}
+        note = notes["int8-integer"]
         print(f"{name}: {note}", flush=True)
         inputs = args.out / f"{name}-input.npy"
         shape = Artifact(qdq_build.path).manifest.inputs[0].shape
@@ -134,18 +142,21 @@ def main() -> None:
         outs = {v: np.load(args.out / f"{name}-{v}-out.npy") for v in VARIANTS}
 
         rows[name] = {
-            "int8_note": note,
+            "int8_note": note, "int8_note_depthwise_float": notes["int8-integer-dw-float"],
             "ratios_median": {pair: {"p50": _median([r[a]["p50"] / r[b]["p50"] for r in rounds]),
                                      "fastest": _median([r[a]["min"] / r[b]["min"] for r in rounds])}
                               for pair, (a, b) in PAIRS.items()},
             "fastest_ms_median": {v: _median([r[v]["min"] for r in rounds]) for v in VARIANTS},
             "integer_vs_float_sim_max_abs_diff": float(np.abs(outs["int8-integer"] - outs["int8-float-sim"]).max()),
+            "integer_vs_depthwise_float_max_abs_diff": float(np.abs(outs["int8-integer"]
+                                                                    - outs["int8-integer-dw-float"]).max()),
             "int8_vs_fp32_max_abs_diff": float(np.abs(outs["int8-integer"] - outs["fp32"]).max()),
             "rounds": rounds,
         }
         print(name, json.dumps(rows[name]["ratios_median"]), flush=True)
-    where = (f"-mcpu={args.mcpu} code measured on this host's {host} (INT8 ISA {host_isa()}), {args.threads} threads: "
-             f"the instruction mix of a CPU without VNNI, not that CPU's timings")
+    where = f"-mcpu={args.mcpu} code measured on this host's {host} (INT8 ISA {host_isa()}), {args.threads} threads"
+    if args.mcpu != host:
+        where += ": that CPU's instruction mix, not its timings"
     result = {"where": where, "mcpu": args.mcpu, "threads": args.threads, "rounds": args.rounds, "models": rows}
     (ROOT / "benchmarks" / "results" / f"tvm_int8_{args.mcpu}.json").write_text(json.dumps(result, indent=1))
     print(where)

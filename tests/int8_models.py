@@ -46,8 +46,8 @@ INT8_SHAPE = (1, 3, 14, 14)  # int8_convnet's input
 def int8_convnet() -> onnx.ModelProto:
     """Layers the integer path takes, with channel counts that need padding: 3x3 padded (on the
     input, whose zero point is not 0) from 3 input channels (not a multiple of 4), 1x1 to 24
-    output channels (not a multiple of 16), 3x3 strided; global pool; dense to 10 classes (not a
-    multiple of 4 or 16)."""
+    output channels (not a multiple of 16), a padded 3x3 depthwise one, 3x3 strided; global pool;
+    dense to 10 classes (not a multiple of 4 or 16)."""
     from onnx import numpy_helper
 
     rng = np.random.default_rng(0)
@@ -56,13 +56,16 @@ def int8_convnet() -> onnx.ModelProto:
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
 
     inits = [const("w0", 32, 3, 3, 3), const("b0", 32), const("w1", 24, 32, 1, 1), const("b1", 24),
+             const("dw", 24, 1, 3, 3), const("db", 24),
              const("w2", 16, 24, 3, 3), const("b2", 16), const("fc_w", 10, 16), const("fc_b", 10)]
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c0"], ["r0"]),
         helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["r1", "dw", "db"], ["cd"], pads=[1, 1, 1, 1], group=24),
+        helper.make_node("Relu", ["cd"], ["rd"]),
+        helper.make_node("Conv", ["rd", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("GlobalAveragePool", ["c2"], ["gp"]),
         helper.make_node("Flatten", ["gp"], ["f"]),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),

@@ -357,10 +357,10 @@ def test_qdq_layers_run_integer_x86_kernels(tmp_path: Path, monkeypatch: pytest.
                          check=True).stdout
     if vnni:
         assert kernels["path"] == "integer" and kernels["instruction"] == "vpdpbusd"
-        assert (kernels["integer_convolutions"], kernels["convolutions"]) == (3, 3)
+        assert (kernels["integer_convolutions"], kernels["convolutions"]) == (4, 4)  # the depthwise one too
         assert (kernels["integer_dense_layers"], kernels["dense_layers"]) == (1, 1)
         assert kernels_with(asm, "vpdpbusd") == {"conv2d": 3, "matmul": 1}  # padded channels included
-        assert any("integer kernels: vnni" in n and "3 of 3 convolutions and 1 of 1 dense layers" in n
+        assert any("integer kernels: vnni" in n and "4 of 4 convolutions and 1 of 1 dense layers" in n
                    for n in m.notes), m.notes
         # tuning keeps them: an integer convolution's seeded candidate is its VNNI kernel (a tuned
         # record without the intrinsic would replace it), and the build replays its tensorized trace
@@ -385,18 +385,18 @@ def test_qdq_layers_run_integer_x86_kernels(tmp_path: Path, monkeypatch: pytest.
     from deploypipe.importers import import_model
 
     seven_bit = qdq_model(tmp_path, int8_convnet(), INT8_SHAPE, reduce_range=True)
-    for dot in (AVX2, AVX512BW):
-        assert integer_layers(import_relax(import_model(qdq)), dot)[1] == 0  # every layer could saturate
-        assert integer_layers(import_relax(import_model(seven_bit)), dot)[1] == 4
+    for dot in (AVX2, AVX512BW):  # the depthwise layer sums no pairs: integer either way
+        assert integer_layers(import_relax(import_model(qdq)), dot, depthwise=True)[1] == 1  # the rest could saturate
+        assert integer_layers(import_relax(import_model(seven_bit)), dot, depthwise=True)[1] == 5
     monkeypatch.setenv(ENV, "x86-avx2")
     report = _build(tmp_path / "novnni", model=seven_bit, force=True)
     m = report.manifest
     kernels = m.compiler_info["int8_kernels"]
     assert m.fidelity.passed, m.fidelity
     assert (kernels["path"], kernels["instruction"]) == ("integer", "vpmaddubsw")
-    assert (kernels["integer_convolutions"], kernels["integer_dense_layers"]) == (3, 1)
+    assert (kernels["integer_convolutions"], kernels["integer_dense_layers"]) == (4, 1)
     note = next(n for n in m.notes if "integer kernels: avx" in n)  # avx512bw on AVX-512 hosts, else avx2
-    assert "3 of 3 convolutions and 1 of 1 dense layers" in note and "could saturate" in note
+    assert "4 of 4 convolutions and 1 of 1 dense layers" in note and "could saturate" in note
     asm = subprocess.run(["objdump", "-d", str(report.path / m.files["model"].path)], capture_output=True,
                          text=True, check=True).stdout
     assert "vpdpbusd" not in asm and kernels_with(asm, "vpmaddubsw") == {"conv2d": 3, "matmul": 1}
@@ -453,8 +453,8 @@ def test_integer_rewrite_matches_float_simulation(tmp_path: Path) -> None:
 
     simulated = run(import_relax(model))
     for dot in (integer.VNNI, integer.SDOT):
-        rewritten, count = integer.integer_layers(import_relax(model), dot)
-        assert count == 4  # 3 convolutions, 1 dense layer
+        rewritten, count = integer.integer_layers(import_relax(model), dot, depthwise=True)
+        assert count == 5  # 4 convolutions (one depthwise), 1 dense layer
         if dot.shift:  # the convolutions read int8, shifted in the producers' kernels
             assert "int8" in str(rewritten["main"]) and "int16" in str(rewritten["main"])
         assert np.abs(simulated - run(rewritten)).max() <= step * 1.001, dot.name

@@ -20,7 +20,9 @@ is padded with its (shifted) zero point, a dequantized zero, so the correction i
 output channel. Channel counts the instruction does not fit are padded: input channels to a
 multiple of 4 (zero weights), output channels to a multiple of its lanes (zero weights, the extra
 outputs sliced off). Everything after the layer (bias, activation, the next quantize) is unchanged
-and fuses into the kernel's epilogue.
+and fuses into the kernel's epilogue. On x86, depthwise convolutions become integer too: no channel
+reduction for a dot product, so int32 multiply-adds of the u8 activations by the s8 weights,
+vectorized along the channels by the default schedule, with the same correction and rescale.
 
 `integer_rule` is the schedule for those int32 layers: output channels in blocks of the
 instruction's int32 lanes (16 on AVX-512, 8 on AVX2, 4 on 128-bit NEON), input channels in steps
@@ -144,7 +146,8 @@ def report(lowered: tvm.IRModule, target: tvm.target.Target) -> tuple[dict[str, 
     done = " and ".join(f"{n} of {total} {kind.replace('_', ' ')}"
                         for kind, (n, total) in counts.items() if total)
     saturating = ", weights that could saturate a 16-bit pair sum" if dot.pairwise else ""
-    others = (f"; the others (depthwise convolutions, activations not u8 per tensor, weights not s8 per channel"
+    depthwise = "depthwise convolutions (an integer one not measured on an AArch64 core), " if dot is SDOT else ""
+    others = (f"; the others ({depthwise}activations not u8 per tensor, weights not s8 per channel"
               f"{saturating}) stay float-simulated" if any(n < total for n, total in counts.values()) else "")
     return info, f"QDQ graph, {why}: {done or 'no convolution or dense layer'} in integer arithmetic ({dot.products}){others}"
 
@@ -167,18 +170,22 @@ def layers(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """The QDQ convolutions and dense layers as integer ones where this target's CPU has a 32-bit
     integer dot product (see `integer_path`); any other module is returned as it is."""
     dot = integer_path(target)[0]
-    return integer_layers(mod, dot)[0] if dot else mod
+    return integer_layers(mod, dot, depthwise=dot is not SDOT)[0] if dot else mod
 
 
-def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, int]:
+def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI, depthwise: bool = False) -> tuple[tvm.IRModule, int]:
     """Rewrite every QDQ conv2d (groups 1) and dense layer (a matmul of a 2-D activation by a
     constant matrix: ONNX Gemm and MatMul) into an integer one for `dot`'s operands; returns the
     module and how many were rewritten. Channel counts that do not fit the instruction are padded:
     input channels to a multiple of 4 (the activations with their zero point, the weights with 0,
     so the padding adds nothing), output channels to a multiple of its lanes (zero weights; the
-    extra outputs are sliced off after the rescale). Runs on the imported module, before
-    constants fold (the weights are still int8 constants under a dequantize) and before
-    ConvertLayout."""
+    extra outputs are sliced off after the rescale). With `depthwise`, depthwise convolutions
+    (groups = channels, one filter each) become int32 multiply-adds of the u8 activations by the s8
+    weights, vectorized along the channels (no reduction over channels for a dot product: the
+    default schedule's plain vector multiplies, measured faster than the float-simulated kernel on
+    x86; not measured on an AArch64 core, so `layers` asks for it on x86 only). Runs on the
+    imported module, before constants fold (the weights are still int8 constants under a
+    dequantize) and before ConvertLayout."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -210,7 +217,7 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, in
             nonlocal count
             call = self.visit_expr_post_order(call)
             if call.op.same_as(conv2d):
-                out = self.conv(call)
+                out = self.conv(call) if call.attrs.groups == 1 else self.depthwise(call) if depthwise else None
             elif call.op.same_as(matmul):
                 out = self.dense(call)
             else:
@@ -220,8 +227,7 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, in
 
         def conv(self, call: relax.Call) -> relax.Expr | None:
             attrs = call.attrs
-            if (attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
-                    or attrs.out_layout != "NCHW"):
+            if not _nchw(attrs):
                 return None
             found = operands(self, call)
             if found is None:
@@ -241,6 +247,29 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, in
                                      out_dtype="int32")
             return _rescale(acc, zero * w_q.astype(np.int64).sum(axis=(1, 2, 3)), s_x, s_w, w_q.shape[0],
                             weights.shape[0], axis=1, ndim=4)
+
+        def depthwise(self, call: relax.Call) -> relax.Expr | None:
+            attrs = call.attrs
+            found = operands(self, call) if _nchw(attrs) else None
+            if found is None:
+                return None
+            x_q, s_x, z_x, w_q, s_w, z_w, w, _ = found
+            channels = int(attrs.groups)
+            if (w_q.ndim != 4 or w_q.shape[:2] != (channels, 1) or int(x_q.ty.shape[1]) != channels
+                    or not _per_channel(w_q, s_w, z_w, w, axis=0)):
+                return None
+            # padded with the zero point (a kernel of its own: Relax fuses no pad into a convolution), u8 as
+            # it comes. Subtracting the zero point first instead (int16, padded by the convolution) made
+            # the producer write int16 and measured slower
+            zero = int(z_x.reshape(()))
+            top, left, bottom, right = (int(p) for p in attrs.padding)
+            data = x_q if (top, left, bottom, right) == (0, 0, 0, 0) else relax.op.nn.pad(
+                x_q, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
+            acc = relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=[0, 0, 0, 0],
+                                     dilation=attrs.dilation, groups=channels, data_layout="NCHW",
+                                     kernel_layout="OIHW", out_dtype="int32")
+            return _rescale(acc, zero * w_q.astype(np.int64).sum(axis=(1, 2, 3)), s_x, s_w, channels, channels,
+                            axis=1, ndim=4)
 
         def dense(self, call: relax.Call) -> relax.Expr | None:
             found = operands(self, call)
@@ -265,6 +294,10 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI) -> tuple[tvm.IRModule, in
 
     mod = relax.transform.DeadCodeElimination()(schedules.mutate_functions(mod, Rewrite))
     return _elementwise_qdq(mod), count
+
+
+def _nchw(attrs: Any) -> bool:
+    return bool(attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW")
 
 
 def _per_channel(w_q: Any, s_w: Any, z_w: Any, dequantize: Any, axis: int) -> bool:
