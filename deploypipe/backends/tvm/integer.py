@@ -255,7 +255,9 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI, depthwise: bool = False) 
                 return None
             x_q, s_x, z_x, w_q, s_w, z_w, w, _ = found
             channels = int(attrs.groups)
-            if (w_q.ndim != 4 or w_q.shape[:2] != (channels, 1) or int(x_q.ty.shape[1]) != channels
+            dims = x_q.ty.shape
+            if (w_q.ndim != 4 or w_q.shape[:2] != (channels, 1) or dims is None
+                    or not isinstance(dims[1], tvm.tirx.IntImm) or int(dims[1]) != channels
                     or not _per_channel(w_q, s_w, z_w, w, axis=0)):
                 return None
             # padded with the zero point (a kernel of its own: Relax fuses no pad into a convolution), u8 as
