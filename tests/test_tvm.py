@@ -192,6 +192,10 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     every = search.untuned_tasks(lowered, target, tmp_path / "none" / "other" / "host-cpu")
     todo = search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")
     assert len(todo) == len(every) - len(reused["kernels"]) and len(todo) < len(every)
+    # ... unless that database was timed on a host with another CPU: tuning here measures them again
+    (db / "measured_on.json").write_text(json.dumps([{"host_cpu": "some-other-cpu"}]))
+    assert len(search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")) == len(every)
+    (db / "measured_on.json").write_text(json.dumps([{"host_cpu": host_cpu}]))
     # the other model's own records for those kernels, 100x slower (a few search samples): each
     # kernel still gets the fastest record of either database (its own ones shadowed tiny's)
     own = logs / "other" / "host-cpu"
@@ -207,6 +211,16 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     tuning = report.manifest.compiler_info["tuning"]
     assert tuning["database"] == str(own) and [u["database"] for u in tuning["reused"]] == [str(db)], tuning
     assert sorted(tuning["reused"][0]["kernels"]) == sorted(reused["kernels"]) and report.manifest.fidelity.passed
+    # ... unless only the other model's was timed on this CPU: times from two machines do not compare
+    # (tiny's faster records marked as timed on another host, as the shipped AVX2 databases are for an AVX2 CPU)
+    from deploypipe.backends.tvm.relax import MEASURED_ON
+
+    (own / MEASURED_ON).write_text(json.dumps([{"host_cpu": host_cpu}]))
+    (db / MEASURED_ON).write_text(json.dumps([{"host_cpu": "some-other-cpu"}]))
+    report = _build(tmp_path / "other-own-here", model=other_model, tuning_logs=logs)
+    tuning = report.manifest.compiler_info["tuning"]
+    assert tuning["reused"] == [] and tuning["kernels"]["tuned"] >= len(reused["kernels"]), tuning
+    (db / MEASURED_ON).write_text(json.dumps([{"host_cpu": host_cpu}]))
     shutil.rmtree(logs / "other")
     # a database measured on a CPU of another class (vector width) is not applied: its tiles are
     # sized for other registers; one of the same class is applied, with a note

@@ -141,6 +141,9 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
     ResNet-18's convolutions serve ResNet-50), each kernel getting the fastest record any of them
     holds. Own-first let a handful of MetaSchedule samples for a kernel shadow another database's
     better record (ResNet-50's 128-channel 3x3 convolution: 16.4 ms against 3.5 ms in the model).
+    Times from different machines do not compare, though: where a database timed on the target's
+    own CPU (`measured_on`) holds a kernel, only such databases' records compete for it (an AVX2
+    host's own tuning beats the shipped AVX2 records that this build host timed faster).
     Returns the module and, per database that gave a kernel, its path, the -mcpu it was measured
     for and the kernels it scheduled."""
     import tvm_ffi
@@ -151,14 +154,21 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
     if not dirs:
         return mod, []
     integer.register_intrinsics()  # tuned integer kernels' traces tensorize with it
+    mcpu = str(target.attrs.get("mcpu", ""))
+    found: dict[int, list[tuple[int, float, Path, Any]]] = {}  # workload hash -> (tier, mean run time, database, record)
+    for work_dir in dirs:
+        tier = 0 if any(m.get("host_cpu") == mcpu for m in measured_on(work_dir)) else 1  # 0: timed on this CPU
+        for record in ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records():
+            if record.run_secs:
+                found.setdefault(tvm_ffi.structural_hash(record.workload.mod), []).append(
+                    (tier, mean_seconds(record.run_secs), work_dir, record))
     merged = ms.database.MemoryDatabase()
     fastest: dict[int, tuple[float, Path]] = {}  # workload hash -> (best mean run time, its database)
-    for work_dir in dirs:
-        for record in ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records():
-            if not record.run_secs:
+    for key, candidates in found.items():
+        best_tier = min(c[0] for c in candidates)
+        for tier, secs, work_dir, record in candidates:
+            if tier != best_tier:
                 continue
-            secs = mean_seconds(record.run_secs)
-            key = tvm_ffi.structural_hash(record.workload.mod)
             if key not in fastest or secs < fastest[key][0]:
                 fastest[key] = (secs, work_dir)
             merged.commit_tuning_record(ms.database.TuningRecord(

@@ -27,8 +27,8 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
                   log: Callable[[str], None] = print) -> int:
     """Measure up to `limit` default-rule candidates, the costliest kernels first, and commit them
     to the JSON database in `work_dir`. Kernels with records already are skipped: in this database
-    (a resumed run) or in another model's under the same tuning_logs measured on this CPU class,
-    which the build reuses by workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the
+    (a resumed run) or in another model's under the same tuning_logs measured on this CPU class
+    (and timed on this host's CPU, `timed_on_another_host`), which the build reuses by workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the
     number of candidates measured."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
@@ -78,11 +78,21 @@ def untuned_tasks(lowered: Any, target: Any, work_dir: Path) -> list[Any]:
     from tvm.s_tir import meta_schedule as ms
 
     known = [ms.database.JSONDatabase(work_dir=str(d)) for d in [work_dir, *relax.class_databases(work_dir, target)]
-             if relax.tuning_records(d)]
+             if relax.tuning_records(d) and (d == work_dir or not timed_on_another_host(d))]
     tasks = sorted(ms.relax_integration.extract_tasks(lowered, target), key=_cost, reverse=True)
     return [t for t in tasks
             if not any(db.has_workload(t.dispatched[0]) and db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
                        for db in known)]
+
+
+def timed_on_another_host(work_dir: Path) -> bool:
+    """A database whose candidates were all timed on build hosts with another CPU than this one
+    (the shipped AVX2 databases, timed on an AVX-512 host): its kernels are seeded again here, so
+    tuning on the CPU itself measures them (the build then prefers this CPU's records)."""
+    from tvm.target import codegen
+
+    hosts = [m.get("host_cpu") for m in relax.measured_on(work_dir)]
+    return bool(hosts) and all(h and h != str(codegen.llvm_get_system_cpu()) for h in hosts)
 
 
 def _cost(task: Any) -> float:
