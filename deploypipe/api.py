@@ -247,7 +247,7 @@ def _check_batches(runner: Runner, model: Model, precision: str, tolerance: dict
     same samples stacked): an artifact that is right at batch 1 and wrong at 32 fails its gate."""
     for b in model.batches:
         stacked = stack_rows(feeds, b)
-        at_b = compare(reference.run(model.proto, [stacked]), [runner.infer(stacked)], precision,
+        at_b = compare(_reference(model, [stacked]), [runner.infer(stacked)], precision,
                        {k: v for k, v in tolerance.items() if k != "max_accuracy_drop"}, evidence=fid.evidence or None)
         fid.shapes_checked.append(f"batch {b}: max abs err {at_b.max_abs_err:.3g}, cosine {at_b.cosine:.5f}")
         if at_b.passed is False:

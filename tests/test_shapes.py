@@ -236,3 +236,41 @@ def test_efficiency_counts_samples_of_a_batched_row() -> None:
         if getattr(one, key) is not None:
             assert getattr(eight, key) == pytest.approx(8 * getattr(one, key))
     assert (one.ips_per_watt, one.ips_per_usd) != (None, None)
+
+
+def test_batch_checks_use_the_exact_qdq_reference_where_fused_kernels_saturate(tmp_path: Path, monkeypatch) -> None:
+    """On a host whose fused u8 x s8 kernels saturate (AVX2 without VNNI; forced here with
+    DEPLOYPIPE_ISA), a QDQ graph's reference runs unfused, its exact semantics, at batch 1 and at
+    every other batch the build checks (the batch checks ran the fused graph)."""
+    from int8_models import INT8_SHAPE, int8_convnet, qdq_model
+
+    from deploypipe import api
+    from deploypipe.analysis.fidelity import QUANTIZED_INPUT_TOLERANCE
+    from deploypipe.artifact import Fidelity
+    from deploypipe.importers import import_model
+    from deploypipe.isa import ENV
+
+    fp32 = int8_convnet()
+    fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    fp32.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model = import_model(qdq_model(tmp_path, fp32, INT8_SHAPE), ImportOptions(batch=(1, 3)))
+    assert 3 in model.batches, model.batches
+    monkeypatch.setenv(ENV, "x86-avx2")
+    real, optimized = api.reference.run, []
+
+    def spy(proto: onnx.ModelProto, feeds: list, outputs: list | None = None, optimize: bool = True) -> list:
+        optimized.append(optimize)
+        return real(proto, feeds, outputs, optimize=False)
+
+    monkeypatch.setattr(api.reference, "run", spy)
+
+    class Exact:  # an artifact computing the graph exactly
+        def infer(self, feeds: dict, check: bool = True) -> dict:
+            return real(model.proto, [feeds], optimize=False)[0]
+
+    feeds = list(model.calibration.samples(2, seed=1))
+    api._reference(model, feeds)
+    fid = Fidelity(checked=True, where="test")
+    api._check_batches(Exact(), model, "fp32", dict(QUANTIZED_INPUT_TOLERANCE), feeds, fid)
+    assert optimized and not any(optimized), optimized
+    assert fid.passed is not False and fid.shapes_checked, fid
