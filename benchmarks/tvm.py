@@ -11,8 +11,8 @@ activations / s8 per-channel weights, synthetic calibration) with TVM, untuned, 
 picks for this CPU (integer kernels on VNNI here) and as a CPU without VNNI gets it
 (DEPLOYPIPE_ISA=x86-avx2: 7-bit weights, integer kernels on vpmaddubsw, 512-bit here), and with
 ONNX Runtime; the INT8 pairs (VNNI / TVM FP32, no-VNNI / TVM FP32, VNNI / no-VNNI, TVM INT8 / ORT
-INT8) are ratios within each round too, as is TVM tuned / untuned (PAIRS). --models picks models. --budget-s 0 0 skips tuning and
-uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
+INT8) are ratios within each round too, as is TVM tuned / untuned (PAIRS). --models picks models.
+--budget-s 0 0 skips tuning and uses the databases as they are. The tuned library is also timed through deploypipe-run, the C++
 device app (TVM's runtime without Python), to show what a board app gets.
 
 --target builds and tunes TVM for another x86 target that runs here, such as xeon (-mcpu=broadwell,

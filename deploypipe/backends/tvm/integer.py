@@ -235,16 +235,10 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI, depthwise: bool = False) 
             x_q, s_x, z_x, w_q, s_w, z_w, w, _ = found
             if w_q.ndim != 4 or not _per_channel(w_q, s_w, z_w, w, axis=0):
                 return None
-            top, left, bottom, right = (int(p) for p in attrs.padding)
             weights, data, zero = _padded(dot, w_q, x_q, z_x)
             if dot.pairwise and _saturates(weights):
                 return None
-            extra = weights.shape[1] - w_q.shape[1]
-            if (top, left, bottom, right, extra) != (0, 0, 0, 0, 0):
-                data = relax.op.nn.pad(data, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
-            acc = relax.op.nn.conv2d(data, relax.const(weights), strides=attrs.strides, padding=[0, 0, 0, 0],
-                                     dilation=attrs.dilation, groups=1, data_layout="NCHW", kernel_layout="OIHW",
-                                     out_dtype="int32")
+            acc = _zero_point_conv2d(data, weights, attrs, zero, extra=weights.shape[1] - w_q.shape[1])
             return _rescale(acc, zero * w_q.astype(np.int64).sum(axis=(1, 2, 3)), s_x, s_w, w_q.shape[0],
                             weights.shape[0], axis=1, ndim=4)
 
@@ -264,12 +258,7 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI, depthwise: bool = False) 
             # it comes. Subtracting the zero point first instead (int16, padded by the convolution) made
             # the producer write int16 and measured slower
             zero = int(z_x.reshape(()))
-            top, left, bottom, right = (int(p) for p in attrs.padding)
-            data = x_q if (top, left, bottom, right) == (0, 0, 0, 0) else relax.op.nn.pad(
-                x_q, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
-            acc = relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=[0, 0, 0, 0],
-                                     dilation=attrs.dilation, groups=channels, data_layout="NCHW",
-                                     kernel_layout="OIHW", out_dtype="int32")
+            acc = _zero_point_conv2d(x_q, w_q, attrs, zero, groups=channels)
             return _rescale(acc, zero * w_q.astype(np.int64).sum(axis=(1, 2, 3)), s_x, s_w, channels, channels,
                             axis=1, ndim=4)
 
@@ -296,6 +285,20 @@ def integer_layers(mod: tvm.IRModule, dot: Dot = VNNI, depthwise: bool = False) 
 
     mod = relax.transform.DeadCodeElimination()(schedules.mutate_functions(mod, Rewrite))
     return _elementwise_qdq(mod), count
+
+
+def _zero_point_conv2d(data: Any, weights: Any, attrs: Any, zero: int, groups: int = 1, extra: int = 0) -> Any:
+    """The int32 NCHW convolution of `data` by the constant `weights` with the layer's strides and
+    dilation, its padding done first with the activations' zero point (a dequantized 0, so the
+    correction stays one constant per output channel), as are `extra` padded input channels."""
+    from tvm import relax
+
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    if (top, left, bottom, right, extra) != (0, 0, 0, 0, 0):
+        data = relax.op.nn.pad(data, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
+    return relax.op.nn.conv2d(data, relax.const(weights), strides=attrs.strides, padding=[0, 0, 0, 0],
+                              dilation=attrs.dilation, groups=groups, data_layout="NCHW", kernel_layout="OIHW",
+                              out_dtype="int32")
 
 
 def _nchw(attrs: Any) -> bool:

@@ -155,9 +155,10 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
         return mod, []
     integer.register_intrinsics()  # tuned integer kernels' traces tensorize with it
     mcpu = str(target.attrs.get("mcpu", ""))
+    timed = {d: measured_on(d) for d in dirs}
     found: dict[int, list[tuple[int, float, Path, Any]]] = {}  # workload hash -> (tier, mean run time, database, record)
     for work_dir in dirs:
-        tier = 0 if any(m.get("host_cpu") == mcpu for m in measured_on(work_dir)) else 1  # 0: timed on this CPU
+        tier = 0 if any(m.get("host_cpu") == mcpu for m in timed[work_dir]) else 1  # 0: timed on this CPU
         for record in ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records():
             if record.run_secs:
                 found.setdefault(tvm_ffi.structural_hash(record.workload.mod), []).append(
@@ -183,7 +184,7 @@ def apply_databases(mod: tvm.IRModule, target: tvm.target.Target, own: Path) -> 
     for kernel in sorted(scheduled(mod) - before):
         if names.get(kernel) in fastest:
             by_dir.setdefault(fastest[names[kernel]][1], []).append(kernel)
-    return mod, [{"database": str(d), "tuned_for_mcpu": tuned_for(d), "measured_on": measured_on(d), "kernels": k}
+    return mod, [{"database": str(d), "tuned_for_mcpu": tuned_for(d), "measured_on": timed[d], "kernels": k}
                  for d, k in by_dir.items()]
 
 

@@ -28,8 +28,9 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
     """Measure up to `limit` default-rule candidates, the costliest kernels first, and commit them
     to the JSON database in `work_dir`. Kernels with records already are skipped: in this database
     (a resumed run) or in another model's under the same tuning_logs measured on this CPU class
-    (and timed on this host's CPU, `timed_on_another_host`), which the build reuses by workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the
-    number of candidates measured."""
+    and not timed on another host's CPU (`timed_on_another_host`), which the build reuses by
+    workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the number of candidates
+    measured."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
@@ -91,8 +92,8 @@ def timed_on_another_host(work_dir: Path) -> bool:
     tuning on the CPU itself measures them (the build then prefers this CPU's records)."""
     from tvm.target import codegen
 
-    hosts = [m.get("host_cpu") for m in relax.measured_on(work_dir)]
-    return bool(hosts) and all(h and h != str(codegen.llvm_get_system_cpu()) for h in hosts)
+    entries = relax.measured_on(work_dir)
+    return bool(entries) and len(relax.timed_elsewhere(entries, [str(codegen.llvm_get_system_cpu())])) == len(entries)
 
 
 def _cost(task: Any) -> float:
