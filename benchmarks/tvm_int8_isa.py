@@ -24,7 +24,6 @@ VNNI (Skylake-SP), whose kernels are vpmaddubsw on 512-bit vectors (AVX512BW).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -104,13 +103,12 @@ def main() -> None:
 
     import tvm
 
+    from benchmarks._sibling import load
     from deploypipe.api import BuildConfig, build
     from deploypipe.artifact import Artifact
     from deploypipe.isa import host_isa
 
-    spec = importlib.util.spec_from_file_location("bench_tvm", Path(__file__).parent / "tvm.py")
-    bench_tvm = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(bench_tvm)  # type: ignore[union-attr]
+    bench_tvm = load("tvm")
     args.out.mkdir(parents=True, exist_ok=True)
     host = str(tvm.target.codegen.llvm_get_system_cpu())
     env = {**os.environ, "TVM_NUM_THREADS": str(args.threads)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+from collections import Counter
 from typing import Any
 
 from deploypipe.artifact import HostCheck
@@ -33,7 +34,7 @@ from deploypipe.backends.compiler import (
     TuneRequest,
     TuningReport,
 )
-from deploypipe.backends.tvm import integer
+from deploypipe.backends.tvm import integer, winograd
 from deploypipe.backends.tvm import tune as tvm_tune
 from deploypipe.backends.tvm.facts import (
     LIBRARY,
@@ -98,8 +99,13 @@ class TvmCompiler(Compiler):
         target = tvm_target(opts)
         ctx.progress("TVM: importing ONNX into Relax")
         relax_mod = import_relax(model)
-        lowered = lower(relax_mod, target)
+        lowered = lower(relax_mod, target, winograd_convs=opts.use_winograd())
         notes: list[str] = []
+        winograd_layers = [str(x) for x in (lowered.attrs or {}).get(winograd.ATTR, [])]
+        if winograd_layers:
+            shapes = Counter(winograd_layers)
+            notes.append(f"Winograd form for {len(winograd_layers)} stride-1 3x3 convolution(s) "
+                         f"({', '.join(f'{n}x {s}' for s, n in shapes.items())}); the others direct")
         tuning: dict[str, Any] = {"database": None, "records": 0}
         if ctx.tune_trials > 0:
             _static_for_tuning(model)
@@ -158,7 +164,8 @@ class TvmCompiler(Compiler):
         if arch != platform.machine():
             ctx.progress("TVM: compiling the host stand-in for the fidelity check")
             stand_in_target = tvm_target(TvmOptions(target=host_target()))
-            stand_in = compile_module(lower(relax_mod, stand_in_target), stand_in_target)
+            stand_in = compile_module(lower(relax_mod, stand_in_target, winograd_convs=opts.use_winograd()),
+                                      stand_in_target)
             export(stand_in, ctx.workdir / STAND_IN, None)
             files["host_stand_in"] = STAND_IN
             host_check = HostCheck(
@@ -178,6 +185,7 @@ class TvmCompiler(Compiler):
                   "target_as_written": opts.target, "library_arch": arch,
                   "cross_compiler": opts.cross_compiler, "params": "bound as constants inside model.so",
                   "input_order": [s.name for s in model.inputs], "tuning": tuning,
+                  "winograd": winograd_layers,
                   **({"int8_kernels": int8_kernels} if int8_kernels else {})},
             notes=notes, host_check=host_check,
         )

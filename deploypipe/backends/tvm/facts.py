@@ -33,6 +33,10 @@ class TvmOptions(BaseModel):
     # MetaSchedule search: "auto" is evolutionary search guided by the XGBoost cost model when
     # xgboost is importable, else replay-trace (evolutionary search with a random model is no better)
     strategy: Literal["auto", "replay-trace", "evolutionary"] = "auto"
+    # Winograd F(4x4 / 2x2, 3x3) for the stride-1 3x3 convolutions that are large enough
+    # (backends/tvm/winograd.py): "auto" is on for x86 CPUs, where it was measured faster
+    # (benchmarks/winograd.py), and off for ARM ones, where no core has timed it yet
+    winograd: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("target")
     @classmethod
@@ -70,6 +74,9 @@ class TvmOptions(BaseModel):
         has_xgb = importlib.util.find_spec("xgboost") is not None
         strategy = self.strategy if self.strategy != "auto" else ("evolutionary" if has_xgb else "replay-trace")
         return strategy, ("xgb" if has_xgb else "random")
+
+    def use_winograd(self) -> bool:
+        return self.winograd == "on" or (self.winograd == "auto" and self.arch() == "x86_64")
 
     def arch(self) -> str:
         """The CPU architecture the library runs on, in `platform.machine()` spelling."""

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploypipe.backends.tvm import integer, schedules
+from deploypipe.backends.tvm import integer, schedules, winograd
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.errors import UnsupportedError
 from deploypipe.model import Model
@@ -37,12 +37,14 @@ def import_relax(model: Model) -> tvm.IRModule:
         raise UnsupportedError(f"TVM's ONNX frontend could not import {model.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = True) -> tvm.IRModule:
+def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = True,
+          winograd_convs: bool = True) -> tvm.IRModule:
     """The graph-level passes that come before tuning: inference decompositions, QDQ layers as
     integer ones where the CPU has a dot product (`integer_kernels` False keeps them
     float-simulated: benchmarks/tvm_int8_isa.py compares the two), convolutions to NHWC/HWIO
-    (weights repacked at build time), the "zero" pipeline (legalize, fold constants, fuse). Tuning
-    tasks are extracted from this module."""
+    (weights repacked at build time), the large stride-1 3x3 ones in Winograd form
+    (`winograd_convs`: TvmOptions.use_winograd), the "zero" pipeline (legalize, fold constants,
+    fuse). Tuning tasks are extracted from this module."""
     import tvm
     from tvm import relax
 
@@ -55,6 +57,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = 
         if integer_kernels:
             mod = integer.layers(mod, target)  # QDQ models: integer kernels where the CPU has them
         mod = schedules.pad_dense_outputs(schedules.convert_layout(mod), schedules.float_lanes(target))
+        if winograd_convs:
+            mod = winograd.rewrite(mod)
         mod = relax.get_pipeline("zero")(integer.nhwc_padding(mod))
         return relax.transform.AttachAttrLayoutFreeBuffers()(mod)  # weights may be prepacked
 
@@ -233,7 +237,7 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
 
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scheduled = schedules.default_schedule(integer.integer_rule())(mod)
+        scheduled = schedules.default_schedule(integer.integer_rule(), winograd.rule())(mod)
         return tvm.compile(fold_prepacking(scheduled), target=target)
 
 

@@ -6,9 +6,8 @@ the default rule gives untuned: a run that only sampled that space could make a 
 `tvm tune` first measures, for every kernel, the default rule and its variants (`schedules.variants`:
 tile size, channel block, task size, padding; for an integer convolution on a CPU with a dot
 product (VNNI, sdot), its dot-product kernel, so tuning an INT8 build keeps the integer kernels
-unless a search finds faster) with
-MetaSchedule's own builder and runner, and
-commits them to the database as tuning records (their traces replay in `MetaScheduleApplyDatabase`
+unless a search finds faster; for a Winograd transform, its own schedule) with MetaSchedule's own
+builder and runner, and commits them to the database as tuning records (their traces replay in `MetaScheduleApplyDatabase`
 like any other). MetaSchedule's evolutionary search gets the trials that are left, and the database
 answers each kernel with its fastest record, whichever search produced it: a tuned build is never
 slower than the default one by more than the measurement's noise.
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deploypipe.backends.tvm import integer, relax, schedules
+from deploypipe.backends.tvm import integer, relax, schedules, winograd
 
 
 def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner: Any, limit: int,
@@ -35,15 +34,16 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
     from tvm.s_tir import meta_schedule as ms
 
     database = ms.database.JSONDatabase(work_dir=work_dir)
-    dot = integer.integer_rule()  # an integer convolution's candidate is its dot-product kernel, as in the build
+    # an integer convolution's candidate is its dot-product kernel, a Winograd transform's its own, as in the build
+    special = [integer.integer_rule(), winograd.rule()]
     measured = 0
     for task in untuned_tasks(lowered, target, Path(work_dir)):
         mod = task.dispatched[0]
         if measured >= limit:
             break
-        integer_kernel = dot.apply(mod["main"], target, False)
-        candidates, seen = ([integer_kernel] if integer_kernel is not None else []), set()
-        for knobs in schedules.variants() if integer_kernel is None else []:
+        own = next((sch for rule in special if (sch := rule.apply(mod["main"], target, False)) is not None), None)
+        candidates, seen = ([own] if own is not None else []), set()
+        for knobs in schedules.variants() if own is None else []:
             sch = schedules.schedule_kernel(mod["main"], target, knobs)
             if sch is None or (key := tvm_ffi.structural_hash(sch.mod)) in seen:
                 continue

@@ -227,7 +227,7 @@ def _child(job: _Job) -> None:
     proto = onnx.load(job.model_file)
     model = Model(proto=proto, name=Path(job.model_file).stem, provenance=Provenance(job.model_file, "onnx", ""),
                   calibration=SyntheticProvider([]))
-    lowered = lower(import_relax(model), target)
+    lowered = lower(import_relax(model), target, winograd_convs=job.options.use_winograd())
     export = (functools.partial(cross_export, job.options.cross_compiler)
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
