@@ -101,7 +101,10 @@ def test_int8_gate_fails_then_mixed_precision_keeps_layers_in_fp32() -> None:
     d = result.details
     assert d["gate"]["passed"] and d["fp32_layers"]
     assert set(d["fp32_layers"]) <= set(d["fp32_nodes"])
-    assert d["layer_ranking"][0]["node"] == d["fp32_layers"][0]
+    # kept from the ranking, in the order they helped (not always rank order: on an AVX2 host the
+    # conv helps only after its ReLU's neighbours are in FP32, so it is tried again then)
+    ranked = [r["node"] for r in d["layer_ranking"]]
+    assert set(d["fp32_layers"]) <= set(ranked)
 
 
 def test_int8_search_on_real_data_tries_calibrations_then_fewest_fp32_layers(digits: Model) -> None:

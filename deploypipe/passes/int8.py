@@ -219,16 +219,24 @@ class _Search:
     def _keep_fp32(self, base: _Step) -> _Step:
         """Greedy: the ranked layers one at a time, each kept in FP32 only when it improves the
         judged figure (the ranking measures added error, the gate may judge a task metric that
-        does not follow it), until the gate passes; at most `max_fp32_layers` kept, twice as many tried."""
+        does not follow it), until the gate passes; at most `max_fp32_layers` kept, twice as many
+        tried. A layer that did not help is tried again after another one was kept: a conv whose
+        activation is still quantized gains nothing alone, and does once its neighbours are in
+        FP32 (the tiny classifier on an AVX2 host needed that to pass at all)."""
         self.ctx.progress(f"int8: gate missed with {base.method} calibration; ranking layers by the error they add")
         self.ranking = _rank_layers(self.fp32, base.proto, self.feeds[: min(len(self.feeds), 16)])
-        best, kept = base, []
-        for layer in self.ranking[: 2 * self.cfg.max_fp32_layers]:
-            if len(kept) >= self.cfg.max_fp32_layers:
+        best, kept, rejected = base, [], []
+        queue = list(self.ranking)
+        for _ in range(2 * self.cfg.max_fp32_layers):
+            if not queue or len(kept) >= self.cfg.max_fp32_layers:
                 break
+            layer = queue.pop(0)
             step = self._with_layers(base.method, [*kept, layer])
             if _rank(step) > _rank(best):
                 best, kept = step, [*kept, layer]
+                queue, rejected = queue + rejected, []
+            else:
+                rejected.append(layer)
             if best.fidelity.passed:
                 break
         return best
