@@ -68,7 +68,7 @@ def compile_library(onnx_path: Path, variant: str, threads: int, out: Path) -> l
                                 "num-cores": threads})
     lowered = lower(import_relax(import_model(onnx_path)), target, winograd_convs=variant != "direct")
     compile_module(lowered, target).export_library(str(out))
-    return [str(x) for x in (lowered.attrs or {}).get(winograd.ATTR, [])]
+    return winograd.layers(lowered)
 
 
 def _median(values: list[float]) -> float:

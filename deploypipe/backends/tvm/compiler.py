@@ -101,7 +101,7 @@ class TvmCompiler(Compiler):
         relax_mod = import_relax(model)
         lowered = lower(relax_mod, target, winograd_convs=opts.use_winograd())
         notes: list[str] = []
-        winograd_layers = [str(x) for x in (lowered.attrs or {}).get(winograd.ATTR, [])]
+        winograd_layers = winograd.layers(lowered)
         if winograd_layers:
             shapes = Counter(winograd_layers)
             notes.append(f"Winograd form for {len(winograd_layers)} stride-1 3x3 convolution(s) "

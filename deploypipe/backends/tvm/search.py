@@ -7,8 +7,8 @@ the default rule gives untuned: a run that only sampled that space could make a 
 tile size, channel block, task size, padding; for an integer convolution on a CPU with a dot
 product (VNNI, sdot), its dot-product kernel, so tuning an INT8 build keeps the integer kernels
 unless a search finds faster; for a Winograd transform, its own schedule) with MetaSchedule's own
-builder and runner, and commits them to the database as tuning records (their traces replay in `MetaScheduleApplyDatabase`
-like any other). MetaSchedule's evolutionary search gets the trials that are left, and the database
+builder and runner, and commits them to the database as tuning records (their traces replay in
+`MetaScheduleApplyDatabase` like any other). MetaSchedule's evolutionary search gets the trials that are left, and the database
 answers each kernel with its fastest record, whichever search produced it: a tuned build is never
 slower than the default one by more than the measurement's noise.
 """

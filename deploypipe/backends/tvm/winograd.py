@@ -17,8 +17,8 @@ The price is memory: U holds (m+2)^2 / 9 times the weights (4x for m = 4) and ea
 one row per tile, so on small feature maps (ResNet's 7x7 stage: 4 tiles of 4x4) the matmuls
 read more weights than the direct convolution for few rows. `choose` keeps the direct
 convolution below 49 tiles and where m does not divide the output (the 7x7 stage, unmeasured);
-benchmarks/winograd.py measures the layers it rewrites. FP16 and integer layers are left alone (F(4, 3) loses too many bits in half
-precision; the integer kernels are exact).
+benchmarks/winograd.py measures the layers it rewrites. FP16 and integer layers are left alone
+(F(4, 3) loses too many bits in half precision; the integer kernels are exact).
 """
 
 from __future__ import annotations
@@ -57,12 +57,11 @@ def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(at, np.float64), np.array(g, np.float64), np.array(bt, np.float64)
 
 
-def choose(out_h: int, out_w: int, tiles: dict[int, int] | None = None) -> int | None:
+def choose(out_h: int, out_w: int) -> int | None:
     """The tile size m for an output of out_h x out_w, or None where the direct convolution is
-    faster: the largest m that divides the output and whose tile count reaches its threshold."""
-    need = MIN_TILES if tiles is None else tiles
-    for m in sorted(need, reverse=True):
-        if out_h % m == 0 and out_w % m == 0 and out_h // m * (out_w // m) >= need[m]:
+    faster: the largest m that divides the output and whose tile count reaches MIN_TILES[m]."""
+    for m in sorted(MIN_TILES, reverse=True):
+        if out_h % m == 0 and out_w % m == 0 and out_h // m * (out_w // m) >= MIN_TILES[m]:
             return m
     return None
 
@@ -133,17 +132,17 @@ def output_transform(prod: Any, m: int, out: tuple[int, int, int, int]) -> Any:
     return te.compute(out, value, name=f"winograd_output_m{m}")
 
 
-def _conv(bb: Any, x: Any, w: np.ndarray, pads: tuple[int, int], out_hw: tuple[int, int], m: int) -> Any:
-    """The Winograd form of conv2d(x, w) for NHWC x, HWIO w, stride 1, output out_hw (a multiple of m)."""
+def _conv(bb: Any, x: Any, w: np.ndarray, padding: list[int], out_hw: tuple[int, int], m: int) -> Any:
+    """The Winograd form of conv2d(x, w) for NHWC x, HWIO w, stride 1, the conv's padding (top,
+    left, bottom, right), output out_hw (a multiple of m: the padded input holds whole tiles)."""
     from tvm import relax
 
     a = m + 2
-    n, h, wid, c = (int(d) for d in x.ty.shape)
+    n, _, _, c = (int(d) for d in x.ty.shape)
     k = w.shape[3]
     th, tw = out_hw[0] // m, out_hw[1] // m
-    top, left = pads
-    pads = [0, 0, top, th * m + 2 - h - top, left, tw * m + 2 - wid - left, 0, 0]
-    xp = relax.op.nn.pad(x, pads) if any(pads) else x
+    top, left, bottom, right = padding
+    xp = relax.op.nn.pad(x, [0, 0, top, bottom, left, right, 0, 0]) if any(padding) else x
     v = bb.call_te(input_transform, bb.normalize(xp), m=m, tiles=(th, tw), primfunc_name_hint="winograd_input")
     prod = relax.op.matmul(v, relax.const(transform_weights(w, m).reshape(a * a, c, k)))
     return bb.call_te(output_transform, bb.normalize(prod), m=m, out=(n, out_hw[0], out_hw[1], k),
@@ -158,11 +157,11 @@ PATTERNS = {"winograd_output": 4, "winograd_input": 8}
 ATTR = "deploypipe_winograd"  # the module attribute listing the rewritten layers, for the build note
 
 
-def rewrite(mod: tvm.IRModule, tiles: dict[int, int] | None = None) -> tvm.IRModule:
+def rewrite(mod: tvm.IRModule) -> tvm.IRModule:
     """Every stride-1, dilation-1, ungrouped 3x3 FP32 conv2d (NHWC data, HWIO constant weights,
-    static shapes) with MIN_CHANNELS in and out whose output is large enough (`choose`; `tiles`
-    overrides its thresholds) in Winograd form. The module's ATTR lists the rewritten layers
-    ("56x56x64->64: F(4x4,3x3)") for the build note."""
+    static shapes) with MIN_CHANNELS in and out whose output is large enough (`choose`) in
+    Winograd form. The module's ATTR lists the rewritten layers ("56x56x64->64: F(4x4,3x3)") for
+    the build note (`layers`)."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -191,12 +190,11 @@ def rewrite(mod: tvm.IRModule, tiles: dict[int, int] | None = None) -> tvm.IRMod
             if w.shape[:2] != (3, 3) or min(w.shape[2:]) < MIN_CHANNELS:
                 return call
             out_h, out_w = int(call.ty.shape[1]), int(call.ty.shape[2])
-            m = choose(out_h, out_w, tiles)
+            m = choose(out_h, out_w)
             if m is None:
                 return call
             done.append(f"{out_h}x{out_w}x{w.shape[2]}->{w.shape[3]}: F({m}x{m},3x3)")
-            return _conv(self.builder_, call.args[0], w, (int(attrs.padding[0]), int(attrs.padding[1])),
-                         (out_h, out_w), m)
+            return _conv(self.builder_, call.args[0], w, [int(p) for p in attrs.padding], (out_h, out_w), m)
 
     mod = relax.transform.FoldConstant()(mod)  # the weights: HWIO constants
     rewriter = Rewrite(mod)
@@ -213,12 +211,17 @@ def rewrite(mod: tvm.IRModule, tiles: dict[int, int] | None = None) -> tvm.IRMod
     return mod.with_attr(ATTR, done)
 
 
+def layers(mod: tvm.IRModule) -> list[str]:
+    """The layers `rewrite` put in Winograd form (none when it was off)."""
+    return [str(x) for x in (mod.attrs or {}).get(ATTR, [])]
+
+
 def schedule_transform(func: Any, target: Any) -> Any:
     """The schedule of a Winograd transform kernel (None for any other kernel): the tile's
     (m+2)^2 or m^2 outputs unrolled, so each unrolled copy keeps its own sum of the input or
     product tile (loaded once per tile), vectorized along the channels; tiles and channel blocks
-    are the parallel tasks. The input transform inlines its zero padding, the output transform
-    the epilogue fused after it (bias, residual add, activation)."""
+    are the parallel tasks. The output transform inlines the epilogue fused after it (bias,
+    residual add, activation); the input transform fuses nothing (PATTERNS)."""
     from tvm import s_tir
 
     from deploypipe.backends.tvm import schedules
