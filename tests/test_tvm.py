@@ -575,3 +575,42 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
     assert m.fidelity.passed and m.fidelity.max_abs_err < 1e-4
     assert m.compiler_info["tuning"]["kernels"]["default_schedule"] == m.compiler_info["tuning"]["kernels"]["total"] > 0
     assert any("default CPU schedule" in n for n in m.notes)
+
+
+def test_strided_pointwise_convolutions_read_a_dense_slice() -> None:
+    """A strided 1x1 convolution (ResNet's downsampling shortcut, odd input size included) is
+    rewritten as a strided slice and a stride-1 convolution in a kernel of its own; a padded
+    strided 1x1 one and a strided 3x3 one keep their stride. The build equals ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n) for n, s in
+             [("short", (16, 8, 1, 1)), ("b", (16,)), ("pad", (16, 8, 1, 1)), ("k3", (16, 8, 3, 3))]]
+    nodes = [helper.make_node("Conv", ["x", "short", "b"], ["s"], strides=[2, 2]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["x", "pad"], ["p"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "k3"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["r", "c"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "strided", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 15, 15])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8]),
+                               helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 16, 9, 9])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = Model(proto=proto, name="strided", provenance=Provenance("s", "onnx", ""), calibration=SyntheticProvider([]))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    lowered = lower(import_relax(model), target)
+    kernels = {gv.name_hint: f.script() for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    convs = [t for n, t in kernels.items() if "conv2d" in n]
+    assert len(convs) == 3 and any("strided_slice" in n for n in kernels)
+    assert not any("strided_slice" in n for n in kernels if "conv2d" in n)  # the slice stays out of the conv
+    strided = [t for t in convs if "* T.int64(2)" in t]
+    assert len(strided) == 2, strided  # the padded 1x1 and the 3x3 keep their stride
+    x = rng.standard_normal((1, 8, 15, 15)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    vm = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.numpy(), w, atol=1e-4, rtol=1e-4)

@@ -33,8 +33,10 @@ def test_tile_size_follows_the_feature_map() -> None:
 
     assert choose(56, 56) == 4 and choose(28, 28) == 4  # 196 and 49 tiles of 4x4
     assert choose(14, 14) == 2  # 4 does not divide 14; 49 tiles of 2x2
-    assert choose(7, 7) is None  # ResNet's last stage: the weight transform outweighs the gain
-    assert choose(8, 8) is None  # 4 tiles: too few to reuse the transformed weights
+    assert choose(7, 7) == 2  # ResNet's last stage: 16 tiles of 2x2 overhanging the output by a row and a column
+    assert choose(8, 8) == 2 and choose(13, 13) == 2  # 16 whole tiles; 49 tiles, 16 % of their outputs wasted
+    assert choose(6, 6) is None  # 9 tiles: too few to reuse the transformed weights
+    assert choose(5, 5) is None  # 9 tiles of 2x2 for 25 outputs: too much waste besides
 
 
 def test_on_by_default_where_measured() -> None:
@@ -110,3 +112,32 @@ def test_build_takes_winograd_layers_and_matches_onnxruntime(tmp_path: Path) -> 
     assert all(winograd.schedule_transform(f, target) is not None for f in transforms)
     off = lower(import_relax(import_model(model)), target, winograd_convs=False)
     assert winograd.layers(off) == [] and winograd.layers(lowered)
+
+
+def test_overhanging_tiles_match_onnxruntime() -> None:
+    """A 7x7 output in 2x2 tiles (ResNet's last stage): the input is padded by one more row and
+    column so the last tiles read zeros, and the output transform leaves their extra outputs out;
+    the result equals the direct convolution's (ONNX Runtime's)."""
+    import onnxruntime as ort
+
+    from deploypipe.backends.tvm import winograd
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n)
+             for n, s in [("w", (24, 16, 3, 3)), ("b", (24,))]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "last", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 7, 7])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    model = Model(proto=proto, name="last", provenance=Provenance("l", "onnx", ""), calibration=SyntheticProvider([]))
+    lowered = lower(import_relax(model), target)
+    assert winograd.layers(lowered) == ["7x7x16->24: F(2x2,3x3)"]
+    transforms = [f for gv, f in lowered.functions_items() if "winograd" in gv.name_hint and isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(transforms) == 2 and all(winograd.schedule_transform(f, target) is not None for f in transforms)
+    x = rng.standard_normal((1, 16, 7, 7)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
