@@ -42,9 +42,9 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, integer_kernels: bool = 
     """The graph-level passes that come before tuning: inference decompositions, QDQ layers as
     integer ones where the CPU has a dot product (`integer_kernels` False keeps them
     float-simulated: benchmarks/tvm_int8_isa.py compares the two), convolutions to NHWC/HWIO
-    (weights repacked at build time), strided 1x1 ones on a strided slice of their input, the large stride-1 3x3 ones in Winograd form
-    (`winograd_convs`: TvmOptions.use_winograd), the "zero" pipeline (legalize, fold constants,
-    fuse). Tuning tasks are extracted from this module."""
+    (weights repacked at build time), strided 1x1 ones on a strided slice of their input, the
+    large stride-1 3x3 ones in Winograd form (`winograd_convs`: TvmOptions.use_winograd), the
+    "zero" pipeline (legalize, fold constants, fuse). Tuning tasks are extracted from this module."""
     import tvm
     from tvm import relax
 

@@ -99,7 +99,7 @@ def subsample_pointwise(mod: tvm.IRModule) -> tvm.IRModule:
                 return call
             attrs, data, weights = call.attrs, call.args[0].ty, call.args[1].ty
             strides = [int(s) for s in attrs.strides]
-            size, window = _static(data.shape, 1, 3), _static(weights.shape, 0, 2)
+            size, window = static_dims(data.shape, 1, 3), static_dims(weights.shape, 0, 2)
             if strides == [1, 1] or any(int(p) for p in attrs.padding) or window != [1, 1] or not size:
                 return call
             dense = relax.op.strided_slice(call.args[0], axes=[1, 2], begin=[0, 0], end=size, strides=strides)
@@ -124,7 +124,7 @@ def float_nhwc_conv(call: Any) -> bool:
                 and call.ty.dtype == "float32")
 
 
-def _static(shape: Any, start: int, stop: int) -> list[int] | None:
+def static_dims(shape: Any, start: int, stop: int) -> list[int] | None:
     """Dims start..stop-1 of a Relax shape as ints, or None where the shape or one of them is
     unknown."""
     import tvm

@@ -68,10 +68,16 @@ def choose(out_h: int, out_w: int) -> int | None:
         if out_h % m == 0 and out_w % m == 0 and out_h // m * (out_w // m) >= MIN_TILES[m]:
             return m
     for m in sorted(PADDED_TILES, reverse=True):
-        th, tw = -(-out_h // m), -(-out_w // m)
+        th, tw = tiles(out_h, out_w, m)
         if th * tw >= PADDED_TILES[m] and th * tw * m * m <= PADDED_WASTE * out_h * out_w:
             return m
     return None
+
+
+def tiles(out_h: int, out_w: int, m: int) -> tuple[int, int]:
+    """Tile rows and columns covering an out_h x out_w output in m x m tiles (the last ones
+    overhang it where m does not divide it)."""
+    return -(-out_h // m), -(-out_w // m)
 
 
 def transform_weights(w_hwio: np.ndarray, m: int) -> np.ndarray:
@@ -129,7 +135,7 @@ def output_transform(prod: Any, m: int, out: tuple[int, int, int, int]) -> Any:
     at, _, _ = matrices(m)
     a = m + 2
     _, ho, wo, _ = out
-    th, tw = -(-ho // m), -(-wo // m)  # tiles may overhang the output: their extra outputs are not computed
+    th, tw = tiles(ho, wo, m)  # the last tiles may overhang the output: their extra outputs are not computed
 
     def value(b: Any, h: Any, w: Any, k: Any) -> Any:
         p = b * th * tw + h // m * tw + w // m
@@ -148,7 +154,7 @@ def _conv(bb: Any, x: Any, w: np.ndarray, padding: list[int], out_hw: tuple[int,
     a = m + 2
     n, _, _, c = (int(d) for d in x.ty.shape)
     k = w.shape[3]
-    th, tw = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    th, tw = tiles(*out_hw, m)
     top, left, bottom, right = padding
     bottom, right = bottom + th * m - out_hw[0], right + tw * m - out_hw[1]  # overhanging tiles read zeros
     xp = relax.op.nn.pad(x, [0, 0, top, bottom, left, right, 0, 0]) if any((top, left, bottom, right)) else x
@@ -191,7 +197,7 @@ def rewrite(mod: tvm.IRModule) -> tvm.IRModule:
                 weights = self.lookup_binding(weights)
             data = call.args[0].ty
             if not (isinstance(weights, tvm.ir.expr.GenericConst) and [int(s) for s in attrs.strides] == [1, 1]
-                    and all(isinstance(d, tvm.tirx.IntImm) for d in data.shape)):
+                    and schedules.static_dims(data.shape, 0, 4)):
                 return call
             w = weights.value.numpy()
             if w.shape[:2] != (3, 3) or min(w.shape[2:]) < MIN_CHANNELS:
