@@ -7,13 +7,25 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+if TYPE_CHECKING:
+    from deploypipe.model import Model
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def proto_model(proto: onnx.ModelProto, name: str) -> Model:
+    """An in-memory ONNX graph as the pipeline's Model, without calibration data: what a
+    compiler's graph passes take in tests that skip the importer."""
+    from deploypipe.model import Model, Provenance, SyntheticProvider
+
+    return Model(proto=proto, name=name, provenance=Provenance(name, "onnx", ""), calibration=SyntheticProvider([]))
 
 
 def tiny_classifier(seed: int = 0, classes: int = 10) -> onnx.ModelProto:

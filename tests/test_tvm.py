@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import tiny_classifier
+from conftest import proto_model, tiny_classifier
 from int8_models import INT8_SHAPE, classifier, int8_convnet, kernels_with, qdq_model
 from onnx import TensorProto, helper
 
@@ -127,12 +127,11 @@ def test_unsupported_op_is_named_before_work(tmp_path: Path) -> None:
     from deploypipe.backends.compiler import CompileContext
     from deploypipe.backends.tvm.compiler import TvmCompiler
     from deploypipe.errors import UnsupportedError
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
     proto = tiny_classifier()
     proto.graph.node.append(helper.make_node("Col2Im", ["logits", "s", "b"], ["y"], name="/head/col2im"))
     proto.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
-    model = Model(proto=proto, name="bad", provenance=Provenance("bad", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "bad")
     spec = targets.get("host-cpu")
     ctx = CompileContext(workdir=tmp_path, target=spec, precision="fp32", options=backends.compiler_options("tvm", spec),
                          tuning_dir=tmp_path)
@@ -261,9 +260,8 @@ def test_avx2_target_gets_avx2_tiles_on_any_host() -> None:
     assert schedules.vector_bits(arm) == 128
     proto = _mini_mobilenet()
     from deploypipe.backends.tvm.relax import import_relax, lower
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
-    model = Model(proto=proto, name="mini", provenance=Provenance("mini", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "mini")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "broadwell", "num-cores": 2})
     lowered = lower(import_relax(model), target)
     with target:
@@ -452,10 +450,9 @@ def test_integer_rewrite_matches_float_simulation(tmp_path: Path) -> None:
 
     from deploypipe.backends.tvm import integer
     from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
     proto = onnx.load(str(qdq_model(tmp_path, int8_convnet(), INT8_SHAPE)))
-    model = Model(proto=proto, name="q", provenance=Provenance("q", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "q")
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2})  # no VNNI: the int32 kernels get the default rule
     x = np.random.default_rng(1).standard_normal(INT8_SHAPE).astype(np.float32)
     step = next(float(numpy_helper.to_array(i)) for i in proto.graph.initializer
@@ -532,10 +529,9 @@ def test_untuned_kernels_get_parallel_vectorized_default_schedules(tmp_path: Pat
     matches the reference and the manifest counts the default-scheduled kernels."""
     from deploypipe.backends.tvm import schedules
     from deploypipe.backends.tvm.relax import fold_prepacking, import_relax, lower, scheduled, tvm_target
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
     proto = _mini_mobilenet()
-    model = Model(proto=proto, name="mini", provenance=Provenance("mini", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "mini")
     target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
     lowered = lower(import_relax(model), target)
     with target:
@@ -585,7 +581,6 @@ def test_strided_pointwise_convolutions_read_a_dense_slice() -> None:
     from onnx import numpy_helper
 
     from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n) for n, s in
@@ -599,7 +594,7 @@ def test_strided_pointwise_convolutions_read_a_dense_slice() -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8]),
                                helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 16, 9, 9])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model = Model(proto=proto, name="strided", provenance=Provenance("s", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "strided")
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
     lowered = lower(import_relax(model), target)
     kernels = {gv.name_hint: f.script() for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}

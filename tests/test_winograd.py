@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import proto_model
 from onnx import TensorProto, helper, numpy_helper
 
 from deploypipe import targets
@@ -122,7 +123,6 @@ def test_overhanging_tiles_match_onnxruntime() -> None:
 
     from deploypipe.backends.tvm import winograd
     from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
-    from deploypipe.model import Model, Provenance, SyntheticProvider
 
     rng = np.random.default_rng(7)
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n)
@@ -132,7 +132,7 @@ def test_overhanging_tiles_match_onnxruntime() -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 7, 7])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
-    model = Model(proto=proto, name="last", provenance=Provenance("l", "onnx", ""), calibration=SyntheticProvider([]))
+    model = proto_model(proto, "last")
     lowered = lower(import_relax(model), target)
     assert winograd.layers(lowered) == ["7x7x16->24: F(2x2,3x3)"]
     transforms = [f for gv, f in lowered.functions_items() if "winograd" in gv.name_hint and isinstance(f, tvm.tirx.PrimFunc)]
