@@ -227,7 +227,8 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu})
     wide = cpu_class(target) == cpu_class(target, "skylake-avx512")
-    other, alike = ("haswell", "znver4") if wide else ("skylake-avx512", "znver3" if host_cpu != "znver3" else "haswell")
+    other = "haswell" if wide else "skylake-avx512"
+    alike = next(c for c in (("znver4", "icelake-server") if wide else ("znver3", "haswell")) if c != host_cpu)
     records = db / "database_tuning_record.json"
     original = records.read_text()
     records.write_text(original.replace(f'"mcpu":"{host_cpu}"', f'"mcpu":"{other}"'))
