@@ -393,6 +393,7 @@ class TuneConfig(BaseModel):
     budget_s: float | None = Field(default=None, gt=0)
     trials_per_iter: int = Field(default=16, ge=1)
     device: str | None = None  # where candidates are measured: rpc://HOST:PORT, tracker://HOST:PORT/KEY
+    retime: bool = False  # time the database's records again first (a new host, or an older evaluator)
     tuning_logs: Path = Path("tuning_logs")
     import_options: ImportOptions = Field(default_factory=ImportOptions)
 
@@ -409,7 +410,8 @@ def _tune(cfg: TuneConfig, say: Progress) -> TuningReport:
     spec = targets.get(cfg.target)
     res = spec.resolve(cfg.compiler, cfg.quantize)
     compiler = backends.get_compiler(res.compiler)
-    request = TuneRequest(trials=cfg.trials, budget_s=cfg.budget_s, trials_per_iter=cfg.trials_per_iter, device=cfg.device)
+    request = TuneRequest(trials=cfg.trials, budget_s=cfg.budget_s, trials_per_iter=cfg.trials_per_iter, device=cfg.device,
+                          retime=cfg.retime)
     say(f"importing {cfg.model}")
     model = import_model(cfg.model, cfg.import_options)
     recipe = passes.recipe_for(res.precision, compiler.native_precisions)

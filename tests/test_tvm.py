@@ -610,3 +610,73 @@ def test_strided_pointwise_convolutions_read_a_dense_slice() -> None:
     got = vm["main"](tvm.runtime.tensor(x))
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g.numpy(), w, atol=1e-4, rtol=1e-4)
+
+
+def test_tuning_times_candidates_with_weights_cold_and_activations_warm() -> None:
+    """The tuner's evaluator flushes a kernel's weights (its layout-free arguments) and nothing
+    else: flushing the output too ranked ResNet-18's Winograd transforms the wrong way round."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from deploypipe.backends.tvm import evaluate
+    from deploypipe.backends.tvm.relax import import_relax, lower, tvm_target
+
+    target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
+    tasks = ms.relax_integration.extract_tasks(lower(import_relax(proto_model(tiny_classifier(), "tiny")), target), target)
+    weights = evaluate.weight_positions(tasks)
+    conv = next(t for t in tasks if "conv2d" in t.task_name)
+    shapes = [a.shape for a in ms.arg_info.ArgInfo.from_entry_func(conv.dispatched[0], remove_preproc=True)]
+    # the convolution's weights (conv and batch-norm constants) are cold, its input and output warm
+    cold = evaluate.cold_arguments(weights, shapes)
+    assert cold == sorted(int(i) for i in conv.dispatched[0]["main"].attrs["layout_free_buffers"]), (conv.task_name, shapes)
+    assert 1 in cold and 0 not in cold and len(shapes) - 1 not in cold
+    # a kernel without weights runs warm; one the tuner does not know is flushed as MetaSchedule does
+    plain = next(t for t in tasks if not t.dispatched[0]["main"].attrs.get("layout_free_buffers"))
+    plain_shapes = [a.shape for a in ms.arg_info.ArgInfo.from_entry_func(plain.dispatched[0], remove_preproc=True)]
+    assert evaluate.cold_arguments(weights, plain_shapes) == []
+    assert evaluate.cold_arguments(weights, [[1, 7], [7, 7], [1, 7]]) == [1, 2]
+    # two kernels with the same activations and other weights: neither is guessed
+    assert evaluate.kernel_key(shapes) in weights
+    clash = evaluate.weight_positions([conv, _with_layout_free(conv, [1])])
+    assert evaluate.kernel_key(shapes) not in clash
+
+
+def _with_layout_free(task, positions: list[int]):
+    """A stand-in task: `task`'s kernel with other weight positions."""
+    from types import SimpleNamespace
+
+    mod = task.dispatched[0]
+    func = mod["main"].with_attr("layout_free_buffers", positions)
+    return SimpleNamespace(dispatched=[tvm.IRModule({"main": func})])
+
+
+def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
+    """`tvm tune --retime`: a database whose times come from elsewhere (another host, an older
+    evaluator) is timed again here, record for record, and says it was measured here only."""
+    from deploypipe.backends.tvm.relax import MEASURED_ON, measured_on, tuning_records
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save_model(tiny_classifier(), str(model))
+    logs = tmp_path / "tuning_logs"
+    assert cli("tvm", "tune", "--model", str(model), "--trials", "2", "--trials-per-iter", "2",
+               "--tuning-logs", str(logs)).returncode == 0
+    db = logs / "tiny" / "host-cpu"
+    recorded = tuning_records(db)
+    lines = []
+    for line in (db / "database_tuning_record.json").read_text().splitlines():
+        workload, record = json.loads(line)
+        record[1] = [t * 1000 for t in record[1]]  # as if timed on a far slower machine
+        lines.append(json.dumps([workload, record]))
+    (db / "database_tuning_record.json").write_text("\n".join(lines) + "\n")
+    (db / MEASURED_ON).write_text(json.dumps([{"host_cpu": "some-other-cpu"}]))
+    before = sorted(json.loads(line)[1][1][0] for line in lines)
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "2", "--retime", "--tuning-logs", str(logs), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["retimed"] == recorded and report["stopped"] == "already tuned", report
+    assert report["records_after"] == recorded
+    after = sorted(json.loads(line)[1][1][0] for line in (db / "database_tuning_record.json").read_text().splitlines())
+    assert len(after) == recorded and all(a < b / 10 for a, b in zip(after, before, strict=True)), (before, after)
+    assert measured_on(db) == [{"host_cpu": str(tvm.target.codegen.llvm_get_system_cpu())}]
+    assert not (db / ".retiming").exists() and not (db / ".retimed").exists()
+    report = _build(tmp_path, model=model)  # the re-timed database applies
+    assert report.manifest.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and report.manifest.fidelity.passed

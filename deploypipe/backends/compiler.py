@@ -56,6 +56,7 @@ class TuneRequest(BaseModel):
     budget_s: float | None = Field(default=None, gt=0)
     trials_per_iter: int = Field(default=16, ge=1)
     device: str | None = None  # e.g. rpc://HOST:PORT or tracker://HOST:PORT/KEY for TVM
+    retime: bool = False  # first time every record already in the database again, here and now
 
 
 class TuningReport(BaseModel):
@@ -69,13 +70,17 @@ class TuningReport(BaseModel):
     seconds: float
     stopped: Literal["done", "budget", "already tuned"]
     measured_on: str  # where the candidates ran: this host, or the device
+    retimed: int | None = None  # records timed again (--retime), None when not asked
 
     def summary(self) -> str:
+        again = (f"re-timed {self.retimed} of {self.records_before} records on {self.measured_on}; "
+                 if self.retimed is not None else "")
         if self.stopped == "already tuned":
-            return (f"{self.work_dir}: already holds {self.records_before} trials (>= {self.requested_trials} asked); "
-                    "nothing tuned")
-        head = (f"tuned {self.records_after - self.records_before} trials in {self.seconds:.0f} s on {self.measured_on} "
-                f"for {self.target}: {self.work_dir} now holds {self.records_after}/{self.requested_trials}")
+            return again + (f"{self.work_dir}: holds {self.records_after} trials (>= {self.requested_trials} asked); "
+                            "nothing tuned")
+        new = self.records_after - (self.records_before if self.retimed is None else self.retimed)
+        head = again + (f"tuned {new} trials in {self.seconds:.0f} s on {self.measured_on} "
+                        f"for {self.target}: {self.work_dir} now holds {self.records_after}/{self.requested_trials}")
         if self.stopped == "budget":
             head += " (stopped by the time budget: run the same command again to resume)"
         return head

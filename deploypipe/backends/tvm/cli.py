@@ -33,6 +33,8 @@ def tune(
     tracker: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device tracker://HOST:PORT/KEY.")] = None,
     key: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --device tracker://HOST:PORT/KEY.")] = None,
     tuning_logs: Annotated[Path, typer.Option(help="Root of the tuning databases.")] = Path("tuning_logs"),
+    retime: Annotated[bool, typer.Option(help="First time every record in the database again where this run measures "
+                                         "(a database from another host, or timed by an older deploypipe).")] = False,
     input_shape: Annotated[list[str], typer.Option(help="NAME=1x3x224x224; repeatable.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,7 +51,7 @@ def tune(
     device = device or old_device_flags(rpc, tracker, key, emulate=False)
     RemoteSpec.from_device(device)  # a malformed spec is one error before any work
     cfg = TuneConfig(model=model, target=target, trials=trials, quantize=quantize, budget_s=budget,  # type: ignore[arg-type]
-                     trials_per_iter=trials_per_iter, device=device, tuning_logs=tuning_logs,
+                     trials_per_iter=trials_per_iter, device=device, tuning_logs=tuning_logs, retime=retime,
                      import_options=ImportOptions(**parse_shapes(input_shape)))
     with progress_bar("tuning") as say:
         report = do_tune(cfg, progress=say)

@@ -198,7 +198,7 @@ class TvmCompiler(Compiler):
         tvm_tune.check_measurable(opts, remote)
         self.check(model, ctx)
         return tvm_tune.tune(model, opts, ctx.tuning_dir, request.trials, remote=remote, budget_s=request.budget_s,
-                             trials_per_iter=request.trials_per_iter, progress=ctx.progress)
+                             trials_per_iter=request.trials_per_iter, retime=request.retime, progress=ctx.progress)
 
     def versions(self) -> dict[str, str]:
         try:

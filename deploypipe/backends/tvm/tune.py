@@ -31,11 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 import deploypipe
 from deploypipe.backends.compiler import TuningReport
 from deploypipe.backends.runner import physical_cores
-from deploypipe.backends.tvm import search
+from deploypipe.backends.tvm import evaluate, integer, search
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.backends.tvm.relax import (
+    MEASURED_ON,
     import_relax,
     lower,
+    mean_seconds,
     record_measured_on,
     repair_database,
     target_string,
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     import tvm
 
 _MODEL_FILE = ".tune_model.onnx"
+_RETIMING = ".retiming"  # the re-timed database while it is written
+_RETIMED = ".retimed"  # how many records the child re-timed, once the database is replaced
 _LOG = "deploypipe_tune.log"
 
 
@@ -62,12 +66,16 @@ class _Job(BaseModel):
     trials: int
     trials_per_iter: int
     remote: RemoteSpec = Field(default_factory=RemoteSpec)
+    retime: bool = False
 
 
 def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
          remote: RemoteSpec | None = None, budget_s: float | None = None, trials_per_iter: int = 16,
-         progress: Callable[[str], None] = lambda _m: None) -> TuningReport:
-    """Bring the database in `work_dir` to `trials` measured schedules (resuming), within `budget_s`."""
+         retime: bool = False, progress: Callable[[str], None] = lambda _m: None) -> TuningReport:
+    """Bring the database in `work_dir` to `trials` measured schedules (resuming), within `budget_s`.
+    With `retime`, every record it holds is first timed again where this run measures (a database
+    from another host, or timed by an older evaluator: see evaluate.py); the database is replaced
+    only once all are timed, so a run stopped before that leaves it as it was."""
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
     check_measurable(opts, remote)
@@ -88,13 +96,13 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
 
         machine = {"host_cpu": str(codegen.llvm_get_system_cpu())}
     target = target_string(tvm_target(opts))
-    if before >= trials:
+    if before >= trials and not (retime and before):
         return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
                             records_after=before, seconds=0.0, stopped="already tuned", measured_on=where)
     model_file = work_dir / _MODEL_FILE
     model.save(model_file)
-    job = _Job(model_file=str(model_file), options=opts, work_dir=str(work_dir), trials=trials - before,
-               trials_per_iter=trials_per_iter, remote=remote or RemoteSpec())
+    job = _Job(model_file=str(model_file), options=opts, work_dir=str(work_dir), trials=max(trials - before, 0),
+               trials_per_iter=trials_per_iter, remote=remote or RemoteSpec(), retime=retime)
     # The child and MetaSchedule's worker processes must import this same deploypipe. They need no
     # torch, but tvm_ffi imports it eagerly when it can (seconds per worker process): hide it.
     root = str(Path(deploypipe.__file__).resolve().parent.parent)
@@ -114,7 +122,9 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
                 elapsed = time.monotonic() - start
                 done = tuning_records(work_dir)
                 budget = f" of {budget_s:.0f} s budget" if budget_s else ""
-                progress(Step(f"TVM tuning on {where}: {done}/{trials} trials, {elapsed:.0f} s{budget}", done, trials))
+                doing = ("re-timing the database's records" if retime and not (work_dir / _RETIMED).is_file()
+                         else f"{done}/{trials} trials")
+                progress(Step(f"TVM tuning on {where}: {doing}, {elapsed:.0f} s{budget}", done, trials))
                 if budget_s is not None and elapsed > budget_s:
                     stopped = "budget"
                     stop_process_group(proc)
@@ -124,15 +134,23 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
         finally:
             model_file.unlink(missing_ok=True)
             shutil.rmtree(no_torch, ignore_errors=True)
+            shutil.rmtree(work_dir / _RETIMING, ignore_errors=True)
     repair_database(work_dir)
-    if tuning_records(work_dir) > before:
+    retimed = None
+    if (work_dir / _RETIMED).is_file():
+        retimed = int((work_dir / _RETIMED).read_text())
+        (work_dir / _RETIMED).unlink()
+        (work_dir / MEASURED_ON).unlink(missing_ok=True)  # every record is now this run's
+        record_measured_on(work_dir, machine)
+    if tuning_records(work_dir) > (before if retimed is None else retimed):
         record_measured_on(work_dir, machine)
     if stopped == "done" and proc.returncode != 0:
         tail = (log / _LOG).read_text().strip().splitlines()[-1:] or ["no output"]
         raise BuildError(f"MetaSchedule tuning failed (exit {proc.returncode}): {tail[0]} (log: {log / _LOG})")
     return TuningReport(work_dir=str(work_dir), target=target, requested_trials=trials, records_before=before,
                         records_after=tuning_records(work_dir), seconds=time.monotonic() - start,
-                        stopped=stopped, measured_on=where)
+                        stopped="already tuned" if stopped == "done" and before >= trials else stopped,
+                        measured_on=where, retimed=retimed)
 
 
 def measuring_threads(opts: TvmOptions) -> int:
@@ -183,12 +201,11 @@ def cross_export(cross_compiler: str, mod: Any) -> str:
     return path
 
 
-# How a candidate is timed: one run after flushing its weights and output from the caches
-# (MetaSchedule flushes every argument but the first, the input, which the previous layer has just
-# written), five times. Timed hot (3 runs back to back, 50 ms at least), a kernel kept its weights
-# in cache across runs, unlike in the model: records that won hot lost in the model (ResNet-50's
-# 14x14 Winograd matmuls took 9.3 ms per inference on their record against 7.6 on the default
-# schedule, AVX2 EPYC, session 10).
+# How a candidate is timed: one run after flushing its weights from the caches (evaluate.py: on a
+# board, every argument but the first), five times. Timed hot (3 runs back to back, 50 ms at least),
+# a kernel kept its weights in cache across runs, unlike in the model: records that won hot lost in
+# the model (ResNet-50's 14x14 Winograd matmuls took 9.3 ms per inference on their record against
+# 7.6 on the default schedule, AVX2 EPYC, session 10).
 EVALUATOR = {"number": 1, "repeat": 5, "min_repeat_ms": 0, "enable_cpu_cache_flush": True}
 
 
@@ -199,14 +216,18 @@ def direct_session(host: str, port: int, timeout: int, _config: Any) -> Any:
     return rpc.connect(host, port, session_timeout=timeout)
 
 
-def _runner(job: _Job) -> Any:
+def _runner(job: _Job, weights: dict[str, list[int]]) -> Any:
+    """This host's runner times a candidate as the model runs it (weights cold, activations warm:
+    evaluate.py); a board's (RPC) flushes every argument but the first, MetaSchedule's own way
+    (the pre-run hook is looked up on the device, which has only TVM's)."""
     import functools
 
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(**EVALUATOR)
     if not job.remote.enabled:
-        return ms.runner.LocalRunner(evaluator_config=evaluator)
+        return ms.runner.LocalRunner(evaluator_config=evaluator,
+                                     f_run_evaluator=functools.partial(evaluate.run_evaluator, weights))
     from deploypipe.backends.tvm.rpc import parse_addr
 
     if job.remote.rpc:
@@ -240,11 +261,13 @@ def _child(job: _Job) -> None:
     export = (functools.partial(cross_export, job.options.cross_compiler)
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
-    runner = _runner(job)
+    runner = _runner(job, evaluate.weight_positions(ms.relax_integration.extract_tasks(lowered, target)))
     if not job.remote.enabled:
         import tvm
 
         print(f"measuring with {tvm.get_global_func('runtime.NumThreads')()} TVM threads", flush=True)
+    if job.retime:
+        _retime(Path(job.work_dir), builder, runner)
     left = job.trials - search.seed_database(lowered, target, job.work_dir, builder, runner, job.trials,
                                              log=lambda m: print(m, flush=True))
     if left <= 0:
@@ -264,6 +287,48 @@ def _child(job: _Job) -> None:
         task_scheduler="round-robin",
         strategy=strategy,
     )
+
+
+def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
+    """Time every record of the database in `work_dir` again with this run's builder and runner,
+    into a new database that replaces it once all are timed. A record whose schedule no longer
+    builds or runs is dropped (a build could not apply it either)."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    integer.register_intrinsics()  # integer kernels' traces tensorize with it
+    records = ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records()
+    print(f"re-timing {len(records)} records", flush=True)
+    new_dir = work_dir / _RETIMING
+    shutil.rmtree(new_dir, ignore_errors=True)
+    new_dir.mkdir()
+    new = ms.database.JSONDatabase(work_dir=str(new_dir))
+    kept = 0
+    for start in range(0, len(records), 32):  # in batches: a stopped run has its progress in the log
+        batch = []
+        for record in records[start:start + 32]:
+            sch = s_tir.Schedule(record.workload.mod)
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+            batch.append((record, sch.mod))
+        built = builder.build([ms.builder.BuilderInput(mod, record.target) for record, mod in batch])
+        ok = [(record, b) for (record, _), b in zip(batch, built, strict=True) if b.error_msg is None]
+        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", record.args_info) for record, b in ok])
+        for (record, _), future in zip(ok, futures, strict=True):
+            result = future.result()
+            if result.error_msg is None and result.run_secs:
+                new.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, new.commit_workload(record.workload.mod), result.run_secs, record.target,
+                    record.args_info))
+                kept += 1
+                print(f"a record timed {mean_seconds(record.run_secs) * 1e3:.3f} ms before, "
+                      f"{mean_seconds(result.run_secs) * 1e3:.3f} ms now", flush=True)
+        print(f"re-timed {kept} of {min(start + 32, len(records))} records", flush=True)
+    # a record names its workload by line number: both files are replaced, or neither
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (new_dir / name).replace(work_dir / name)
+    (work_dir / _RETIMED).write_text(str(kept))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 if __name__ == "__main__":
