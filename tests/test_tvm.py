@@ -680,3 +680,9 @@ def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
     assert not (db / ".retiming").exists() and not (db / ".retimed").exists()
     report = _build(tmp_path, model=model)  # the re-timed database applies
     assert report.manifest.compiler_info["tuning"]["kernels"]["tuned"] >= 1 and report.manifest.fidelity.passed
+    # --retime on a model without a database yet just tunes
+    fresh = tmp_path / "fresh_logs"
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "1", "--retime", "--tuning-logs", str(fresh), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["records_before"] == 0 and report["records_after"] >= 1 and report["stopped"] == "done", report

@@ -299,6 +299,8 @@ def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
     integer.register_intrinsics()  # integer kernels' traces tensorize with it
     records = ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records()
     print(f"re-timing {len(records)} records", flush=True)
+    if not records:  # a new database: nothing to time again, and nothing to replace
+        return
     new_dir = work_dir / _RETIMING
     shutil.rmtree(new_dir, ignore_errors=True)
     new_dir.mkdir()
