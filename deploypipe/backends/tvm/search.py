@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from deploypipe.backends.tvm import integer, relax, schedules, winograd
 
@@ -52,25 +52,46 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
         candidates = candidates[: limit - measured]
         if not candidates:
             continue
-        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in candidates])
-        ok = [(sch, b) for sch, b in zip(candidates, built, strict=True) if b.error_msg is None]
-        errors = [b.error_msg for b in built if b.error_msg]
         # the runner passes the kernel's arguments as measured: weights already prepacked
-        args = [ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True) for sch, _ in ok]
-        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", a) for (_, b), a in zip(ok, args, strict=True)])
-        workload = database.commit_workload(mod)
-        best = None
-        for (sch, _), future, arg in zip(ok, futures, args, strict=True):
-            result = future.result()
-            errors += [result.error_msg] if result.error_msg else []
-            if result.error_msg is None and result.run_secs:
-                database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, arg))
-                secs = relax.mean_seconds(result.run_secs)
-                best = secs if best is None else min(best, secs)
+        secs, errors = measure(database, builder, runner, [
+            Candidate(sch.mod, sch.trace, mod, target, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
+            for sch in candidates])
+        best = min((t for t in secs if t is not None), default=None)
         measured += len(candidates)
         log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"
             if best is not None else f"default-rule variants: {task.task_name}: none ran: {errors[:1]}")
     return measured
+
+
+class Candidate(NamedTuple):
+    """A schedule to time: the module to build and the record it becomes once timed."""
+
+    mod: Any  # the scheduled kernel
+    trace: Any
+    workload: Any  # the unscheduled kernel the record is for
+    target: Any
+    args_info: Any
+
+
+def measure(database: Any, builder: Any, runner: Any, candidates: list[Candidate]) -> tuple[list[float | None], list[str]]:
+    """Build and time `candidates` with MetaSchedule's builder and runner, and commit each that ran
+    to `database` as a tuning record. Returns each one's mean time in seconds (None where it did
+    not build or run) and the errors."""
+    from tvm.s_tir import meta_schedule as ms
+
+    built = builder.build([ms.builder.BuilderInput(c.mod, c.target) for c in candidates])
+    errors = [b.error_msg for b in built if b.error_msg]
+    ok = [i for i, b in enumerate(built) if b.error_msg is None]
+    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", candidates[i].args_info) for i in ok])
+    secs: list[float | None] = [None] * len(candidates)
+    for i, future in zip(ok, futures, strict=True):
+        result, c = future.result(), candidates[i]
+        errors += [result.error_msg] if result.error_msg else []
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                c.trace, database.commit_workload(c.workload), result.run_secs, c.target, c.args_info))
+            secs[i] = relax.mean_seconds(result.run_secs)
+    return secs, errors
 
 
 def untuned_tasks(lowered: Any, target: Any, work_dir: Path) -> list[Any]:

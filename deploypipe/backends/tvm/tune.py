@@ -141,8 +141,7 @@ def tune(model: Model, opts: TvmOptions, work_dir: Path, trials: int, *,
         retimed = int((work_dir / _RETIMED).read_text())
         (work_dir / _RETIMED).unlink()
         (work_dir / MEASURED_ON).unlink(missing_ok=True)  # every record is now this run's
-        record_measured_on(work_dir, machine)
-    if tuning_records(work_dir) > (before if retimed is None else retimed):
+    if retimed is not None or tuning_records(work_dir) > before:
         record_measured_on(work_dir, machine)
     if stopped == "done" and proc.returncode != 0:
         tail = (log / _LOG).read_text().strip().splitlines()[-1:] or ["no output"]
@@ -307,24 +306,19 @@ def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
     new = ms.database.JSONDatabase(work_dir=str(new_dir))
     kept = 0
     for start in range(0, len(records), 32):  # in batches: a stopped run has its progress in the log
-        batch = []
-        for record in records[start:start + 32]:
+        batch = records[start:start + 32]
+        candidates = []
+        for record in batch:
             sch = s_tir.Schedule(record.workload.mod)
             record.trace.apply_to_schedule(sch, remove_postproc=False)
-            batch.append((record, sch.mod))
-        built = builder.build([ms.builder.BuilderInput(mod, record.target) for record, mod in batch])
-        ok = [(record, b) for (record, _), b in zip(batch, built, strict=True) if b.error_msg is None]
-        futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", record.args_info) for record, b in ok])
-        for (record, _), future in zip(ok, futures, strict=True):
-            result = future.result()
-            if result.error_msg is None and result.run_secs:
-                new.commit_tuning_record(ms.database.TuningRecord(
-                    record.trace, new.commit_workload(record.workload.mod), result.run_secs, record.target,
-                    record.args_info))
+            candidates.append(search.Candidate(sch.mod, record.trace, record.workload.mod, record.target, record.args_info))
+        secs, _errors = search.measure(new, builder, runner, candidates)
+        for record, now in zip(batch, secs, strict=True):
+            if now is not None:
                 kept += 1
-                print(f"a record timed {mean_seconds(record.run_secs) * 1e3:.3f} ms before, "
-                      f"{mean_seconds(result.run_secs) * 1e3:.3f} ms now", flush=True)
-        print(f"re-timed {kept} of {min(start + 32, len(records))} records", flush=True)
+                print(f"a record timed {mean_seconds(record.run_secs) * 1e3:.3f} ms before, {now * 1e3:.3f} ms now",
+                      flush=True)
+        print(f"re-timed {kept} of {start + len(batch)} records", flush=True)
     # a record names its workload by line number: both files are replaced, or neither
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     for name in ("database_workload.json", "database_tuning_record.json"):
