@@ -686,3 +686,40 @@ def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["records_before"] == 0 and report["records_after"] >= 1 and report["stopped"] == "done", report
+
+
+def test_tiles_with_a_tail_are_peeled_and_match_onnxruntime() -> None:
+    """The `tails` variant takes a register tile taller than any divisor of the rows allows (AVX2,
+    14 rows x 16 channels: 5 x 2 vectors and a last tile of 4 rows, not 7 x 1), marks the rows loop
+    for LoopPartition and the build gives the kernel 32-bit indices, so the hint survives to the
+    pass; the output equals ONNX Runtime's. The default rule keeps exact divisors."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from deploypipe.backends.tvm import schedules
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+
+    assert schedules._tile(16, 14, 8, 12, 16) == (8, 7)
+    assert schedules._tile(16, 14, 8, 12, 16, tails=True) == (16, 5)
+    assert schedules._tile(128, 49, 8, 12, 16, tails=True) == (16, 5)  # a 28x28 Winograd matmul's 49 tiles
+    assert schedules._tile(64, 56, 16, 28, 32, tails=True) == (64, 4)  # AVX-512: the divisor tile is as good
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8, 1, 1)).astype(np.float32) * 0.3, "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                              "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 14, 14])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 14, 14])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "broadwell", "num-cores": 2})
+    lowered = lower(import_relax(proto_model(proto, "tail")), target)
+    (gv, conv), = [(gv, f) for gv, f in lowered.functions_items() if "conv2d" in gv.name_hint]
+    with target:
+        sch = schedules.schedule_kernel(conv, target, schedules.Knobs(tails=True))
+    assert schedules.PARTITION_HINT in sch.mod["main"].script()
+    lowered[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    narrowed = schedules.partition_tails(lowered)[gv].script()
+    assert "T.int64" not in narrowed and schedules.PARTITION_HINT in narrowed
+    assert "T.int64" in schedules.partition_tails(lower(import_relax(proto_model(proto, "tail")), target))[gv.name_hint].script()
+    x = rng.standard_normal((1, 8, 14, 14)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    vm = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, atol=1e-4, rtol=1e-4)

@@ -239,7 +239,7 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     with target, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scheduled = schedules.default_schedule(integer.integer_rule(), winograd.rule())(mod)
-        return tvm.compile(fold_prepacking(scheduled), target=target)
+        return tvm.compile(schedules.partition_tails(fold_prepacking(scheduled)), target=target)
 
 
 def fold_prepacking(mod: tvm.IRModule) -> tvm.IRModule:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 ACCUMULATORS = {32: 28, 16: 12}  # vector registers for accumulators, by registers the ISA has (the rest: operands)
 ROWS = (8, 7, 6, 5, 4, 3, 2, 1)  # tile heights tried along the second-innermost output axis
+CHAINS = 10  # multiply-adds a core keeps in flight: 2 FMA ports x 5 cycles' latency (x86 since Haswell)
+PARTITION_HINT = "pragma_loop_partition_hint"  # LoopPartition splits a loop so marked where its conditions flip
+TAIL_GAIN = 1.1  # a tile that leaves a shorter last tile is taken only where `_slots` says this much faster
 
 
 def convert_layout(mod: tvm.IRModule) -> tvm.IRModule:
@@ -187,6 +190,8 @@ class Knobs:
     task_bytes: int = 64 * 1024  # most output one parallel task accumulates before its epilogue reads it back
     weight_bytes: int = 128 * 1024  # a task's weight slice beyond this is walked in blocks of input channels
     pad_block: bool = True  # a channel convolution's padding as a block of its own (else inlined)
+    tails: bool = False  # a taller register tile that leaves a shorter last one (`_tile`): a variant only,
+    # as its gain did not hold for every kernel (docs/tvm.md, "Tiles with a tail")
     fit_registers: bool = True  # a tile leaves registers for its weight vectors and the broadcast (else
     # only `accumulators` bounds it and it may spill: kept as a variant so measurement decides)
 
@@ -199,7 +204,7 @@ def variants() -> list[Knobs]:
     moves += [{"channel_block": c} for c in (16, 64)]
     moves += [{"task_bytes": t} for t in (16 * 1024, 256 * 1024)]
     moves += [{"weight_bytes": w} for w in (32 * 1024, 1024 * 1024)]
-    moves += [{"pad_block": False}, {"fit_registers": False}]
+    moves += [{"pad_block": False}, {"fit_registers": False}, {"tails": True}]
     return [base, *(replace(base, **m) for m in moves)]  # type: ignore[arg-type]
 
 
@@ -240,6 +245,33 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
     except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
         return None
     return sch
+
+
+def partition_tails(mod: tvm.IRModule) -> tvm.IRModule:
+    """Kernels whose register tiles leave a shorter last tile get 32-bit loop indices, so that
+    LoopPartition peels that tile off (`_tile_reduction` marks the loop). With 64-bit ones the
+    hint is lost: NarrowDataType, which runs before LoopPartition, renames the loop's variable
+    but not the hint's, and every full tile kept a bounds test per row inside its channel loop
+    (the 7x7 stage's Winograd matmul took 1.16 ms against 0.91 without tails: -mcpu=broadwell on
+    an AVX-512 EPYC, docs/tvm.md "Tiles with a tail")."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    def hinted(func: Any) -> bool:
+        try:
+            sch = s_tir.Schedule(func)
+        except Exception:  # noqa: BLE001 - a kernel without block structure carries no mark of ours
+            return False
+        return any(PARTITION_HINT in sch.get(loop).annotations for block in _blocks(sch)
+                   for loop in sch.get_loops(block))
+
+    marked = [(gv, f) for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc) and hinted(f)]
+    if not marked:
+        return mod
+    out = mod.clone()
+    for gv, func in marked:
+        out.update_func(gv, tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({gv: func}))[gv])
+    return out
 
 
 def float_lanes(target: Any) -> int:
@@ -332,24 +364,47 @@ def _factor(extent: int, candidates: tuple[int, ...]) -> int:
     return next((c for c in candidates if extent % c == 0), 1)
 
 
-def _tile(channels: int, width: int, lanes: int, accumulators: int, registers: int | None) -> tuple[int, int]:
+def _tile(channels: int, width: int, lanes: int, accumulators: int, registers: int | None,
+          tails: bool = False) -> tuple[int, int]:
     """(tile width along the contiguous axis, tile height): the most accumulators that fit in
     `accumulators` vector registers and leave, of the ISA's `registers`, one for each weight
     vector of the tile and one for the broadcast input (7 rows x 4 vectors took 33 of AVX-512's
     32 registers: LLVM rotated the 28 accumulators through registers and the stack on every input
-    channel; `registers` None: only `accumulators` bounds the tile); exact divisors only (no
-    tails), wider tiles first on ties."""
+    channel; `registers` None: only `accumulators` bounds the tile); exact divisors of `width`
+    (no tails), wider tiles first on ties. With `tails`, a height that does not divide `width`
+    (the last tile shorter) is taken where `_slots` counts it at least TAIL_GAIN faster."""
     best = (0, 0, 0)
+    fits = []
     for vectors in (4, 3, 2, 1):
         if channels % (vectors * lanes):
             continue
         budget = accumulators if registers is None else min(accumulators, registers - vectors - 1)
-        rows = _factor(width, tuple(r for r in ROWS if r * vectors <= budget))
+        heights = tuple(r for r in ROWS if r * vectors <= budget)
+        rows = _factor(width, heights)
         best = max(best, (rows * vectors, vectors, rows))
-    if best[0]:
-        return best[1] * lanes, best[2]
-    half = lanes // 2
-    return (half, _factor(width, ROWS)) if channels % half == 0 else (1, 1)
+        fits += [(vectors, r) for r in heights if r < width]
+    if not best[0]:
+        half = lanes // 2
+        return (half, _factor(width, ROWS)) if channels % half == 0 else (1, 1)
+    if tails and fits:
+        cost, _, vectors, rows = min((_slots(v, r, width), -v * r, v, r) for v, r in fits)
+        if cost * TAIL_GAIN <= _slots(best[1], best[2], width):
+            return vectors * lanes, rows
+    return best[1] * lanes, best[2]
+
+
+def _slots(vectors: int, rows: int, width: int) -> float:
+    """Issue slots per multiply-add of `width` rows in tiles of `rows` x `vectors` (the last tile
+    shorter where `rows` does not divide `width`): per input channel a tile loads its weight
+    vectors, broadcasts one input per row and issues vectors x rows multiply-adds, and takes at
+    least CHAINS slots, as a multiply-add waits for the previous one into its accumulator (about
+    2 ports x 5 cycles on x86 cores since Haswell). AVX2's 7-row tiles of 1 vector issue 7 FMAs
+    in 10 slots; 5 x 2 tiles over 49 rows, 98 in 100."""
+    full, tail = divmod(width, rows)
+    slots = full * max(vectors + rows, vectors * rows, CHAINS)
+    if tail:
+        slots += max(vectors + tail, vectors * tail, CHAINS)
+    return slots / (width * vectors)
 
 
 @dataclass(frozen=True)
@@ -389,8 +444,8 @@ def reduction_axes(sch: Any, block: Any) -> Axes | None:
     return Axes(stmt, list(loops), spatial, reduce, extents)  # type: ignore[arg-type]
 
 
-def register_tile(sch: Any, axes: Axes, lanes: int, accumulators: int,
-                  registers: int | None) -> tuple[Any, list[Any], list[Any], int, int] | None:
+def register_tile(sch: Any, axes: Axes, lanes: int, accumulators: int, registers: int | None,
+                  tails: bool = False) -> tuple[Any, list[Any], list[Any], int, int] | None:
     """Split the innermost output axis into blocks of `vec` (vectors of `lanes`) and the rows
     axis into tiles of `rows` (`_tile`: as many accumulators as fit in `accumulators` of the
     ISA's `registers`). Returns (the output-block loop, the other output loops outermost first, the
@@ -399,7 +454,7 @@ def register_tile(sch: Any, axes: Axes, lanes: int, accumulators: int,
     loops, spatial, extents = axes.loops, axes.spatial, axes.extents
     rows_axis = axes.rows_axis()
     vec, rows = _tile(extents[spatial[-1]], extents[rows_axis] if rows_axis is not None else 1, lanes,
-                      accumulators, registers)
+                      accumulators, registers, tails)
     if vec < lanes // 2:
         return None
     width = min(vec, lanes)  # one machine vector: LLVM handles <48 x float> badly
@@ -438,7 +493,8 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, registers: int, cores: int
     vec_axis = spatial[-1]
     if extents[vec_axis] < lanes or not axes.writes_along(vec_axis):
         return False
-    tiled = register_tile(sch, axes, lanes, knobs.accumulators or 1, registers if knobs.fit_registers else None)
+    tiled = register_tile(sch, axes, lanes, knobs.accumulators or 1, registers if knobs.fit_registers else None,
+                          knobs.tails)
     if tiled is None:
         return False
     v_o, outer, inner, vec, rows = tiled
@@ -451,9 +507,12 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, registers: int, cores: int
     weight_bytes = vec * 4 * _product(sch, [loops[i] for i in reduce])
     if weight_bytes > knobs.weight_bytes and extents[reduce[-1]] > 2 * step and block_size > 1:
         channels = list(sch.split(channels[0], [None, block_size]))
-    row_bytes = vec * rows * 4 * (extents[rows_axis] // rows if rows_axis is not None else 1)
+    row_bytes = vec * rows * 4 * (-(-extents[rows_axis] // rows) if rows_axis is not None else 1)
     task, rest = _parallel_tasks(sch, extents[vec_axis] // vec, outer, 2 * cores, row_bytes, knobs.task_bytes)
     sch.reorder(v_o, *task, *channels[:-1], *rest, *window, channels[-1], *inner)
+    if rows_axis is not None and extents[rows_axis] % rows:  # the last tile is shorter: LoopPartition
+        for loop in rest:  # peels it off the serial rows loop, so full tiles run without a bounds test
+            sch.annotate(loop, PARTITION_HINT, 1)
     fused = sch.fuse(v_o, *task)
     sch.parallel(fused)
 
@@ -496,10 +555,11 @@ def repack_weights(sch: Any, block: Any, index: int, layout: Any) -> None:
     `relax.fold_prepacking` moves out of the kernel and runs once at build time."""
     from tvm import tirx
 
-    rank = len(sch.get(block).reads[index].region)
+    region = sch.get(block).reads[index].region
     cached = sch.cache_read(block, index, "global")
     sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
-    sch.transform_layout(block, ("read", index), tirx.IndexMap.from_func(layout, ndim=rank))
+    sch.transform_layout(block, ("read", index), tirx.IndexMap.from_func(
+        layout, ndim=len(region), index_dtype=str(region[0].min.ty.dtype)))
 
 
 def _parallel_tasks(sch: Any, blocks: int, outer: list[Any], want: int, row_bytes: int,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import deploypipe
 from deploypipe.backends.compiler import TuningReport
 from deploypipe.backends.runner import physical_cores
-from deploypipe.backends.tvm import evaluate, integer, search
+from deploypipe.backends.tvm import evaluate, integer, schedules, search
 from deploypipe.backends.tvm.facts import TvmOptions
 from deploypipe.backends.tvm.relax import (
     MEASURED_ON,
@@ -186,7 +186,7 @@ def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params: dict[str, 
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    return tvm_build(schedules.partition_tails(mod), target=target)  # as the model's build does
 
 
 def cross_export(cross_compiler: str, mod: Any) -> str:
