@@ -285,6 +285,9 @@ def test_register_tiles_fit_the_register_file() -> None:
                 vectors = -(-vec // lanes)
                 assert channels % vec == 0 and width % rows == 0, (lanes, channels, width)
                 assert rows * vectors + vectors + 1 <= registers, (lanes, channels, width, vec, rows)
+                vec, rows = schedules._tile(channels, width, lanes, accumulators, registers, tails=True)
+                vectors = -(-vec // lanes)  # a tile with a tail fits too
+                assert channels % vec == 0 and rows * vectors + vectors + 1 <= registers, (lanes, channels, width)
     assert schedules._tile(64, 56, 16, 28, 32) == (64, 4)  # was 64 x 7
     assert schedules._tile(512, 7, 16, 28, 32) == (32, 7)  # 14 accumulators, 2 weight vectors
 
@@ -651,7 +654,8 @@ def _with_layout_free(task, positions: list[int]):
 
 def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
     """`tvm tune --retime`: a database whose times come from elsewhere (another host, an older
-    evaluator) is timed again here, record for record, and says it was measured here only."""
+    evaluator) is timed again here, record for record, and says it was measured here only; trials
+    asked for beyond its records go first to the default-rule variants it lacks."""
     from deploypipe.backends.tvm.relax import MEASURED_ON, measured_on, tuning_records
 
     model = tmp_path / "tiny.onnx"
@@ -686,13 +690,25 @@ def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["records_before"] == 0 and report["records_after"] >= 1 and report["stopped"] == "done", report
+    # a trial beyond the records goes to a default-rule variant the database lacks (one trial
+    # seeded one of the convolution's two), not to one of the schedules it holds
+    res = cli("tvm", "tune", "--model", str(model), "--trials", "2", "--retime", "--tuning-logs", str(fresh), "--json")
+    assert res.returncode == 0, res.stderr
+    assert "timing 1 default-rule variants the database lacks" in (
+        fresh / "tiny" / "host-cpu" / "logs" / "deploypipe_tune.log").read_text()
+    report = json.loads(res.stdout)
+    assert report["retimed"] == 1 and report["records_after"] == 2, report
+    lines = (fresh / "tiny" / "host-cpu" / "database_tuning_record.json").read_text().splitlines()
+    assert len({json.dumps(json.loads(line)[1][0]) for line in lines}) == 2  # two different traces
 
 
 def test_tiles_with_a_tail_are_peeled_and_match_onnxruntime() -> None:
-    """The `tails` variant takes a register tile taller than any divisor of the rows allows (AVX2,
-    14 rows x 16 channels: 5 x 2 vectors and a last tile of 4 rows, not 7 x 1), marks the rows loop
-    for LoopPartition and the build gives the kernel 32-bit indices, so the hint survives to the
-    pass; the output equals ONNX Runtime's. The default rule keeps exact divisors."""
+    """On x86 the default rule takes a register tile taller than any divisor of the rows allows
+    where it saves issue slots (AVX2, 14 rows x 16 channels: 5 x 2 vectors and a last tile of 4
+    rows, not 7 x 1), marks the rows loop for LoopPartition and the build gives the kernel 32-bit
+    indices, so the mark survives to the pass (on 64-bit ones NarrowDataType dropped it and every
+    full tile kept a bounds test); the output equals ONNX Runtime's. ARM targets, where no core
+    has timed it, keep exact divisors."""
     import onnxruntime as ort
     from onnx import numpy_helper
 
@@ -713,8 +729,13 @@ def test_tiles_with_a_tail_are_peeled_and_match_onnxruntime() -> None:
     lowered = lower(import_relax(proto_model(proto, "tail")), target)
     (gv, conv), = [(gv, f) for gv, f in lowered.functions_items() if "conv2d" in gv.name_hint]
     with target:
-        sch = schedules.schedule_kernel(conv, target, schedules.Knobs(tails=True))
+        sch = schedules.schedule_kernel(conv, target)
+        unmarked = schedules.schedule_kernel(conv, target, schedules.Knobs(tails=False))
     assert schedules.PARTITION_HINT in sch.mod["main"].script()
+    assert schedules.PARTITION_HINT not in unmarked.mod["main"].script()
+    arm = tvm.target.Target({"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mattr": ["+neon"], "num-cores": 4})
+    with arm:
+        assert schedules.PARTITION_HINT not in schedules.schedule_kernel(conv, arm).mod["main"].script()
     lowered[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     narrowed = schedules.partition_tails(lowered)[gv].script()
     assert "T.int64" not in narrowed and schedules.PARTITION_HINT in narrowed

@@ -190,8 +190,8 @@ class Knobs:
     task_bytes: int = 64 * 1024  # most output one parallel task accumulates before its epilogue reads it back
     weight_bytes: int = 128 * 1024  # a task's weight slice beyond this is walked in blocks of input channels
     pad_block: bool = True  # a channel convolution's padding as a block of its own (else inlined)
-    tails: bool = False  # a taller register tile that leaves a shorter last one (`_tile`): a variant only,
-    # as its gain did not hold for every kernel (docs/tvm.md, "Tiles with a tail")
+    tails: bool | None = None  # a taller register tile that leaves a shorter last one where `_slots` says so
+    # (`_tile`); None: on x86, where it was measured (docs/tvm.md, "Tiles with a tail"), off on ARM
     fit_registers: bool = True  # a tile leaves registers for its weight vectors and the broadcast (else
     # only `accumulators` bounds it and it may spill: kept as a variant so measurement decides)
 
@@ -204,7 +204,7 @@ def variants() -> list[Knobs]:
     moves += [{"channel_block": c} for c in (16, 64)]
     moves += [{"task_bytes": t} for t in (16 * 1024, 256 * 1024)]
     moves += [{"weight_bytes": w} for w in (32 * 1024, 1024 * 1024)]
-    moves += [{"pad_block": False}, {"fit_registers": False}, {"tails": True}]
+    moves += [{"pad_block": False}, {"fit_registers": False}, {"tails": False}, {"tails": True}]
     return [base, *(replace(base, **m) for m in moves)]  # type: ignore[arg-type]
 
 
@@ -228,6 +228,8 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
     triple = str(target.attrs.get("mtriple", ""))
     registers = 32 if lanes >= 16 or triple.startswith("aarch64") else 16
     knobs = knobs if knobs.accumulators else replace(knobs, accumulators=ACCUMULATORS[registers])
+    if knobs.tails is None:
+        knobs = replace(knobs, tails=not triple or triple.startswith(("x86_64", "i686", "i386")))
     sch = s_tir.Schedule(func)
     free = [func.params[int(i)] for i in (func.attrs or {}).get("layout_free_buffers", [])]
     try:
@@ -494,7 +496,7 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, registers: int, cores: int
     if extents[vec_axis] < lanes or not axes.writes_along(vec_axis):
         return False
     tiled = register_tile(sch, axes, lanes, knobs.accumulators or 1, registers if knobs.fit_registers else None,
-                          knobs.tails)
+                          bool(knobs.tails))
     if tiled is None:
         return False
     v_o, outer, inner, vec, rows = tiled

@@ -30,26 +30,15 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
     and not timed on another host's CPU (`timed_on_another_host`), which the build reuses by
     workload (ResNet-50's 3x3 convolutions are ResNet-18's). Returns the number of candidates
     measured."""
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     database = ms.database.JSONDatabase(work_dir=work_dir)
-    # an integer convolution's candidate is its dot-product kernel, a Winograd transform's its own, as in the build
-    special = [integer.integer_rule(), winograd.rule()]
     measured = 0
     for task in untuned_tasks(lowered, target, Path(work_dir)):
         mod = task.dispatched[0]
         if measured >= limit:
             break
-        own = next((sch for rule in special if (sch := rule.apply(mod["main"], target, False)) is not None), None)
-        candidates, seen = ([own] if own is not None else []), set()
-        for knobs in schedules.variants() if own is None else []:
-            sch = schedules.schedule_kernel(mod["main"], target, knobs)
-            if sch is None or (key := tvm_ffi.structural_hash(sch.mod)) in seen:
-                continue
-            seen.add(key)
-            candidates.append(sch)
-        candidates = candidates[: limit - measured]
+        candidates = default_candidates(mod, target)[: limit - measured]
         if not candidates:
             continue
         # the runner passes the kernel's arguments as measured: weights already prepacked
@@ -61,6 +50,26 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
         log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"
             if best is not None else f"default-rule variants: {task.task_name}: none ran: {errors[:1]}")
     return measured
+
+
+def default_candidates(workload: Any, target: Any, known: frozenset[int] = frozenset()) -> list[Any]:
+    """A kernel's default-rule schedules, as the build makes them: an integer convolution's
+    dot-product kernel, a Winograd transform's own schedule, else the default rule and each of its
+    variants, duplicates (by structural hash) and those whose hash is in `known` dropped."""
+    import tvm_ffi
+
+    # an integer convolution's candidate is its dot-product kernel, a Winograd transform's its own, as in the build
+    special = [integer.integer_rule(), winograd.rule()]
+    own = next((sch for rule in special if (sch := rule.apply(workload["main"], target, False)) is not None), None)
+    built = [own] if own is not None else [
+        schedules.schedule_kernel(workload["main"], target, knobs) for knobs in schedules.variants()]
+    candidates, seen = [], set(known)
+    for sch in built:
+        if sch is None or (key := tvm_ffi.structural_hash(sch.mod)) in seen:
+            continue
+        seen.add(key)
+        candidates.append(sch)
+    return candidates
 
 
 class Candidate(NamedTuple):

@@ -265,10 +265,9 @@ def _child(job: _Job) -> None:
         import tvm
 
         print(f"measuring with {tvm.get_global_func('runtime.NumThreads')()} TVM threads", flush=True)
-    if job.retime:
-        _retime(Path(job.work_dir), builder, runner)
-    left = job.trials - search.seed_database(lowered, target, job.work_dir, builder, runner, job.trials,
-                                             log=lambda m: print(m, flush=True))
+    added = _retime(Path(job.work_dir), builder, runner, job.trials) if job.retime else 0
+    left = job.trials - added
+    left -= search.seed_database(lowered, target, job.work_dir, builder, runner, left, log=lambda m: print(m, flush=True))
     if left <= 0:
         return
     strategy, cost_model = job.options.search()
@@ -288,10 +287,13 @@ def _child(job: _Job) -> None:
     )
 
 
-def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
+def _retime(work_dir: Path, builder: Any, runner: Any, limit: int) -> int:
     """Time every record of the database in `work_dir` again with this run's builder and runner,
-    into a new database that replaces it once all are timed. A record whose schedule no longer
-    builds or runs is dropped (a build could not apply it either)."""
+    into a new database that replaces it once all are timed, with up to `limit` (the trials asked
+    for beyond the records) default-rule variants it lacks for its kernels: one added since it was
+    tuned, such as `tails`. A record whose schedule no longer builds or runs is dropped (a build
+    could not apply it either). Returns the number of variants timed."""
+    import tvm_ffi
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
@@ -299,12 +301,13 @@ def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
     records = ms.database.JSONDatabase(work_dir=str(work_dir)).get_all_tuning_records()
     print(f"re-timing {len(records)} records", flush=True)
     if not records:  # a new database: nothing to time again, and nothing to replace
-        return
+        return 0
     new_dir = work_dir / _RETIMING
     shutil.rmtree(new_dir, ignore_errors=True)
     new_dir.mkdir()
     new = ms.database.JSONDatabase(work_dir=str(new_dir))
     kept = 0
+    kernels: dict[int, tuple[Any, Any, set[int]]] = {}  # workload -> (it, its target, its records' schedules)
     for start in range(0, len(records), 32):  # in batches: a stopped run has its progress in the log
         batch = records[start:start + 32]
         candidates = []
@@ -312,6 +315,8 @@ def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
             sch = s_tir.Schedule(record.workload.mod)
             record.trace.apply_to_schedule(sch, remove_postproc=False)
             candidates.append(search.Candidate(sch.mod, record.trace, record.workload.mod, record.target, record.args_info))
+            kernels.setdefault(tvm_ffi.structural_hash(record.workload.mod), (record.workload.mod, record.target, set())
+                               )[2].add(tvm_ffi.structural_hash(sch.mod))
         secs, _errors = search.measure(new, builder, runner, candidates)
         for record, now in zip(batch, secs, strict=True):
             if now is not None:
@@ -319,12 +324,21 @@ def _retime(work_dir: Path, builder: Any, runner: Any) -> None:
                 print(f"a record timed {mean_seconds(record.run_secs) * 1e3:.3f} ms before, {now * 1e3:.3f} ms now",
                       flush=True)
         print(f"re-timed {kept} of {start + len(batch)} records", flush=True)
+    missing = [search.Candidate(sch.mod, sch.trace, mod, target,
+                                ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
+               for mod, target, known in kernels.values()
+               for sch in search.default_candidates(mod, target, frozenset(known))][:max(limit, 0)]
+    print(f"timing {len(missing)} default-rule variants the database lacks", flush=True)
+    for start in range(0, len(missing), 32):
+        secs, _errors = search.measure(new, builder, runner, missing[start:start + 32])
+        print(f"timed {sum(t is not None for t in secs)} of them", flush=True)
     # a record names its workload by line number: both files are replaced, or neither
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     for name in ("database_workload.json", "database_tuning_record.json"):
         (new_dir / name).replace(work_dir / name)
     (work_dir / _RETIMED).write_text(str(kept))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    return len(missing)
 
 
 if __name__ == "__main__":
