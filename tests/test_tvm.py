@@ -744,3 +744,69 @@ def test_tiles_with_a_tail_are_peeled_and_match_onnxruntime() -> None:
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     vm = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mcpu,cores", [("broadwell", 2), ("broadwell", 8), ("host", 2)])
+def test_tiles_with_a_tail_hold_across_shapes(mcpu: str, cores: int) -> None:
+    """Convolutions (1x1 and 3x3, strided or not, odd maps) and a batched dense layer, built
+    with the x86 default for AVX2 (which runs on every x86 host here; the parallel split differs
+    with the cores) and for this host's CPU: the kernels that take a tile with a tail equal
+    ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from deploypipe.backends.tvm import schedules
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+
+    rng = np.random.default_rng(0)
+    if mcpu == "host":
+        mcpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
+    marked = 0
+    for hw, cin, cout, k, stride in ((7, 24, 64, 1, 1), (13, 8, 16, 3, 1), (14, 24, 40, 1, 2), (17, 8, 64, 3, 2)):
+        out = (hw + 2 * (k // 2) - k) // stride + 1
+        inits = [numpy_helper.from_array(rng.standard_normal((cout, cin, k, k)).astype(np.float32) * 0.2, "w"),
+                 numpy_helper.from_array(rng.standard_normal((cout * out * out, 16)).astype(np.float32) * 0.05, "m")]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4, strides=[stride] * 2),
+                 helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+                 helper.make_node("MatMul", ["f", "m"], ["y"])]
+        graph = helper.make_graph(nodes, "shapes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, cin, hw, hw])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 16])], inits)
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        lowered = lower(import_relax(proto_model(proto, "shapes")), target)
+        with target:
+            scheduled = schedules.default_schedule()(lowered)
+        marked += sum(schedules.PARTITION_HINT in f.script() for _, f in scheduled.functions_items()
+                      if isinstance(f, tvm.tirx.PrimFunc))
+        x = rng.standard_normal((3, cin, hw, hw)).astype(np.float32)
+        want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        got = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()), rtol=1e-4)
+    assert marked >= (2 if mcpu == "broadwell" else 0), marked
+
+
+def test_a_tail_the_parallel_loop_would_take_falls_back_to_divisor_tiles() -> None:
+    """A 49-row dense layer with one block of output channels: its rows must feed the parallel
+    loop, where LoopPartition cannot peel a short tile, so the rule schedules it again with
+    exact-divisor tiles (no bounds test in the kernel) rather than keep a test in every tile."""
+    from onnx import numpy_helper
+
+    from deploypipe.backends.tvm import schedules
+    from deploypipe.backends.tvm.relax import compile_module, import_relax, lower
+
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((64, 16)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "m"], ["y"])], "dense",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [49, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [49, 16])],
+                              [numpy_helper.from_array(m, "m")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "broadwell", "num-cores": 8})
+    lowered = lower(import_relax(proto_model(proto, "dense")), target)
+    with target:
+        kernels = [f.script() for gv, f in schedules.default_schedule()(lowered).functions_items()
+                   if "matmul" in gv.name_hint]
+    assert kernels and all("T.where" not in k and "T.parallel" in k for k in kernels)
+    x = rng.standard_normal((49, 64)).astype(np.float32)
+    got = tvm.relax.VirtualMachine(compile_module(lowered, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, x @ m, atol=1e-4, rtol=1e-4)

@@ -244,9 +244,17 @@ def schedule_kernel(func: Any, target: Any, knobs: Knobs = Knobs()) -> Any:
             _inline(sch, knobs)
             for block in _blocks(sch):
                 _parallel_vectorize(sch, block, lanes)
+    except TailInParallelLoop:
+        return schedule_kernel(func, target, replace(knobs, tails=False))
     except Exception:  # noqa: BLE001 - a kernel this rule cannot schedule stays as it was
         return None
     return sch
+
+
+class TailInParallelLoop(Exception):  # noqa: N818 - a signal to schedule again, not an error
+    """A tile with a tail whose rows loop joined the parallel loop (too few output-channel blocks
+    for the cores): LoopPartition cannot peel a fused loop, so every full tile would keep its
+    bounds test. The kernel is scheduled again with exact-divisor tiles."""
 
 
 def partition_tails(mod: tvm.IRModule) -> tvm.IRModule:
@@ -513,7 +521,10 @@ def _tile_reduction(sch: Any, block: Any, lanes: int, registers: int, cores: int
     task, rest = _parallel_tasks(sch, extents[vec_axis] // vec, outer, 2 * cores, row_bytes, knobs.task_bytes)
     sch.reorder(v_o, *task, *channels[:-1], *rest, *window, channels[-1], *inner)
     if rows_axis is not None and extents[rows_axis] % rows:  # the last tile is shorter: LoopPartition
-        for loop in rest:  # peels it off the serial rows loop, so full tiles run without a bounds test
+        rows_loop = outer[spatial.index(rows_axis)]  # peels it off the serial rows loop, so full tiles
+        if not any(loop.same_as(rows_loop) for loop in rest):  # run without a bounds test
+            raise TailInParallelLoop
+        for loop in rest:
             sch.annotate(loop, PARTITION_HINT, 1)
     fused = sch.fuse(v_o, *task)
     sch.parallel(fused)
