@@ -7,9 +7,10 @@ without measuring anything:
 
 - a reduction with a contiguous output axis (conv2d in NHWC incl. depthwise, dense/matmul,
   pooling): a register tile of `rows x lanes*k` accumulators over the two innermost output
-  axes (on x86 the last tile may be shorter, peeled off by LoopPartition); the output-channel blocks (and as few output rows as balance the cores) are the
-  parallel tasks; a task walks large weight slices in blocks of input channels so each block
-  is reused on all its rows while cached; the epilogue (bias, residual add, activation) runs
+  axes (on x86 the last tile may be shorter, peeled off by LoopPartition); the output-channel
+  blocks (and as few output rows as balance the cores) are the parallel tasks; a task walks
+  large weight slices in blocks of input channels so each block is reused on all its rows while
+  cached; the epilogue (bias, residual add, activation) runs
   per tile from the accumulators, or per task after the last channel block;
 - the weights are prepacked to [O/vec, ..., vec] (one contiguous stream per task), a repacking
   that `relax.fold_prepacking` moves out of the kernel and folds into the constants;

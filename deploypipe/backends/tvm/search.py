@@ -41,10 +41,7 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
         candidates = default_candidates(mod, target)[: limit - measured]
         if not candidates:
             continue
-        # the runner passes the kernel's arguments as measured: weights already prepacked
-        secs, errors = measure(database, builder, runner, [
-            Candidate(sch.mod, sch.trace, mod, target, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
-            for sch in candidates])
+        secs, errors = measure(database, builder, runner, candidates)
         best = min((t for t in secs if t is not None), default=None)
         measured += len(candidates)
         log(f"default-rule variants: {task.task_name}: {len(candidates)} measured, best {best * 1e3:.3f} ms"
@@ -52,11 +49,13 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
     return measured
 
 
-def default_candidates(workload: Any, target: Any, known: frozenset[int] = frozenset()) -> list[Any]:
-    """A kernel's default-rule schedules, as the build makes them: an integer convolution's
-    dot-product kernel, a Winograd transform's own schedule, else the default rule and each of its
-    variants, duplicates (by structural hash) and those whose hash is in `known` dropped."""
+def default_candidates(workload: Any, target: Any, known: frozenset[int] = frozenset()) -> list[Candidate]:
+    """A kernel's default-rule schedules, as the build makes them, to time: an integer
+    convolution's dot-product kernel, a Winograd transform's own schedule, else the default rule
+    and each of its variants, duplicates (by structural hash) and those whose hash is in `known`
+    dropped."""
     import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
 
     # an integer convolution's candidate is its dot-product kernel, a Winograd transform's its own, as in the build
     special = [integer.integer_rule(), winograd.rule()]
@@ -68,7 +67,9 @@ def default_candidates(workload: Any, target: Any, known: frozenset[int] = froze
         if sch is None or (key := tvm_ffi.structural_hash(sch.mod)) in seen:
             continue
         seen.add(key)
-        candidates.append(sch)
+        # the runner passes the kernel's arguments as measured: weights already prepacked
+        candidates.append(Candidate(sch.mod, sch.trace, workload, target,
+                                    ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
     return candidates
 
 

@@ -324,10 +324,12 @@ def _retime(work_dir: Path, builder: Any, runner: Any, limit: int) -> int:
                 print(f"a record timed {mean_seconds(record.run_secs) * 1e3:.3f} ms before, {now * 1e3:.3f} ms now",
                       flush=True)
         print(f"re-timed {kept} of {start + len(batch)} records", flush=True)
-    missing = [search.Candidate(sch.mod, sch.trace, mod, target,
-                                ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
-               for mod, target, known in kernels.values()
-               for sch in search.default_candidates(mod, target, frozenset(known))][:max(limit, 0)]
+    missing: list[search.Candidate] = []
+    for mod, target, known in kernels.values():  # only as many kernels as the trials left need
+        if len(missing) >= limit:
+            break
+        missing += search.default_candidates(mod, target, frozenset(known))
+    missing = missing[:max(limit, 0)]
     print(f"timing {len(missing)} default-rule variants the database lacks", flush=True)
     for start in range(0, len(missing), 32):
         secs, _errors = search.measure(new, builder, runner, missing[start:start + 32])
