@@ -178,6 +178,8 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     assert tuning["kernels"]["tuned"] == len(reused["kernels"]) and report.manifest.fidelity.passed
     assert any(f"reused {len(reused['kernels'])} tuned kernel(s) by workload from {db}" in n for n in report.manifest.notes)
     # tuning the other model would not measure what tiny's database already holds (de-duplicated by workload)
+    from tvm.s_tir import meta_schedule as ms
+
     from deploypipe import passes
     from deploypipe.backends.tvm import search
     from deploypipe.backends.tvm.relax import import_relax, lower, tvm_target
@@ -187,13 +189,13 @@ def test_tune_resumes_and_build_reuses_database(tmp_path: Path, cli) -> None:
     target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
     other, _ = passes.run(passes.recipe_for("fp32", frozenset({"fp32"})), import_model(other_model),
                           PassContext(target="host-cpu", precision="fp32"))  # what the tuner gets
-    lowered = lower(import_relax(other), target)
-    every = search.untuned_tasks(lowered, target, tmp_path / "none" / "other" / "host-cpu")
-    todo = search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")
+    tasks = ms.relax_integration.extract_tasks(lower(import_relax(other), target), target)
+    every = search.untuned_tasks(tasks, target, tmp_path / "none" / "other" / "host-cpu")
+    todo = search.untuned_tasks(tasks, target, logs / "other" / "host-cpu")
     assert len(todo) == len(every) - len(reused["kernels"]) and len(todo) < len(every)
     # ... unless that database was timed on a host with another CPU: tuning here measures them again
     (db / "measured_on.json").write_text(json.dumps([{"host_cpu": "some-other-cpu"}]))
-    assert len(search.untuned_tasks(lowered, target, logs / "other" / "host-cpu")) == len(every)
+    assert len(search.untuned_tasks(tasks, target, logs / "other" / "host-cpu")) == len(every)
     (db / "measured_on.json").write_text(json.dumps([{"host_cpu": host_cpu}]))
     # the other model's own records for those kernels, 100x slower (a few search samples): each
     # kernel still gets the fastest record of either database (its own ones shadowed tiny's)

@@ -22,9 +22,10 @@ from typing import Any, NamedTuple
 from deploypipe.backends.tvm import integer, relax, schedules, winograd
 
 
-def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner: Any, limit: int,
+def seed_database(tasks: list[Any], target: Any, work_dir: str, builder: Any, runner: Any, limit: int,
                   log: Callable[[str], None] = print) -> int:
-    """Measure up to `limit` default-rule candidates, the costliest kernels first, and commit them
+    """Measure up to `limit` default-rule candidates for the model's `tasks` (MetaSchedule's
+    extract_tasks, done once by the caller), the costliest kernels first, and commit them
     to the JSON database in `work_dir`. Kernels with records already are skipped: in this database
     (a resumed run) or in another model's under the same tuning_logs measured on this CPU class
     and not timed on another host's CPU (`timed_on_another_host`), which the build reuses by
@@ -34,7 +35,7 @@ def seed_database(lowered: Any, target: Any, work_dir: str, builder: Any, runner
 
     database = ms.database.JSONDatabase(work_dir=work_dir)
     measured = 0
-    for task in untuned_tasks(lowered, target, Path(work_dir)):
+    for task in untuned_tasks(tasks, target, Path(work_dir)):
         mod = task.dispatched[0]
         if measured >= limit:
             break
@@ -104,15 +105,15 @@ def measure(database: Any, builder: Any, runner: Any, candidates: list[Candidate
     return secs, errors
 
 
-def untuned_tasks(lowered: Any, target: Any, work_dir: Path) -> list[Any]:
-    """The model's kernels (MetaSchedule tasks), costliest first, without records in `work_dir`'s
-    database or in another model's of the same CPU class under the same tuning_logs."""
+def untuned_tasks(tasks: list[Any], target: Any, work_dir: Path) -> list[Any]:
+    """Of the model's kernels (`tasks`: MetaSchedule's extract_tasks), costliest first, those
+    without records in `work_dir`'s database or in another model's of the same CPU class under the
+    same tuning_logs."""
     from tvm.s_tir import meta_schedule as ms
 
     known = [ms.database.JSONDatabase(work_dir=str(d)) for d in [work_dir, *relax.class_databases(work_dir, target)]
              if relax.tuning_records(d) and (d == work_dir or not timed_on_another_host(d))]
-    tasks = sorted(ms.relax_integration.extract_tasks(lowered, target), key=_cost, reverse=True)
-    return [t for t in tasks
+    return [t for t in sorted(tasks, key=_cost, reverse=True)
             if not any(db.has_workload(t.dispatched[0]) and db.get_top_k(db.commit_workload(t.dispatched[0]), 1)
                        for db in known)]
 

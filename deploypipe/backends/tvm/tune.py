@@ -260,14 +260,15 @@ def _child(job: _Job) -> None:
     export = (functools.partial(cross_export, job.options.cross_compiler)
               if job.options.cross_compiler and job.remote.enabled else None)
     builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=export, max_workers=os.cpu_count() or 1)
-    runner = _runner(job, evaluate.weight_positions(ms.relax_integration.extract_tasks(lowered, target)))
+    tasks = ms.relax_integration.extract_tasks(lowered, target)  # seconds for a ResNet: once
+    runner = _runner(job, evaluate.weight_positions(tasks))
     if not job.remote.enabled:
         import tvm
 
         print(f"measuring with {tvm.get_global_func('runtime.NumThreads')()} TVM threads", flush=True)
     added = _retime(Path(job.work_dir), builder, runner, job.trials) if job.retime else 0
     left = job.trials - added
-    left -= search.seed_database(lowered, target, job.work_dir, builder, runner, left, log=lambda m: print(m, flush=True))
+    left -= search.seed_database(tasks, target, job.work_dir, builder, runner, left, log=lambda m: print(m, flush=True))
     if left <= 0:
         return
     strategy, cost_model = job.options.search()
