@@ -704,6 +704,32 @@ def test_retime_times_every_record_again_here(tmp_path: Path, cli) -> None:
     assert len({json.dumps(json.loads(line)[1][0]) for line in lines}) == 2  # two different traces
 
 
+def test_default_candidates_know_their_records_back_from_json(tmp_path: Path) -> None:
+    """A default-rule candidate a database holds is known once its record comes back from the
+    JSON file: the weight repacking's annotation came back as 1 where the rule wrote True, so no
+    kernel with prepacked weights matched, and `--retime` timed again variants the database had."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from deploypipe.backends.tvm import search
+    from deploypipe.backends.tvm.relax import import_relax, lower, tvm_target
+
+    target = tvm_target(TvmOptions(**targets.get("host-cpu").compilers["tvm"].options))
+    tasks = ms.relax_integration.extract_tasks(lower(import_relax(proto_model(tiny_classifier(), "tiny")), target), target)
+    candidates = {t.task_name: search.default_candidates(t.dispatched[0], target) for t in tasks}
+    dense = next(cs for name, cs in candidates.items() if "matmul" in name)
+    assert any("layout_rewrite_preproc" in c.mod.script() for c in dense)  # its weights are repacked
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    for c in (c for cs in candidates.values() for c in cs):
+        db.commit_tuning_record(ms.database.TuningRecord(c.trace, db.commit_workload(c.workload), [1e-3], c.target,
+                                                         c.args_info))
+    records = ms.database.JSONDatabase(work_dir=str(tmp_path)).get_all_tuning_records()  # from the file
+    known = frozenset(tvm_ffi.structural_hash(search.replayed(r)) for r in records)
+    assert len(records) == sum(map(len, candidates.values()))
+    assert {t.task_name: search.default_candidates(t.dispatched[0], target, known) for t in tasks} == {
+        t.task_name: [] for t in tasks}
+
+
 def test_tiles_with_a_tail_are_peeled_and_match_onnxruntime() -> None:
     """On x86 the default rule takes a register tile taller than any divisor of the rows allows
     where it saves issue slots (AVX2, 14 rows x 16 channels: 5 x 2 vectors and a last tile of 4

@@ -571,7 +571,9 @@ def repack_weights(sch: Any, block: Any, index: int, layout: Any) -> None:
 
     region = sch.get(block).reads[index].region
     cached = sch.cache_read(block, index, "global")
-    sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", True)
+    # 1, not True: a tuning record stores the trace as JSON, which gives a bool back as 1, and a
+    # default-rule candidate must equal its record replayed (`search.replayed`) to be known
+    sch.annotate(cached, "meta_schedule.layout_rewrite_preproc", 1)
     sch.transform_layout(block, ("read", index), tirx.IndexMap.from_func(
         layout, ndim=len(region), index_dtype=str(region[0].min.ty.dtype)))
 

@@ -74,6 +74,16 @@ def default_candidates(workload: Any, target: Any, known: frozenset[int] = froze
     return candidates
 
 
+def replayed(record: Any) -> Any:
+    """A tuning record's scheduled kernel, its trace replayed on its workload as a build applies
+    it (records come back from JSON: the module to compare default-rule candidates with)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(record.workload.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch.mod
+
+
 class Candidate(NamedTuple):
     """A schedule to time: the module to build and the record it becomes once timed."""
 

@@ -295,7 +295,6 @@ def _retime(work_dir: Path, builder: Any, runner: Any, limit: int) -> int:
     tuned, such as `tails`. A record whose schedule no longer builds or runs is dropped (a build
     could not apply it either). Returns the number of variants timed."""
     import tvm_ffi
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     integer.register_intrinsics()  # integer kernels' traces tensorize with it
@@ -313,11 +312,10 @@ def _retime(work_dir: Path, builder: Any, runner: Any, limit: int) -> int:
         batch = records[start:start + 32]
         candidates = []
         for record in batch:
-            sch = s_tir.Schedule(record.workload.mod)
-            record.trace.apply_to_schedule(sch, remove_postproc=False)
-            candidates.append(search.Candidate(sch.mod, record.trace, record.workload.mod, record.target, record.args_info))
+            mod = search.replayed(record)
+            candidates.append(search.Candidate(mod, record.trace, record.workload.mod, record.target, record.args_info))
             kernels.setdefault(tvm_ffi.structural_hash(record.workload.mod), (record.workload.mod, record.target, set())
-                               )[2].add(tvm_ffi.structural_hash(sch.mod))
+                               )[2].add(tvm_ffi.structural_hash(mod))
         secs, _errors = search.measure(new, builder, runner, candidates)
         for record, now in zip(batch, secs, strict=True):
             if now is not None:
